@@ -1,0 +1,21 @@
+"""Exceptions raised for bad input, each naming the file, the field and what was expected."""
+
+from __future__ import annotations
+
+__all__ = ["Brain2ImageError", "DataFormatError", "MissingFileError", "MissingWeightsError"]
+
+
+class Brain2ImageError(Exception):
+    """Base class of the errors the CLI reports as one clear line (no traceback)."""
+
+
+class DataFormatError(Brain2ImageError, ValueError):
+    """A file exists but its content is not what the format requires."""
+
+
+class MissingFileError(Brain2ImageError, FileNotFoundError):
+    """A file the run needs is not on disk."""
+
+
+class MissingWeightsError(Brain2ImageError, FileNotFoundError):
+    """Pretrained weights are not in the local cache and the network is off."""
