@@ -1,0 +1,281 @@
+"""``prepare``: NSD tree -> ``prepared_subjXX.h5`` (ROI-masked single-trial betas, train/test split).
+
+Sessions are read one at a time, only at the union of the requested ROIs' voxels, and written
+straight into the output file, so memory stays at one masked session plus the test rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from .. import __version__
+from .._io import atomic_path
+from ..errors import DataFormatError, MissingFileError
+from .betas import (
+    beta_file_info,
+    read_surface_betas,
+    read_volume_betas,
+    read_volume_map,
+    scale_betas,
+    zscore_trials,
+)
+from .design import trial_table
+from .layout import DEFAULT_BETA_VERSION, HEMIS, TRIALS_PER_SESSION, NSDLayout
+from .rois import RoiMask, load_roi_masks, parse_roi_spec
+
+__all__ = ["DEFAULT_ROIS", "average_repeats", "prepare_subject", "resolve_sessions"]
+
+logger = logging.getLogger(__name__)
+
+#: ROIs of the paper: early visual (z decoder), ventral (c decoder), and all of nsdgeneral.
+DEFAULT_ROIS = ("streams:early", "streams:ventral", "nsdgeneral")
+
+
+def resolve_sessions(layout: NSDLayout, sessions: int | Sequence[int] | None,
+                     beta_format: str = "hdf5") -> list[int]:
+    """Turn a session request into a sorted list of 1-based sessions.
+
+    Parameters
+    ----------
+    layout : NSDLayout
+    sessions : int, sequence of int or None
+        A count ``n`` (sessions 1..n), an explicit list, or None (every session on disk).
+    beta_format : str
+
+    Raises
+    ------
+    MissingFileError
+        If a requested session's beta file is absent, or no session is on disk.
+    """
+    if sessions is None:
+        found = layout.sessions_on_disk(beta_format)
+        if not found:
+            raise MissingFileError(f"no beta files ({beta_format}) in {layout.betas_dir()}")
+        return found
+    wanted = list(range(1, int(sessions) + 1)) if isinstance(sessions, (int, np.integer)) \
+        else sorted({int(s) for s in sessions})
+    if not wanted or wanted[0] < 1:
+        raise ValueError(f"sessions must be a positive count or 1-based session numbers, "
+                         f"got {sessions!r}")
+    missing = [str(p) for s in wanted for p in layout.session_files(s, beta_format)
+               if not p.is_file()]
+    if missing:
+        raise MissingFileError(f"{len(missing)} beta file(s) missing: {', '.join(missing[:5])}"
+                               + (" ..." if len(missing) > 5 else ""))
+    return wanted
+
+
+def average_repeats(x: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Average rows that share an id.
+
+    Parameters
+    ----------
+    x : ndarray of shape (n_trials, n_voxels)
+    ids : ndarray of shape (n_trials,)
+
+    Returns
+    -------
+    mean : ndarray of shape (n_unique, n_voxels) float32
+    unique_ids : ndarray of shape (n_unique,), sorted
+    counts : ndarray of shape (n_unique,)
+    """
+    unique_ids, inverse, counts = np.unique(ids, return_inverse=True, return_counts=True)
+    if unique_ids.size == 0:
+        return np.zeros((0,) + x.shape[1:], dtype=np.float32), unique_ids, counts
+    order = np.argsort(inverse, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    sums = np.add.reduceat(x[order].astype(np.float64), starts, axis=0)
+    return (sums / counts[:, None]).astype(np.float32), unique_ids, counts
+
+
+def _check_session_files(layout: NSDLayout, sessions: list[int], beta_format: str,
+                         masks: list[RoiMask], shape: tuple[int, ...],
+                         trials_per_session: int) -> None:
+    """Cheap header checks of every session file before any data is read."""
+    atlas = masks[0].source
+    for session in sessions:
+        if layout.is_surface:
+            for hemi_index, path in enumerate(layout.session_files(session)):
+                info = beta_file_info(path, "mgh")
+                if info.spatial_shape[0] != shape[hemi_index]:
+                    raise DataFormatError(
+                        f"{path}: {info.spatial_shape[0]} vertices but {atlas[hemi_index]} has "
+                        f"{shape[hemi_index]}")
+                _check_trials(info.n_trials, path, trials_per_session)
+        else:
+            path = layout.betas_session(session, beta_format)
+            info = beta_file_info(path, beta_format)
+            if tuple(info.spatial_shape) != tuple(shape):
+                raise DataFormatError(f"{path}: volume shape (X, Y, Z) {info.spatial_shape} "
+                                      f"differs from ROI atlas {atlas[0]} shape {tuple(shape)}")
+            _check_trials(info.n_trials, path, trials_per_session)
+
+
+def _check_trials(n_trials: int, path: Path, trials_per_session: int) -> None:
+    if n_trials != trials_per_session:
+        raise DataFormatError(f"{path}: {n_trials} trials on the betas' trial axis but the "
+                              f"behaviour has {trials_per_session} per session")
+
+
+def _read_session(layout: NSDLayout, session: int, beta_format: str, positions: np.ndarray,
+                  shape: tuple[int, ...], trials_per_session: int) -> np.ndarray:
+    """Raw betas of one session at the union's positions, shape (n_trials, n_union)."""
+    if not layout.is_surface:
+        return read_volume_betas(layout.betas_session(session, beta_format), positions, beta_format,
+                                 n_trials=trials_per_session, volume_shape=shape)
+    n_lh = shape[0]
+    parts = []
+    for hemi_index, hemi in enumerate(HEMIS):
+        in_hemi = positions[(positions >= n_lh) == bool(hemi_index)] - n_lh * hemi_index
+        parts.append(read_surface_betas(layout.surface_betas(session, hemi), in_hemi,
+                                        n_trials=trials_per_session, n_vertices=shape[hemi_index]))
+    return np.concatenate(parts, axis=1)
+
+
+def _write_index(handle: h5py.File, name: str, table: pd.DataFrame) -> None:
+    group = handle.create_group(name)
+    group.create_dataset("ids", data=table["id73k"].to_numpy(np.int64))
+    group.create_dataset("session", data=table["session"].to_numpy(np.int16))
+    group.create_dataset("trial", data=table["trial"].to_numpy(np.int16))
+
+
+def prepare_subject(
+    nsd_root: str | os.PathLike | None,
+    subject: int,
+    out_path: str | os.PathLike,
+    rois: Sequence[str] = DEFAULT_ROIS,
+    sessions: int | Sequence[int] | None = None,
+    beta_version: str = DEFAULT_BETA_VERSION,
+    beta_format: str = "hdf5",
+    space: str = "func1pt8mm",
+    scale: str = "percent",
+    zscore_sessions: bool = False,
+    trials_per_session: int = TRIALS_PER_SESSION,
+    progress: bool = True,
+) -> Path:
+    """Write a subject's prepared file from an NSD tree.
+
+    Parameters
+    ----------
+    nsd_root : path-like or None
+        NSD root; None reads ``$NSD_ROOT``.
+    subject : int
+        1..8.
+    out_path : path-like
+        Output ``.h5`` (written atomically: nothing is left there on failure).
+    rois : sequence of str
+        ROI specs, ``atlas:label`` or ``atlas`` (every value > 0).
+    sessions : int, sequence of int or None
+        A count (1..n), a list of 1-based sessions, or None for every session on disk.
+    beta_version : str
+    beta_format : {"hdf5", "nifti"}
+        Volume spaces only; fsaverage always reads ``.mgh``.
+    space : {"func1pt8mm", "func1mm", "MNI", "fsaverage"}
+    scale : {"percent", "raw"}
+        ``percent`` divides the int16 betas by 300; ``raw`` keeps the stored values.
+    zscore_sessions : bool
+        Z-score every voxel over each session's trials.
+    trials_per_session : int
+        750 in NSD; smaller in test trees.
+    progress : bool
+        Show a progress bar over sessions.
+
+    Returns
+    -------
+    Path
+        ``out_path``.
+    """
+    if beta_format not in ("hdf5", "nifti"):
+        raise ValueError(f"beta_format must be 'hdf5' or 'nifti', got {beta_format!r}")
+    layout = NSDLayout(nsd_root, subject, space=space, beta_version=beta_version)
+    session_list = resolve_sessions(layout, sessions, beta_format)
+    specs = [parse_roi_spec(r) for r in rois]
+    keys = [s.key for s in specs]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"ROI keys must be unique, got {keys} from {list(rois)}")
+    masks, affine, shape = load_roi_masks(layout, specs)
+    _check_session_files(layout, session_list, beta_format, masks, shape, trials_per_session)
+    table = trial_table(layout, session_list, trials_per_session)
+
+    union = np.logical_or.reduce([m.mask for m in masks])
+    positions = np.argwhere(union) if not layout.is_surface else np.flatnonzero(union)
+    columns = {m.spec.key: np.flatnonzero(m.mask[union]) for m in masks}
+    shared = table["is_shared"].to_numpy()
+    train_table, test_table = table[~shared], table[shared]
+    n_train, n_test_trials = len(train_table), len(test_table)
+    ncsnr = None
+    if not layout.is_surface and layout.ncsnr().is_file():
+        ncsnr = read_volume_map(layout.ncsnr(), positions, shape)
+    logger.info("subject %d: %d sessions, %d train trials, %d test trials, %d voxels in the ROI "
+                "union", subject, len(session_list), n_train, n_test_trials, len(positions))
+
+    out_path = Path(out_path)
+    with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as handle:
+        handle.attrs.update({
+            "subject": subject, "nsd_root": str(layout.root), "space": space,
+            "beta_version": beta_version,
+            "beta_format": "mgh" if layout.is_surface else beta_format,
+            "sessions": np.asarray(session_list, dtype=np.int16), "scale": scale,
+            "zscore_sessions": bool(zscore_sessions), "rois": keys,
+            "roi_specs": [str(s) for s in specs], "trials_per_session": trials_per_session,
+            "brain2image_version": __version__,
+        })
+        if layout.is_surface:
+            handle.attrs["n_vertices"] = np.asarray(shape, dtype=np.int64)
+        else:
+            handle.attrs["volume_shape"] = np.asarray(shape, dtype=np.int64)
+            handle.attrs["affine"] = affine
+        _write_index(handle, "train", train_table)
+        _write_index(handle, "test_trials", test_table)
+        for mask in masks:
+            key = mask.spec.key
+            group = handle.create_group(f"rois/{key}")
+            group.attrs.update({"atlas": mask.spec.atlas, "label": mask.spec.label or "",
+                                "label_values": np.asarray(mask.values, dtype=np.int64)})
+            n_vox = columns[key].size
+            group.create_dataset("train", shape=(n_train, n_vox), dtype=np.float32)
+            group.create_dataset("test_trials", shape=(n_test_trials, n_vox), dtype=np.float32)
+            mine = positions[columns[key]]
+            if layout.is_surface:
+                hemi = (mine >= shape[0]).astype(np.int8)
+                group.create_dataset("vertex", data=(mine - shape[0] * hemi).astype(np.int32))
+                group.create_dataset("hemi", data=hemi)
+            else:
+                group.create_dataset("ijk", data=mine.astype(np.int32))
+            if ncsnr is not None:
+                group.create_dataset("ncsnr", data=ncsnr[columns[key]].astype(np.float32))
+
+        train_row = test_row = 0
+        for session in tqdm(session_list, desc=f"prepare subj{subject:02d}", unit="session",
+                            disable=not progress):
+            betas = scale_betas(_read_session(layout, session, beta_format, positions, shape,
+                                              trials_per_session), scale)
+            if zscore_sessions:
+                betas = zscore_trials(betas)
+            in_session = shared[(table["session"] == session).to_numpy()]
+            train_part, test_part = betas[~in_session], betas[in_session]
+            for key, cols in columns.items():
+                group = handle["rois"][key]
+                group["train"][train_row:train_row + len(train_part)] = train_part[:, cols]
+                group["test_trials"][test_row:test_row + len(test_part)] = test_part[:, cols]
+            train_row += len(train_part)
+            test_row += len(test_part)
+
+        test_ids = test_table["id73k"].to_numpy(np.int64)
+        unique_ids, counts = np.unique(test_ids, return_counts=True)
+        handle.create_dataset("test/ids", data=unique_ids)
+        handle.create_dataset("test/n_repeats", data=counts.astype(np.int16))
+        for key in columns:
+            group = handle["rois"][key]
+            mean, _, _ = average_repeats(group["test_trials"][()], test_ids)
+            group.create_dataset("test", data=mean)
+    logger.info("wrote %s", out_path)
+    return out_path
