@@ -33,6 +33,10 @@ def atomic_path(final_path: str | os.PathLike, suffix: str | None = None) -> Ite
                                     dir=final_path.parent)
     os.close(fd)
     tmp_path = Path(tmp_name)
+    # mkstemp creates 0600 files; give the output the permissions a plain open() would.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_path, 0o666 & ~umask)
     try:
         yield tmp_path
         os.replace(tmp_path, final_path)
