@@ -1,0 +1,96 @@
+"""End-to-end run of the pipeline on a tiny simulated study with a tiny random LDM folder."""
+
+import json
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+
+from brain2image.cli import main
+from brain2image.config import DecoderConfig, ReconstructionConfig
+from brain2image.pipeline import RunConfig, EncodingOptions, load_run_config, run_pipeline
+from brain2image.simulate.study import simulate_study
+
+from ldm_dummy import save_tiny_ldm, tiny_ldm
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("pipeline")
+    study = simulate_study(root / "study", n_images=300, n_shared=8, n_sessions=1, volume_shape=(12, 14, 10),
+                           roi_sizes={"early": 120, "ventral": 120, "midventral": 10, "lateral": 10},
+                           progress=False)
+    model_dir = save_tiny_ldm(tiny_ldm(text="bert"), root / "tiny_model")
+    config = RunConfig(
+        nsd_root=str(study.nsd_root), out_dir=str(root / "run"), model=str(model_dir),
+        decoder=DecoderConfig(alphas=[1.0, 100.0, 10000.0], cv_folds=3),
+        reconstruction=ReconstructionConfig(num_inference_steps=10, n_samples=2,
+                                            methods=("z_only", "c_only", "z_plus_c", "oracle")),
+        encoding=EncodingOptions(enabled=True), report_images=3)
+    report = run_pipeline(config, progress=False)
+    yield root, config, report
+    torch.set_num_threads(threads)
+
+
+def test_pipeline_writes_report_metrics_and_every_stage(tiny_run):
+    root, config, report = tiny_run
+    run = root / "run"
+    assert report == run / "report.html"
+    html = report.read_text()
+    assert html.count("data:image/png;base64,") >= 3 * (1 + 4)  # seen + 4 methods per shown image
+    metrics = json.loads((run / "metrics.json").read_text())
+    for method in ("z_only", "c_only", "z_plus_c", "oracle"):
+        for key in ("pixcorr", "ssim", "id_pixel", "id_semantic", "takagi_pixel", "takagi_semantic"):
+            assert np.isfinite(metrics[method][key]), (method, key)
+    assert set(metrics["decoding"]) == {"z <- early", "c <- ventral"}
+    for stage in ("prepare", "features_z", "features_c", "fit_z", "fit_c", "reconstruct", "evaluate", "encode"):
+        assert metrics["timings_s"][stage] >= 0, stage
+    index = pd.read_csv(run / "recon" / "index.csv")
+    assert len(index) == 8 * 2 * 4
+    with h5py.File(run / "prepared" / "subj01.h5", "r") as f:
+        assert sorted(f["rois"]) == ["early", "nsdgeneral", "ventral"]
+    summary = json.loads((run / "encoding" / "summary.json").read_text())
+    assert {"z", "c"} <= set(summary["mean_r"])
+
+
+def test_pipeline_resumes_without_redoing_work(tiny_run):
+    root, config, _ = tiny_run
+    run = root / "run"
+    before = {p: p.stat().st_mtime_ns for p in (run / "decoders").glob("*.h5")}
+    before.update({p: p.stat().st_mtime_ns for p in (run / "recon" / "z_plus_c").glob("*.png")})
+    run_pipeline(config, progress=False)
+    assert all(p.stat().st_mtime_ns == t for p, t in before.items())
+
+
+def test_run_config_toml_paths_are_relative_to_the_file(tmp_path):
+    (tmp_path / "cfg").mkdir()
+    path = tmp_path / "cfg" / "run.toml"
+    path.write_text('nsd_root = "nsd"\nout_dir = "/abs/out"\nsubject = 2\n'
+                    '[reconstruction]\nstrength = 0.7\nmethods = ["z_plus_c"]\n[decoder]\nalphas = [1.0, 2.0]\n')
+    config = load_run_config(path)
+    assert config.nsd_root == str(tmp_path / "cfg" / "nsd")
+    assert config.out_dir == "/abs/out"
+    assert config.subject == 2
+    assert config.reconstruction.strength == 0.7 and config.reconstruction.methods == ("z_plus_c",)
+    assert config.decoder.alphas == [1.0, 2.0]
+
+
+def test_run_config_rejects_unknown_keys(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('nsd_root = "nsd"\nout_dir = "out"\n[reconstruction]\nstrenght = 0.7\n')
+    assert main(["run", str(path)]) == 1
+
+
+def test_example_config_parses():
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parent.parent / "examples" / "nsd_subj01_sd14.toml"
+    config = load_run_config(example)
+    assert config.model == "CompVis/stable-diffusion-v1-4"
+    assert config.features.z_resolution == 320
+    assert config.reconstruction.guidance_scale == 5.0 and config.reconstruction.n_samples == 5
