@@ -1,0 +1,362 @@
+"""The encoding analysis: which LDM component explains which part of visual cortex.
+
+:func:`encode_arrays` fits in-memory arrays (what the demo calls); :func:`run_encoding_analysis`
+reads a prepared file and feature stores and writes ``encoding/results.h5``,
+``encoding/summary.json``, NIfTI / PNG maps and ROI bars.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .. import __version__
+from .._io import atomic_path, atomic_write_text
+from ..errors import DataFormatError, MissingFileError
+from .models import DEFAULT_ALPHAS, fit_banded, fit_space, pearson_columns, prepare_space, reduce_trials
+from .noise_ceiling import nc_fraction, noise_ceiling, signed_r2
+from .partition import partition_variance
+
+__all__ = ["EncodingConfig", "EncodingResults", "encode_arrays", "run_encoding_analysis", "default_pairs",
+           "read_roi_data", "write_results"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EncodingConfig:
+    """Hyperparameters of the encoding analysis (saved with every result).
+
+    Parameters
+    ----------
+    roi : str
+        ROI key of the prepared file whose voxels are modelled (``nsdgeneral``).
+    summary_rois : list of str
+        ROI keys summarised (mean r per ROI) in ``summary.json`` and the bar plot.
+    alphas : list of float
+        Ridge grid (features standardised and scaled by 1/sqrt(n_features)).
+    n_folds : int
+        CV folds over unique training images.
+    banded_n_iter : int
+        Random-search draws of the banded ridge kernel weights.
+    partition_pairs : list of [str, str] or None
+        Pairs of feature spaces to partition; ``None``: (z, c) when present plus consecutive
+        ``zc_<strength>`` levels.
+    n_targets_batch : int or None
+        Voxels solved at a time (memory bound).
+    seed : int
+        Seed of the CV splits and the random search.
+    maps : bool
+        Write NIfTI / PNG maps.
+    """
+
+    roi: str = "nsdgeneral"
+    summary_rois: list[str] = field(default_factory=lambda: ["early", "ventral"])
+    alphas: list[float] = field(default_factory=lambda: list(DEFAULT_ALPHAS))
+    n_folds: int = 5
+    banded_n_iter: int = 20
+    partition_pairs: list[list[str]] | None = None
+    n_targets_batch: int | None = None
+    seed: int = 0
+    maps: bool = True
+
+
+@dataclass
+class EncodingResults:
+    """Per-voxel results.
+
+    Attributes
+    ----------
+    spaces : dict name -> dict of arrays of shape (n_voxels,)
+        ``r`` (test Pearson r), ``r2`` (signed r·|r|), ``alpha``, and ``nc_fraction`` when a
+        noise ceiling is known.
+    partitions : dict "a|b" -> dict of arrays of shape (n_voxels,)
+        Output of :func:`partition_variance` plus ``r_joint`` and the joint model's kernel
+        weights ``weight_a``, ``weight_b``.
+    noise_ceiling : array of shape (n_voxels,) or None
+        Percent of explainable variance of the test averages.
+    """
+
+    spaces: dict[str, dict[str, np.ndarray]]
+    partitions: dict[str, dict[str, np.ndarray]]
+    noise_ceiling: np.ndarray | None = None
+
+
+def default_pairs(names: Sequence[str]) -> list[tuple[str, str]]:
+    """(z, c) when both exist, then consecutive ``zc_<strength>`` levels in strength order."""
+    pairs = []
+    if "z" in names and "c" in names:
+        pairs.append(("z", "c"))
+    levels = sorted((float(m.group(1)), n) for n in names if (m := re.fullmatch(r"zc_([0-9.]+)", n)))
+    pairs += [(a[1], b[1]) for a, b in zip(levels, levels[1:])]
+    return pairs
+
+
+def encode_arrays(features: Mapping[str, np.ndarray], train_index: np.ndarray, Y_train: np.ndarray,
+                  test_index: np.ndarray, Y_test: np.ndarray, *, ncsnr: np.ndarray | None = None,
+                  n_test_repeats: float | np.ndarray = 3, config: EncodingConfig | None = None,
+                  partition_pairs: Sequence[tuple[str, str]] | None = None) -> EncodingResults:
+    """Fit every feature space to every voxel and partition variance between pairs.
+
+    Parameters
+    ----------
+    features : mapping name -> array of shape (n_images, ...)
+        Features of every image, one array per space (rows shared across spaces).
+    train_index : array of shape (n_trials,)
+        Feature row of each training trial (repeated images repeat their row).
+    Y_train : array of shape (n_trials, n_voxels)
+        Single-trial responses.
+    test_index : array of shape (n_test,)
+        Feature row of each test image.
+    Y_test : array of shape (n_test, n_voxels)
+        Repeat-averaged test responses.
+    ncsnr : array of shape (n_voxels,), optional
+        Gives the noise ceiling and ``nc_fraction``.
+    n_test_repeats : float or array of shape (n_test,)
+        Trials averaged per test image (for the noise ceiling).
+    config : EncodingConfig, optional
+    partition_pairs : sequence of (str, str), optional
+        Overrides ``config.partition_pairs``.
+
+    Returns
+    -------
+    EncodingResults
+    """
+    config = config or EncodingConfig()
+    Y_test = np.asarray(Y_test, dtype=np.float32)
+    if Y_test.shape[1] != np.shape(Y_train)[1] or len(Y_test) != len(test_index):
+        raise ValueError(f"Y_test has shape {Y_test.shape}; expected ({len(test_index)}, {np.shape(Y_train)[1]})")
+    names = list(features)
+    if partition_pairs is None:
+        partition_pairs = config.partition_pairs if config.partition_pairs is not None else default_pairs(names)
+    partition_pairs = [tuple(p) for p in partition_pairs]
+    for pair in partition_pairs:
+        if len(pair) != 2 or any(n not in features for n in pair):
+            raise ValueError(f"partition pair {pair} names spaces not in {names}")
+    design = reduce_trials(train_index, Y_train)
+    nc = None if ncsnr is None else noise_ceiling(ncsnr, n_test_repeats)
+    fit_kw = dict(alphas=config.alphas, n_folds=config.n_folds, random_state=config.seed,
+                  n_targets_batch=config.n_targets_batch)
+    in_pairs = {n for pair in partition_pairs for n in pair}
+    spaces: dict[str, dict[str, np.ndarray]] = {}
+    kernels = {}
+    for name in names:
+        # Spaces that enter a banded model are built as kernels once and reused there.
+        space = prepare_space(features[name], design, test_index, kernel=True if name in in_pairs else None)
+        pred, alphas = fit_space(space, design, **fit_kw)
+        r = pearson_columns(Y_test, pred)
+        spaces[name] = {"r": r, "r2": signed_r2(r), "alpha": alphas.astype(np.float64)}
+        if nc is not None:
+            spaces[name]["nc_fraction"] = nc_fraction(r, nc)
+        if name in in_pairs:
+            kernels[name] = space
+        logger.info("encoding %s (%s, %d features): mean r %.3f", name, space.kind, space.n_features, r.mean())
+    partitions = {}
+    for a, b in partition_pairs:
+        pred, weights = fit_banded([kernels[a], kernels[b]], design, n_iter=config.banded_n_iter, **fit_kw)
+        r_joint = pearson_columns(Y_test, pred)
+        part = partition_variance(spaces[a]["r"], spaces[b]["r"], r_joint)
+        part.update(r_joint=r_joint, weight_a=weights[0], weight_b=weights[1])
+        partitions[f"{a}|{b}"] = part
+        logger.info("partition %s|%s: mean unique %s %.4f, unique %s %.4f, shared %.4f", a, b, a,
+                    part["unique_a"].mean(), b, part["unique_b"].mean(), part["shared"].mean())
+    return EncodingResults(spaces=spaces, partitions=partitions, noise_ceiling=nc)
+
+
+# ---------------------------------------------------------------------------------------- files
+def _need(f: h5py.File, name: str, path: Path):
+    if name not in f:
+        raise DataFormatError(f"{path}: no dataset '{name}' (expected a prepared file, see docs/architecture.md)")
+    return f[name][()]
+
+
+def read_roi_data(prepared_path: str | os.PathLike, roi: str) -> dict:
+    """Read what the analysis needs of one ROI from a prepared file.
+
+    Returns
+    -------
+    dict with ``train_ids`` (n_trials,), ``Y_train`` (n_trials, n_voxels), ``test_ids``
+    (n_test,), ``Y_test`` (n_test, n_voxels), ``n_repeats`` (n_test,), ``ncsnr`` or None,
+    ``ijk`` or None, ``vertex``/``hemi`` or None, ``volume_shape``, ``affine``, ``space``.
+    """
+    path = Path(prepared_path)
+    if not path.is_file():
+        raise MissingFileError(f"prepared file {path} not found")
+    with h5py.File(path, "r") as f:
+        if f"rois/{roi}" not in f:
+            keys = list(f["rois"]) if "rois" in f else []
+            raise DataFormatError(f"{path}: no ROI '/rois/{roi}'; expected one of {keys}")
+        g = f"rois/{roi}"
+        out = {"train_ids": _need(f, "train/ids", path).astype(np.int64),
+               "Y_train": _need(f, f"{g}/train", path),
+               "test_ids": _need(f, "test/ids", path).astype(np.int64),
+               "Y_test": _need(f, f"{g}/test", path),
+               "n_repeats": f["test/n_repeats"][()] if "test/n_repeats" in f else np.full(len(f["test/ids"]), 3),
+               "ncsnr": f[f"{g}/ncsnr"][()] if f"{g}/ncsnr" in f else None,
+               "ijk": f[f"{g}/ijk"][()] if f"{g}/ijk" in f else None,
+               "vertex": f[f"{g}/vertex"][()] if f"{g}/vertex" in f else None,
+               "hemi": f[f"{g}/hemi"][()] if f"{g}/hemi" in f else None,
+               "volume_shape": tuple(int(v) for v in f.attrs["volume_shape"]) if "volume_shape" in f.attrs else None,
+               "affine": np.asarray(f.attrs["affine"], dtype=np.float64) if "affine" in f.attrs else None,
+               "space": str(f.attrs.get("space", ""))}
+    if out["ijk"] is None and out["vertex"] is None:
+        raise DataFormatError(f"{path}: /rois/{roi} has neither 'ijk' nor 'vertex'/'hemi'")
+    return out
+
+
+def _voxel_keys(data: dict) -> np.ndarray:
+    if data["ijk"] is not None:
+        ijk = np.asarray(data["ijk"], dtype=np.int64)
+        return (ijk[:, 0] * 100_000 + ijk[:, 1]) * 100_000 + ijk[:, 2]
+    return np.asarray(data["hemi"], dtype=np.int64) * 10_000_000 + np.asarray(data["vertex"], dtype=np.int64)
+
+
+def _summary_masks(prepared_path: Path, roi_data: dict, summary_rois: Sequence[str]) -> dict[str, np.ndarray]:
+    """Boolean masks over the analysis ROI's voxels of each summary ROI (matched by position)."""
+    keys = _voxel_keys(roi_data)
+    masks = {"all": np.ones(len(keys), bool)}
+    with h5py.File(prepared_path, "r") as f:
+        for name in summary_rois:
+            g = f"rois/{name}"
+            if g not in f:
+                raise DataFormatError(f"{prepared_path}: summary ROI '/rois/{name}' not found; "
+                                      f"expected one of {list(f['rois'])}")
+            other = {"ijk": f[f"{g}/ijk"][()] if f"{g}/ijk" in f else None,
+                     "vertex": f[f"{g}/vertex"][()] if f"{g}/vertex" in f else None,
+                     "hemi": f[f"{g}/hemi"][()] if f"{g}/hemi" in f else None}
+            masks[name] = np.isin(keys, _voxel_keys(other))
+    return masks
+
+
+def summarise(results: EncodingResults, masks: Mapping[str, np.ndarray]) -> dict:
+    """Mean r (and unique variance) per ROI per feature space, for ``summary.json``."""
+    out = {"mean_r": {name: {roi: float(np.mean(s["r"][m])) if m.any() else None for roi, m in masks.items()}
+                      for name, s in results.spaces.items()},
+           "n_voxels": {roi: int(m.sum()) for roi, m in masks.items()}}
+    if results.partitions:
+        out["partitions"] = {key: {roi: {q: float(np.mean(p[q][m])) for q in ("unique_a", "unique_b", "shared")}
+                                   for roi, m in masks.items() if m.any()} for key, p in results.partitions.items()}
+    if results.noise_ceiling is not None:
+        out["mean_nc_fraction"] = {name: {roi: float(np.nanmean(s["nc_fraction"][m])) if m.any() else None
+                                          for roi, m in masks.items()} for name, s in results.spaces.items()}
+    return out
+
+
+def write_results(results: EncodingResults, path: str | os.PathLike, *, roi_data: dict | None = None,
+                  attrs: Mapping | None = None) -> Path:
+    """Write ``results.h5``: ``/spaces/<name>/{r,r2,alpha,nc_fraction}``,
+    ``/partitions/<a>|<b>/{r2_a,r2_b,r2_joint,unique_a,unique_b,shared,r_joint,weight_a,weight_b}``
+    (``a``, ``b`` in attrs), ``/noise_ceiling``, ``/voxels/{ijk | vertex,hemi}``."""
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        for name, values in results.spaces.items():
+            g = f.create_group(f"spaces/{name}")
+            for key, arr in values.items():
+                g.create_dataset(key, data=np.asarray(arr, dtype=np.float32))
+        for key, values in results.partitions.items():
+            g = f.create_group(f"partitions/{key.replace('|', '__')}")
+            g.attrs["a"], g.attrs["b"] = key.split("|")
+            for q, arr in values.items():
+                g.create_dataset(q, data=np.asarray(arr, dtype=np.float32))
+        if results.noise_ceiling is not None:
+            f.create_dataset("noise_ceiling", data=results.noise_ceiling.astype(np.float32))
+        if roi_data is not None:
+            for key in ("ijk", "vertex", "hemi"):
+                if roi_data.get(key) is not None:
+                    f.create_dataset(f"voxels/{key}", data=roi_data[key])
+        for key, value in (attrs or {}).items():
+            f.attrs[key] = value
+        f.attrs["brain2image_version"] = __version__
+    return Path(path)
+
+
+def _write_maps(results: EncodingResults, roi_data: dict, out_dir: Path, summary: dict) -> list[Path]:
+    import matplotlib.pyplot as plt
+
+    from .maps import plot_roi_summary, plot_surface_map, plot_volume_map, save_volume_map, volume_image
+
+    maps = {f"r_{name}": s["r"] for name, s in results.spaces.items()}
+    for key, p in results.partitions.items():
+        a, b = key.split("|")
+        maps[f"unique_{a}_vs_{b}"] = p["unique_a"]
+        maps[f"unique_{b}_vs_{a}"] = p["unique_b"]
+    written = []
+    volume = roi_data["ijk"] is not None
+    if volume and (roi_data["volume_shape"] is None or roi_data["affine"] is None):
+        raise DataFormatError("prepared file lacks the 'volume_shape' / 'affine' attributes needed for volume maps")
+    for name, values in maps.items():
+        if volume:
+            nii = save_volume_map(values, roi_data["ijk"], roi_data["volume_shape"], roi_data["affine"],
+                                  out_dir / "maps" / f"{name}.nii.gz")
+            written.append(nii)
+            fig = plot_volume_map(volume_image(values, roi_data["ijk"], roi_data["volume_shape"], roi_data["affine"]),
+                                  title=name)
+        else:
+            fig = plot_surface_map(values, roi_data["vertex"], roi_data["hemi"], title=name)
+        png = out_dir / "maps" / f"{name}.png"
+        with atomic_path(png) as tmp:
+            fig.savefig(tmp, dpi=90)
+        plt.close(fig)
+        written.append(png)
+    fig = plot_roi_summary(summary["mean_r"])
+    with atomic_path(out_dir / "roi_summary.png") as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    written.append(out_dir / "roi_summary.png")
+    return written
+
+
+def run_encoding_analysis(prepared_path: str | os.PathLike, feature_stores: Mapping[str, str | os.PathLike],
+                          out_dir: str | os.PathLike, rois: str | None = None,
+                          config: EncodingConfig | None = None) -> EncodingResults:
+    """Fit encoding models of each feature store to the ROI's voxels and write results and maps.
+
+    Parameters
+    ----------
+    prepared_path : path-like
+        ``prepared_subjXX.h5``.
+    feature_stores : mapping name -> path-like
+        Finished feature stores (``z``, ``c``, ``zc_0.5``, ``unet_...``); each must hold every
+        train and test id of the prepared file.
+    out_dir : path-like
+        Results go to ``<out_dir>/encoding/``.
+    rois : str, optional
+        ROI key to model (default ``config.roi``).
+    config : EncodingConfig, optional
+
+    Returns
+    -------
+    EncodingResults
+    """
+    from ..ldm.feature_store import FeatureStore
+
+    config = dataclasses.replace(config or EncodingConfig())
+    if rois is not None:
+        config.roi = rois
+    prepared_path = Path(prepared_path)
+    data = read_roi_data(prepared_path, config.roi)
+    ids = np.unique(np.concatenate([data["train_ids"], data["test_ids"]]))
+    features = {name: FeatureStore.open(path).read(ids) for name, path in feature_stores.items()}
+    results = encode_arrays(features, np.searchsorted(ids, data["train_ids"]), data["Y_train"],
+                            np.searchsorted(ids, data["test_ids"]), data["Y_test"], ncsnr=data["ncsnr"],
+                            n_test_repeats=data["n_repeats"], config=config)
+    out = Path(out_dir) / "encoding"
+    masks = _summary_masks(prepared_path, data, config.summary_rois)
+    summary = summarise(results, masks)
+    summary["config"] = dataclasses.asdict(config)
+    summary["feature_stores"] = {k: str(v) for k, v in feature_stores.items()}
+    write_results(results, out / "results.h5", roi_data=data,
+                  attrs={"config": json.dumps(dataclasses.asdict(config)), "prepared": str(prepared_path),
+                         "roi": config.roi, "feature_stores": json.dumps(summary["feature_stores"])})
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    if config.maps:
+        _write_maps(results, data, out, summary)
+    return results

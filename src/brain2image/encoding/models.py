@@ -1,0 +1,268 @@
+"""Voxelwise ridge encoding models on himalaya, solved once per feature space for all voxels.
+
+Training rows are single trials, and a trial's features are its image's features (rows repeated
+by index). Ridge on repeated rows is solved exactly on the unique images: for image ``i`` seen
+``n_i`` times with mean response ``ybar_i``,
+
+    sum_t ||y_t - x_i(t) b||^2 = sum_i n_i ||ybar_i - x_i b||^2 + const,
+
+so the single-trial ridge solution equals ridge on ``(sqrt(n_i) x_i, sqrt(n_i) ybar_i)``. Kernels
+(or ``X^T X``) are therefore built over unique images only (≈9k instead of ≈25k rows in NSD), and
+cross-validation folds are grouped by image (no image in both a training and a validation fold).
+
+Features are standardised with trial-weighted means and standard deviations and divided by
+``sqrt(n_features)`` (the linear kernel's diagonal is then ≈1 per trial, whatever the feature
+space's size, so one alpha grid fits all spaces). Responses are centred on their trial mean;
+the models need no intercept afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse
+from sklearn.model_selection import KFold
+
+__all__ = ["TrainDesign", "reduce_trials", "SpaceData", "prepare_space", "fit_space", "fit_banded",
+           "pearson_columns", "DEFAULT_ALPHAS"]
+
+logger = logging.getLogger(__name__)
+
+#: Default ridge grid (features standardised and scaled by 1/sqrt(n_features)).
+DEFAULT_ALPHAS: tuple[float, ...] = tuple(float(a) for a in np.logspace(-2, 6, 9))
+
+
+@dataclass
+class TrainDesign:
+    """Training trials reduced to unique images.
+
+    Attributes
+    ----------
+    rows : array of shape (n_unique,)
+        Row (into the feature arrays) of each unique training image, sorted.
+    counts : array of shape (n_unique,)
+        Trials of each unique image.
+    y : array of shape (n_unique, n_voxels), float32
+        ``sqrt(n_i) * (ybar_i - y_offset)``: the weighted, centred targets.
+    y_offset : array of shape (n_voxels,)
+        Mean response over all training trials.
+    """
+
+    rows: np.ndarray
+    counts: np.ndarray
+    y: np.ndarray
+    y_offset: np.ndarray
+
+    @property
+    def weights(self) -> np.ndarray:
+        """``sqrt(counts)``, shape (n_unique,)."""
+        return np.sqrt(self.counts.astype(np.float64))
+
+
+def reduce_trials(train_index: np.ndarray, Y_train: np.ndarray) -> TrainDesign:
+    """Reduce single-trial rows to unique images (mean response and count per image).
+
+    Parameters
+    ----------
+    train_index : array of shape (n_trials,)
+        Row of each trial's image in the feature arrays.
+    Y_train : array of shape (n_trials, n_voxels)
+
+    Returns
+    -------
+    TrainDesign
+    """
+    train_index = np.asarray(train_index, dtype=np.int64)
+    if train_index.ndim != 1 or len(train_index) != len(Y_train):
+        raise ValueError(f"train_index has shape {train_index.shape}; expected ({len(Y_train)},) "
+                         "(one row per training trial)")
+    rows, inverse, counts = np.unique(train_index, return_inverse=True, return_counts=True)
+    n_trials = len(train_index)
+    y_offset = np.asarray(Y_train, dtype=np.float64).mean(axis=0)
+    # Sparse (n_unique, n_trials) averaging matrix: one pass over Y, no Python loop.
+    avg = scipy.sparse.csr_matrix((1.0 / counts[inverse], (inverse, np.arange(n_trials))),
+                                  shape=(len(rows), n_trials))
+    y_mean = np.asarray(avg @ np.asarray(Y_train, dtype=np.float32), dtype=np.float64)
+    y = (np.sqrt(counts)[:, None] * (y_mean - y_offset)).astype(np.float32)
+    return TrainDesign(rows=rows, counts=counts, y=y, y_offset=y_offset.astype(np.float32))
+
+
+@dataclass
+class SpaceData:
+    """One feature space ready for ridge: primal matrices or linear kernels over unique images.
+
+    Attributes
+    ----------
+    kind : {"primal", "kernel"}
+    train : array of shape (n_unique, n_features) or (n_unique, n_unique)
+        Weighted standardised features, or their linear kernel.
+    test : array of shape (n_test, n_features) or (n_test, n_unique)
+    n_features : int
+    """
+
+    kind: str
+    train: np.ndarray
+    test: np.ndarray
+    n_features: int
+
+
+def _moments(features: np.ndarray, rows: np.ndarray, counts: np.ndarray, start: int, stop: int):
+    block = np.asarray(features[rows, start:stop], dtype=np.float64)
+    w = counts / counts.sum()
+    mean = w @ block
+    std = np.sqrt(np.maximum(w @ (block - mean) ** 2, 0.0))
+    std[std == 0] = 1.0
+    return block, mean, std
+
+
+def prepare_space(features: np.ndarray, design: TrainDesign, test_rows: np.ndarray, *,
+                  kernel: bool | None = None, chunk: int = 8192) -> SpaceData:
+    """Standardise one feature space and build its primal matrices or linear kernels.
+
+    Parameters
+    ----------
+    features : array of shape (n_images, ...)
+        Features of every image (flattened to (n_images, n_features)).
+    design : TrainDesign
+    test_rows : array of shape (n_test,)
+        Row of each test image.
+    kernel : bool, optional
+        Force the kernel (True) or primal (False) form; default: kernel when
+        ``n_features > n_unique`` (himalaya ``KernelRidgeCV``), else primal (``RidgeCV``).
+    chunk : int
+        Feature columns standardised at a time when building kernels (bounds memory).
+
+    Returns
+    -------
+    SpaceData
+    """
+    features = np.asarray(features)
+    features = features.reshape(len(features), -1)
+    n_features = features.shape[1]
+    test_rows = np.asarray(test_rows, dtype=np.int64)
+    if kernel is None:
+        kernel = n_features > len(design.rows)
+    weights = design.weights[:, None]
+    scale = 1.0 / np.sqrt(n_features)
+    if not kernel:
+        block, mean, std = _moments(features, design.rows, design.counts, 0, n_features)
+        train = ((block - mean) / std * scale * weights).astype(np.float32)
+        test = ((np.asarray(features[test_rows], dtype=np.float64) - mean) / std * scale).astype(np.float32)
+        return SpaceData("primal", train, test, n_features)
+    n_unique, n_test = len(design.rows), len(test_rows)
+    k_train = np.zeros((n_unique, n_unique), dtype=np.float64)
+    k_test = np.zeros((n_test, n_unique), dtype=np.float64)
+    for start in range(0, n_features, chunk):
+        stop = min(start + chunk, n_features)
+        block, mean, std = _moments(features, design.rows, design.counts, start, stop)
+        xw = ((block - mean) / std * scale * weights).astype(np.float32)
+        xt = ((np.asarray(features[test_rows, start:stop], dtype=np.float64) - mean) / std * scale
+              ).astype(np.float32)
+        k_train += xw @ xw.T
+        k_test += xt @ xw.T
+    return SpaceData("kernel", k_train.astype(np.float32), k_test.astype(np.float32), n_features)
+
+
+def _cv(n_folds: int, random_state: int) -> KFold:
+    return KFold(n_splits=n_folds, shuffle=True, random_state=random_state)
+
+
+def _to_numpy(array) -> np.ndarray:
+    from himalaya.backend import get_backend
+
+    return np.asarray(get_backend().to_numpy(array))
+
+
+def fit_space(space: SpaceData, design: TrainDesign, *, alphas=DEFAULT_ALPHAS, n_folds: int = 5,
+              random_state: int = 0, n_targets_batch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Fit one feature space to every voxel; per-voxel alpha chosen by cross-validation.
+
+    Parameters
+    ----------
+    space : SpaceData
+    design : TrainDesign
+    alphas : sequence of float
+    n_folds : int
+        Folds over unique training images (shuffled with ``random_state``).
+    random_state : int
+    n_targets_batch : int, optional
+        Voxels solved at a time (bounds memory).
+
+    Returns
+    -------
+    pred : array of shape (n_test, n_voxels), float32
+        Test predictions, training mean added back.
+    best_alphas : array of shape (n_voxels,)
+    """
+    from himalaya.kernel_ridge import KernelRidgeCV
+    from himalaya.ridge import RidgeCV
+
+    params = {"n_targets_batch": n_targets_batch, "n_targets_batch_refit": n_targets_batch}
+    cv = _cv(n_folds, random_state)
+    if space.kind == "kernel":
+        model = KernelRidgeCV(alphas=np.asarray(alphas), kernel="precomputed", solver="eigenvalues",
+                              solver_params=params, cv=cv)
+    else:
+        model = RidgeCV(alphas=np.asarray(alphas), solver="svd", solver_params=params, cv=cv)
+    model.fit(space.train, design.y)
+    pred = _to_numpy(model.predict(space.test)).astype(np.float32) + design.y_offset
+    return pred, _to_numpy(model.best_alphas_)
+
+
+def fit_banded(spaces: list[SpaceData], design: TrainDesign, *, alphas=DEFAULT_ALPHAS, n_folds: int = 5,
+               n_iter: int = 20, random_state: int = 0,
+               n_targets_batch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Joint banded ridge over several feature spaces (``MultipleKernelRidgeCV``, random search).
+
+    Each space enters as its linear kernel over unique images; the per-voxel kernel weights and
+    alpha are chosen by cross-validation (``n_iter`` random weight draws from a Dirichlet).
+
+    Parameters
+    ----------
+    spaces : list of SpaceData
+        In kernel form (see :func:`prepare_space` with ``kernel=True``).
+    design : TrainDesign
+    alphas, n_folds, random_state, n_targets_batch : see :func:`fit_space`
+    n_iter : int
+
+    Returns
+    -------
+    pred : array of shape (n_test, n_voxels), float32
+    weights : array of shape (n_spaces, n_voxels)
+        Kernel weights ``exp(deltas_)`` of each voxel's chosen model.
+    """
+    from himalaya.kernel_ridge import MultipleKernelRidgeCV
+
+    if any(s.kind != "kernel" for s in spaces):
+        raise ValueError("fit_banded needs every space in kernel form (prepare_space(..., kernel=True))")
+    model = MultipleKernelRidgeCV(
+        kernels="precomputed", solver="random_search", cv=_cv(n_folds, random_state), random_state=random_state,
+        solver_params={"n_iter": n_iter, "alphas": np.asarray(alphas), "progress_bar": False,
+                       "n_targets_batch": n_targets_batch, "n_targets_batch_refit": n_targets_batch})
+    model.fit(np.stack([s.train for s in spaces]), design.y)
+    pred = _to_numpy(model.predict(np.stack([s.test for s in spaces]))).astype(np.float32) + design.y_offset
+    return pred, np.exp(_to_numpy(model.deltas_))
+
+
+def pearson_columns(Y: np.ndarray, P: np.ndarray) -> np.ndarray:
+    """Pearson r between matching columns (per voxel), vectorised.
+
+    Parameters
+    ----------
+    Y, P : arrays of shape (n_samples, n_voxels)
+
+    Returns
+    -------
+    array of shape (n_voxels,); 0 where a column is constant.
+    """
+    Y = np.asarray(Y, dtype=np.float64)
+    P = np.asarray(P, dtype=np.float64)
+    if Y.shape != P.shape:
+        raise ValueError(f"shapes differ: {Y.shape} vs {P.shape}")
+    Yc = Y - Y.mean(axis=0)
+    Pc = P - P.mean(axis=0)
+    denom = np.sqrt((Yc**2).sum(axis=0) * (Pc**2).sum(axis=0))
+    num = (Yc * Pc).sum(axis=0)
+    return np.divide(num, denom, out=np.zeros_like(num), where=denom > 0)
