@@ -169,10 +169,18 @@ def plot_surface_map(values: np.ndarray, vertex: np.ndarray, hemi: np.ndarray, *
     finite = finite[np.isfinite(finite)]
     vmax = float(np.max(np.abs(finite))) if vmax is None and len(finite) else (vmax or 1.0)
     fig, axes = plt.subplots(1, 2, figsize=(8, 4), subplot_kw={"projection": "3d"})
-    for ax, data, side in zip(axes, (left, right), ("left", "right")):
+    has_data = [bool(np.isfinite(data).any()) for data in (left, right)]
+    # The colour bar goes with the rightmost hemisphere that has values.
+    colorbar_side = "right" if has_data[1] else "left"
+    for ax, data, side, drawn in zip(axes, (left, right), ("left", "right"), has_data):
+        if not drawn:
+            # No vertex of this hemisphere on fsaverage5: background only (nilearn warns on all-NaN maps).
+            plotting.plot_surf(mesh[f"infl_{side}"], None, bg_map=mesh[f"sulc_{side}"], hemi=side, view=view,
+                               axes=ax, figure=fig)
+            continue
         plotting.plot_surf_stat_map(mesh[f"infl_{side}"], data, hemi=side, view=view,
                                     bg_map=mesh[f"sulc_{side}"], axes=ax, figure=fig, vmax=vmax if vmax > 0 else 1.0,
-                                    cmap=cmap, colorbar=side == "right", threshold=None)
+                                    cmap=cmap, colorbar=side == colorbar_side, threshold=None)
     if title:
         fig.suptitle(title)
     return fig

@@ -245,9 +245,10 @@ def prepare_subject(
             group.create_dataset("test_trials", shape=(n_test_trials, n_vox), dtype=np.float32)
             mine = positions[columns[key]]
             if layout.is_surface:
-                hemi = (mine >= shape[0]).astype(np.int8)
+                # Index arithmetic in int64: an int8 hemi times the vertex count overflows.
+                hemi = (mine >= shape[0]).astype(np.int64)
                 group.create_dataset("vertex", data=(mine - shape[0] * hemi).astype(np.int32))
-                group.create_dataset("hemi", data=hemi)
+                group.create_dataset("hemi", data=hemi.astype(np.int8))
             else:
                 group.create_dataset("ijk", data=mine.astype(np.int32))
             if ncsnr is not None:
