@@ -5,7 +5,6 @@ import pytest
 from ldm_dummy import one_torch_thread, write_fake_stimuli  # noqa: F401
 
 from brain2image.config import FeatureConfig, ReconstructionConfig
-from brain2image.ldm.bundled_training import bundled_model_dir
 from brain2image.ldm.feature_store import FeatureStore
 from brain2image.ldm.features import extract_features
 from brain2image.ldm.images import resize_images
@@ -23,8 +22,6 @@ def _corr(a, b):
     return a @ b.T / a.shape[1]
 
 
-@pytest.mark.skipif(not (bundled_model_dir() / "unet" / "config.json").exists(),
-                    reason="bundled model not exported yet (src/brain2image/bundled/ldm)")
 def test_bundled_model_end_to_end(tmp_path):
     from brain2image.simulate.scenes import render_scenes, sample_scenes, scene_captions
 
@@ -39,7 +36,7 @@ def test_bundled_model_end_to_end(tmp_path):
                                                     FeatureConfig(), progress=False)) for f in ("z", "c")}
     z, c = stores["z"].read(ids), stores["c"].read(ids)
     assert z.shape == (3, 4, 10, 10) and c.shape == (3, 32, model.text_width)
-    out = generate_reconstructions(model, ids, z, c, methods=("z_only", "oracle"),
+    out = generate_reconstructions(model, ids, z, c, methods=("z_only", "oracle"), z_true=z, c_true=c,
                                    config=ReconstructionConfig(n_samples=1), progress=False)
     # z only reproduces the 40 px image; oracle z + c is closest to its own scene.
     vae_corr = _corr(out["z_only"][:, 0], resize_images(images, 40))

@@ -25,13 +25,10 @@ def _run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from ..config import ReconstructionConfig
     from ..pipeline import RUN_FILES, run_demo
 
-    recon = ReconstructionConfig(methods=("z_only", "c_only", "z_plus_c", "oracle"), seed=args.seed,
-                                 n_samples=args.n_samples)
     report = run_demo(args.out, seed=args.seed, progress=not args.no_progress, threads=args.threads,
-                      reconstruction=recon)
+                      n_samples=args.n_samples)
     metrics = json.loads((Path(args.out) / RUN_FILES["metrics"]).read_text())
     keys = ("pixcorr", "ssim", "id_pixel", "id_semantic", "takagi_pixel", "takagi_semantic")
     print(f"{'method':<10}" + "".join(f"{k:>16}" for k in keys))
