@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/prepare.py
 	$(BIN)/python bench/identification.py
 	$(BIN)/python bench/encoding.py
+	$(BIN)/python bench/bundled_quality.py
 
 train-bundled: $(STAMP)
 	$(BIN)/brain2image train-bundled --work .train-bundled
