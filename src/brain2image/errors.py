@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["Brain2ImageError", "DataFormatError", "MissingFileError", "MissingWeightsError"]
+__all__ = ["Brain2ImageError", "DataFormatError", "InvalidArgumentError", "MissingFileError", "MissingWeightsError"]
 
 
 class Brain2ImageError(Exception):
@@ -11,6 +11,10 @@ class Brain2ImageError(Exception):
 
 class DataFormatError(Brain2ImageError, ValueError):
     """A file exists but its content is not what the format requires."""
+
+
+class InvalidArgumentError(Brain2ImageError, ValueError):
+    """Arguments that cannot work together (e.g. study sizes that do not fit the design)."""
 
 
 class MissingFileError(Brain2ImageError, FileNotFoundError):

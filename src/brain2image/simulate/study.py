@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from .. import __version__
 from .._io import atomic_path
+from ..errors import InvalidArgumentError
 from . import nsd_writer
 from .nsd_writer import BETA_SCALE, TRIALS_PER_SESSION
 from .scenes import label_names, render_scenes, sample_scenes, scene_captions, scene_labels
@@ -121,10 +122,10 @@ def make_design(n_images: int, n_shared: int, n_sessions: int, seed: int = 0) ->
     n_train_images = n_images - n_shared
     n_train_trials = n_trials - SHARED_REPEATS * n_shared
     if n_shared < 2 or n_train_images < 1:
-        raise ValueError(f"need n_shared >= 2 and n_images > n_shared, got n_images={n_images}, "
+        raise InvalidArgumentError(f"need n_shared >= 2 and n_images > n_shared, got n_images={n_images}, "
                          f"n_shared={n_shared}")
     if not n_train_images <= n_train_trials <= MAX_TRAIN_REPEATS * n_train_images:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"{n_sessions} sessions of {TRIALS_PER_SESSION} trials leave {n_train_trials} "
             f"training trials for {n_train_images} training images; each must be shown 1 to "
             f"{MAX_TRAIN_REPEATS} times: choose n_images between "
@@ -148,7 +149,7 @@ def make_design(n_images: int, n_shared: int, n_sessions: int, seed: int = 0) ->
     for s in range(n_sessions):
         n_fill = TRIALS_PER_SESSION - len(per_session_shared[s])
         if n_fill < 0:
-            raise ValueError(f"session {s + 1} would hold more than {TRIALS_PER_SESSION} shared trials")
+            raise InvalidArgumentError(f"session {s + 1} would hold more than {TRIALS_PER_SESSION} shared trials")
         trials = np.concatenate([per_session_shared[s], train_presentations[used:used + n_fill]])
         used += n_fill
         ordering.append(rng.permutation(trials))
@@ -260,7 +261,7 @@ def simulate_study(out_dir: str | os.PathLike, *, n_images: int = 1250, n_shared
     """
     start = time.perf_counter()
     if image_size % 2:
-        raise ValueError(f"image_size must be even, got {image_size}")
+        raise InvalidArgumentError(f"image_size must be even, got {image_size}")
     out_dir = Path(out_dir).expanduser().resolve()
     nsd_root = out_dir / "nsd"
     paths = nsd_writer.nsd_paths(nsd_root, subject=1)
