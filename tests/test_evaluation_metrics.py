@@ -10,7 +10,7 @@ from brain2image.evaluation.metrics import (
     correlation_distance,
     pixcorr,
     pixcorr_per_item,
-    resize_images,
+    resize_for_metrics,
     ssim,
     ssim_per_item,
 )
@@ -40,7 +40,7 @@ def test_pixcorr_matches_numpy_at_native_size(images):
 def test_comparison_size_caps_at_real_size(images):
     assert comparison_size(images) == 24
     assert comparison_size(images, size=16) == 16
-    assert resize_images(images, 16).shape == (4, 16, 16, 3)
+    assert resize_for_metrics(images, 16).shape == (4, 16, 16, 3)
 
 
 def test_ssim_uses_field_settings(images):

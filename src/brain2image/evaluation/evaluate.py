@@ -29,7 +29,7 @@ from .._io import atomic_write_text
 from ..errors import DataFormatError, MissingFileError
 from .feature_networks import FEATURE_SPACES, TAKAGI_SPACES, FeatureNetwork, load_feature_network
 from .identification import pearson_matrix, takagi_from_mean_corr, two_way_from_corr
-from .metrics import DEFAULT_SIZE, comparison_size, correlation_distance, pixcorr, resize_images, ssim
+from .metrics import DEFAULT_SIZE, comparison_size, correlation_distance, pixcorr, resize_for_metrics, ssim
 
 __all__ = [
     "EMBEDDED_SPACES",
@@ -48,7 +48,6 @@ EMBEDDED_SPACES = ("pixel", "scene")
 FULL_SPACES = ("alexnet2", "alexnet5", "inception", "clip", "effnet", "swav")
 METRIC_SETS = {"embedded": EMBEDDED_SPACES, "full": FULL_SPACES}
 INDEX_COLUMNS = ("test_id", "method", "sample", "seed", "path")
-STIMULI_PATH = Path("nsddata_stimuli") / "stimuli" / "nsd" / "nsd_stimuli.hdf5"
 
 _REPORTED_NAME = {"scene": "semantic"}
 
@@ -144,9 +143,9 @@ def evaluate_reconstructions(
 
     if "pixel" in feature_spaces:
         side = comparison_size(real_images, size)
-        acc = _Accumulator(resize_images(real_images, side).reshape(n, -1))
+        acc = _Accumulator(resize_for_metrics(real_images, side).reshape(n, -1))
         for j in range(k):
-            acc.add(resize_images(recon_images[:, j], side).reshape(n, -1))
+            acc.add(resize_for_metrics(recon_images[:, j], side).reshape(n, -1))
         out["id_pixel"], out["takagi_pixel"] = acc.two_way(), acc.takagi()
 
     if "scene" in feature_spaces:
@@ -233,37 +232,23 @@ def read_recon_index(recon_dir: str | Path) -> dict[str, dict[int, list[Path]]]:
 
 
 def load_real_images(nsd_root: str | Path, ids: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Read stimuli from ``nsd_stimuli.hdf5['imgBrick']``.
+    """Read stimuli from ``nsd_stimuli.hdf5['imgBrick']`` (one sorted h5py read).
 
     Parameters
     ----------
     nsd_root : path
     ids : iterable of int
-        0-based 73k ids (read as sorted unique indices, as h5py requires).
+        0-based 73k ids.
 
     Returns
     -------
     ids : array of shape (n_images,), int64, sorted unique
     images : array of shape (n_images, height, width, 3), uint8
     """
-    import h5py
+    from ..ldm.images import read_stimuli, stimuli_path
 
-    path = Path(nsd_root) / STIMULI_PATH
-    if not path.is_file():
-        raise MissingFileError(f"{path} not found (NSD stimuli, dataset 'imgBrick')")
     ids = np.unique(np.asarray(list(ids), dtype=np.int64))
-    with h5py.File(path, "r") as f:
-        if "imgBrick" not in f:
-            raise DataFormatError(f"{path}: no dataset 'imgBrick' (found {sorted(f.keys())})")
-        brick = f["imgBrick"]
-        if brick.ndim != 4 or brick.shape[-1] != 3 or brick.dtype != np.uint8:
-            raise DataFormatError(f"{path}: 'imgBrick' must be uint8 of shape (n_images, H, W, 3), "
-                                  f"got {brick.dtype} {brick.shape}")
-        if len(ids) and (ids[0] < 0 or ids[-1] >= brick.shape[0]):
-            raise DataFormatError(f"{path}: 'imgBrick' has {brick.shape[0]} images; test ids range "
-                                  f"{ids[0]}..{ids[-1]}")
-        images = brick[ids] if len(ids) else np.zeros((0, *brick.shape[1:]), np.uint8)
-    return ids, np.asarray(images)
+    return ids, read_stimuli(stimuli_path(nsd_root), ids)
 
 
 def _read_png(path: Path) -> np.ndarray:

@@ -20,7 +20,7 @@ from .identification import paired_pearson, two_way_identification
 __all__ = [
     "DEFAULT_SIZE",
     "comparison_size",
-    "resize_images",
+    "resize_for_metrics",
     "pixcorr_per_item",
     "pixcorr",
     "ssim_per_item",
@@ -49,8 +49,11 @@ def comparison_size(real_images: np.ndarray, size: int = DEFAULT_SIZE) -> int:
     return int(min(size, *real_images.shape[1:3]))
 
 
-def resize_images(images: np.ndarray, size: int) -> np.ndarray:
+def resize_for_metrics(images: np.ndarray, size: int) -> np.ndarray:
     """Bilinear (antialiased) resize of uint8 images to ``size × size``, as float in [0, 1].
+
+    The evaluation's resize (as in the field's metric code); the method's own LANCZOS resize
+    of stimuli is :func:`brain2image.ldm.images.resize_images`.
 
     Parameters
     ----------
@@ -97,8 +100,8 @@ def pixcorr_per_item(real_images: np.ndarray, recon_images: np.ndarray, size: in
     out = np.empty(len(real_images))
     for start in range(0, len(real_images), batch_size):
         stop = start + batch_size
-        a = resize_images(real_images[start:stop], side).reshape(-1, side * side * 3)
-        b = resize_images(recon_images[start:stop], side).reshape(-1, side * side * 3)
+        a = resize_for_metrics(real_images[start:stop], side).reshape(-1, side * side * 3)
+        b = resize_for_metrics(recon_images[start:stop], side).reshape(-1, side * side * 3)
         out[start:stop] = paired_pearson(a, b)
     return out
 
@@ -126,8 +129,8 @@ def ssim_per_item(real_images: np.ndarray, recon_images: np.ndarray, size: int =
     side = comparison_size(real_images, size)
     out = np.empty(len(real_images))
     for i in range(len(real_images)):
-        a = rgb2gray(resize_images(real_images[i:i + 1], side)[0]).astype(np.float64)
-        b = rgb2gray(resize_images(recon_images[i:i + 1], side)[0]).astype(np.float64)
+        a = rgb2gray(resize_for_metrics(real_images[i:i + 1], side)[0]).astype(np.float64)
+        b = rgb2gray(resize_for_metrics(recon_images[i:i + 1], side)[0]).astype(np.float64)
         out[i] = structural_similarity(a, b, gaussian_weights=True, sigma=1.5,
                                        use_sample_covariance=False, data_range=1.0)
     return out

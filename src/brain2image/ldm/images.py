@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..errors import DataFormatError, MissingFileError
+from ..nsd.layout import CAPTIONS_RELDIR, STIM_INFO_RELPATH, STIMULI_RELPATH
 
 __all__ = [
     "STIMULI_RELPATH",
@@ -26,13 +27,6 @@ __all__ = [
     "images_to_tensor",
     "tensor_to_images",
 ]
-
-#: The stimulus brick, relative to the NSD root.
-STIMULI_RELPATH = Path("nsddata_stimuli/stimuli/nsd/nsd_stimuli.hdf5")
-#: One row per 73k image (cocoId, cocoSplit, ...), relative to the NSD root.
-STIM_INFO_RELPATH = Path("nsddata/experiments/nsd/nsd_stim_info_merged.csv")
-#: Folder of the COCO ``captions_{train,val}2017.json`` files, relative to the NSD root.
-CAPTIONS_RELDIR = Path("nsddata_stimuli/stimuli/nsd/annotations")
 
 _BRICK = "imgBrick"
 

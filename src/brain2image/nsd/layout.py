@@ -59,6 +59,13 @@ def resolve_nsd_root(root: str | os.PathLike | None = None) -> Path:
     return path
 
 
+#: Experiment-wide files, relative to the NSD root (the same for every subject).
+EXPDESIGN_RELPATH = Path("nsddata/experiments/nsd/nsd_expdesign.mat")
+STIM_INFO_RELPATH = Path("nsddata/experiments/nsd/nsd_stim_info_merged.csv")
+STIMULI_RELPATH = Path("nsddata_stimuli/stimuli/nsd/nsd_stimuli.hdf5")
+#: Folder of the COCO ``captions_{train,val}2017.json`` files (not shipped with NSD).
+CAPTIONS_RELDIR = Path("nsddata_stimuli/stimuli/nsd/annotations")
+
 @dataclass(frozen=True)
 class NSDLayout:
     """The paths of one subject's files in an NSD tree.
@@ -105,11 +112,11 @@ class NSDLayout:
     # ------------------------------------------------------------ experiment
     def expdesign(self) -> Path:
         """``nsd_expdesign.mat`` (masterordering, subjectim, sharedix; 1-based)."""
-        return self.root / "nsddata/experiments/nsd/nsd_expdesign.mat"
+        return self.root / EXPDESIGN_RELPATH
 
     def stim_info(self) -> Path:
         """``nsd_stim_info_merged.csv``: one row per 73k image."""
-        return self.root / "nsddata/experiments/nsd/nsd_stim_info_merged.csv"
+        return self.root / STIM_INFO_RELPATH
 
     def responses(self) -> Path:
         """The subject's ``behav/responses.tsv``: one row per stimulus trial."""
@@ -188,8 +195,8 @@ class NSDLayout:
     # -------------------------------------------------------------- stimuli
     def stimuli(self) -> Path:
         """``nsd_stimuli.hdf5`` (dataset ``imgBrick``, (73000, 425, 425, 3) uint8)."""
-        return self.root / "nsddata_stimuli/stimuli/nsd/nsd_stimuli.hdf5"
+        return self.root / STIMULI_RELPATH
 
     def captions(self, split: str) -> Path:
         """COCO ``captions_<split>.json`` (``train2017`` or ``val2017``), added by the user."""
-        return self.root / f"nsddata_stimuli/stimuli/nsd/annotations/captions_{split}.json"
+        return self.root / CAPTIONS_RELDIR / f"captions_{split}.json"

@@ -27,6 +27,7 @@ import pandas as pd
 import scipy.io
 
 from .._io import atomic_path, atomic_write_bytes, atomic_write_text
+from ..nsd.layout import DEFAULT_BETA_VERSION, NSDLayout
 
 __all__ = [
     "BETA_SCALE",
@@ -50,7 +51,7 @@ __all__ = [
 #: Betas are stored as int16 percent signal change times this factor.
 BETA_SCALE = 300.0
 #: Beta version folder the simulation writes (the one Takagi & Nishimoto used).
-BETA_VERSION = "betas_fithrf_GLMdenoise_RR"
+BETA_VERSION = DEFAULT_BETA_VERSION
 #: Stimulus trials per scan session.
 TRIALS_PER_SESSION = 750
 #: Trials of runs 1..12 of a session (odd runs 63, even runs 62: 6 × 63 + 6 × 62 = 750).
@@ -62,32 +63,31 @@ RESPONSE_COLUMNS = (
     "TOTAL2", "BUTTON", "MISSINGDATA",
 )
 _MAT_HEADER = b"MATLAB 5.0 MAT-file, Platform: posix, Created on: simulated by brain2image"
-_FUNC = "func1pt8mm"
 
 
 def nsd_paths(root: str | os.PathLike, subject: int = 1) -> dict[str, Path]:
-    """Paths (under the NSD ``root``) of the files this module writes for one subject.
+    """Paths (under the NSD ``root``, created if absent) of the files this module writes.
 
+    The paths come from :class:`brain2image.nsd.layout.NSDLayout`, the one place that names
+    NSD's files, so the simulated tree is laid out exactly as the reader expects.
     Keys: ``stimuli``, ``captions_train2017``, ``captions_val2017``, ``expdesign``,
     ``stim_info``, ``responses``, ``brainmask``, ``roi_dir``, ``ctab_dir``, ``betas_dir``,
     ``ncsnr``.
     """
-    root = Path(root)
-    subj = f"subj{subject:02d}"
-    stim = root / "nsddata_stimuli/stimuli/nsd"
-    betas_dir = root / f"nsddata_betas/ppdata/{subj}/{_FUNC}/{BETA_VERSION}"
+    Path(root).mkdir(parents=True, exist_ok=True)
+    layout = NSDLayout(root, subject, space="func1pt8mm", beta_version=BETA_VERSION)
     return {
-        "stimuli": stim / "nsd_stimuli.hdf5",
-        "captions_train2017": stim / "annotations/captions_train2017.json",
-        "captions_val2017": stim / "annotations/captions_val2017.json",
-        "expdesign": root / "nsddata/experiments/nsd/nsd_expdesign.mat",
-        "stim_info": root / "nsddata/experiments/nsd/nsd_stim_info_merged.csv",
-        "responses": root / f"nsddata/ppdata/{subj}/behav/responses.tsv",
-        "brainmask": root / f"nsddata/ppdata/{subj}/{_FUNC}/brainmask.nii.gz",
-        "roi_dir": root / f"nsddata/ppdata/{subj}/{_FUNC}/roi",
-        "ctab_dir": root / "nsddata/freesurfer/fsaverage/label",
-        "betas_dir": betas_dir,
-        "ncsnr": betas_dir / "ncsnr.nii.gz",
+        "stimuli": layout.stimuli(),
+        "captions_train2017": layout.captions("train2017"),
+        "captions_val2017": layout.captions("val2017"),
+        "expdesign": layout.expdesign(),
+        "stim_info": layout.stim_info(),
+        "responses": layout.responses(),
+        "brainmask": layout.brainmask(),
+        "roi_dir": layout.roi_volume("streams").parent,
+        "ctab_dir": layout.label_ctab("streams").parent,
+        "betas_dir": layout.betas_dir(),
+        "ncsnr": layout.ncsnr(),
     }
 
 
