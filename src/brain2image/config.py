@@ -15,6 +15,10 @@ __all__ = [
     "FeatureConfig",
     "DecoderConfig",
     "ReconstructionConfig",
+    "EncodingConfig",
+    "ZcConfig",
+    "BundledTrainingConfig",
+    "ENCODING_ALPHAS",
     "config_to_dict",
     "config_from_dict",
     "config_to_json",
@@ -84,6 +88,110 @@ class ReconstructionConfig:
     seed: int = 0
     batch_size: int = 10
     methods: tuple[str, ...] = ("z_only", "c_only", "z_plus_c")
+
+
+#: Ridge grid of the encoding models (features standardised and scaled by 1/sqrt(n_features)).
+ENCODING_ALPHAS: tuple[float, ...] = tuple(float(10.0**k) for k in range(-2, 7))
+
+
+@dataclass
+class EncodingConfig:
+    """Hyperparameters of the encoding analysis (saved with every result).
+
+    Parameters
+    ----------
+    roi : str
+        ROI key of the prepared file whose voxels are modelled (``nsdgeneral``).
+    summary_rois : list of str
+        ROI keys summarised (mean r per ROI) in ``summary.json`` and the bar plot.
+    alphas : list of float
+        Ridge grid (features standardised and scaled by 1/sqrt(n_features)).
+    n_folds : int
+        CV folds over unique training images.
+    banded_n_iter : int
+        Random-search draws of the banded ridge kernel weights.
+    partition_pairs : list of [str, str] or None
+        Pairs of feature spaces to partition; ``None``: (z, c) when present plus consecutive
+        ``zc_<strength>`` levels.
+    n_targets_batch : int or None
+        Voxels solved at a time (memory bound).
+    seed : int
+        Seed of the CV splits and the random search.
+    maps : bool
+        Write NIfTI / PNG maps.
+    """
+
+    roi: str = "nsdgeneral"
+    summary_rois: list[str] = field(default_factory=lambda: ["early", "ventral"])
+    alphas: list[float] = field(default_factory=lambda: list(ENCODING_ALPHAS))
+    n_folds: int = 5
+    banded_n_iter: int = 20
+    partition_pairs: list[list[str]] | None = None
+    n_targets_batch: int | None = None
+    seed: int = 0
+    maps: bool = True
+
+
+@dataclass
+class ZcConfig:
+    """How z_c and U-Net features are computed.
+
+    Parameters
+    ----------
+    strengths : list of float
+        Noise strengths in [0, 1]; ``s`` runs ``int(num_inference_steps * s)`` steps.
+    num_inference_steps : int
+        DDIM schedule length (50 in the paper).
+    guidance_scale : float
+        Classifier-free guidance scale (5 in the paper).
+    unet_layers : list of str
+        Names of U-Net submodules (``unet.get_submodule``) whose outputs are captured.
+    unet_steps : list of float
+        Where in each run activations are taken, as fractions of the run's steps
+        (0 = first step, 0.5 = middle, 1 = last).
+    pool_size : int
+        Side of the spatial average-pooling grid (1: per-channel means).
+    max_dim : int or None
+        Random-project U-Net features longer than this (seeded, fixed per layer).
+    batch_size : int
+    seed : int
+    """
+
+    strengths: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])
+    num_inference_steps: int = 50
+    guidance_scale: float = 5.0
+    unet_layers: list[str] = field(default_factory=lambda: ["down_blocks.2", "mid_block", "up_blocks.1"])
+    unet_steps: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0])
+    pool_size: int = 1
+    max_dim: int | None = None
+    batch_size: int = 8
+    seed: int = 0
+
+
+@dataclass
+class BundledTrainingConfig:
+    """Hyperparameters of the bundled-model recipe (saved next to the checkpoints)."""
+
+    image_size: int = 64
+    n_train_scenes: int = 8000
+    scene_seed: int = 1234
+    seed: int = 0
+    vae_channels: tuple[int, ...] = (16, 32, 64)
+    vae_batch: int = 32
+    vae_lr: float = 1e-3
+    vae_minutes: float = 14.0
+    vae_kl_weight: float = 1e-6
+    unet_channels: tuple[int, ...] = (32, 64, 128)
+    unet_attention_heads: int = 4
+    unet_batch: int = 64
+    unet_lr: float = 4e-4
+    unet_minutes: float = 70.0
+    unet_empty_caption_p: float = 0.1
+    unet_mean_caption_p: float = 0.4
+    offset_noise: float = 0.05
+    ema_decay: float = 0.999
+    checkpoint_minutes: float = 5.0
+    threads: int = 2
 
 
 def config_to_dict(config: Any) -> dict:

@@ -271,7 +271,8 @@ def _evaluate(recon_dir: Path, config: RunConfig, out: Path) -> dict:
 
 
 def _encode(prepared: Path, stores: dict[str, Path], run_dir: Path, config: RunConfig):
-    from .encoding.analysis import EncodingConfig, run_encoding_analysis
+    from .config import EncodingConfig
+    from .encoding.analysis import run_encoding_analysis
 
     encoding_config = EncodingConfig(roi=config.encoding.roi, summary_rois=list(config.encoding.summary_rois))
     # Results go to <run_dir>/encoding/.

@@ -20,8 +20,7 @@ def _feature_arg(text: str) -> tuple[str, str]:
 
 def register(subparsers) -> None:
     """Add the ``encode`` subcommand."""
-    from ..encoding.analysis import EncodingConfig
-    from ..encoding.unet_features import ZcConfig
+    from ..config import EncodingConfig, ZcConfig
 
     enc, zc = EncodingConfig(), ZcConfig()
     p = subparsers.add_parser("encode", help="encoding models: which LDM component explains which voxels",

@@ -10,7 +10,7 @@ __all__ = ["register"]
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``train-bundled`` subcommand."""
-    from ..ldm.bundled_training import BundledTrainingConfig
+    from ..config import BundledTrainingConfig
 
     defaults = BundledTrainingConfig()
     parser = subparsers.add_parser(

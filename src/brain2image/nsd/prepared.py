@@ -82,7 +82,7 @@ class PreparedData:
 
     def _roi(self, handle: h5py.File, roi: str) -> h5py.Group:
         if roi not in handle["rois"]:
-            raise KeyError(f"ROI {roi!r} not in {self.path}; available: {self.roi_keys}")
+            raise DataFormatError(f"{self.path}: no ROI '/rois/{roi}'; available: {self.roi_keys}")
         return handle["rois"][roi]
 
     def _split(self, roi: str, split: str) -> tuple[np.ndarray, np.ndarray]:
