@@ -8,6 +8,7 @@ import json
 import h5py
 import numpy as np
 import pytest
+from prepared_writer import write_prepared
 from sklearn.linear_model import Ridge
 
 from brain2image.config import DecoderConfig
@@ -250,15 +251,9 @@ def _write_files(tmp_path, rng, missing_train_id=False, missing_test_id=False):
     if missing_test_id:
         test_ids[-1] = 999
     prepared = tmp_path / "prepared_subj03.h5"
-    with h5py.File(prepared, "w") as f:
-        f.attrs["subject"] = 3
-        f.attrs["rois"] = ["early"]
-        f["train/ids"] = train_ids
-        f["test/ids"] = test_ids
-        f["test/n_repeats"] = np.full(len(test_ids), 3, np.int16)
-        f["rois/early/train"] = (X_img[train_rows] + 0.3 * rng.normal(size=(len(train_rows), n_vox))
-                                 ).astype(np.float32)
-        f["rois/early/test"] = X_img[test_idx].astype(np.float32)
+    train_x = X_img[train_rows] + 0.3 * rng.normal(size=(len(train_rows), n_vox))
+    write_prepared(prepared, train_ids, test_ids, {"early": {"train": train_x, "test": X_img[test_idx]}},
+                   attrs={"subject": 3})
     store = tmp_path / "features_z.h5"
     with h5py.File(store, "w") as f:
         f.create_dataset("features", data=feats.reshape((-1,) + shape), chunks=(1,) + shape)
@@ -322,7 +317,7 @@ def test_missing_feature_id_names_both_files(tmp_path, which):
 def test_file_errors(tmp_path):
     rng = np.random.default_rng(15)
     prepared, store, _, _ = _write_files(tmp_path, rng)
-    with pytest.raises(DataFormatError, match="rois/ventral/train"):
+    with pytest.raises(DataFormatError, match="rois/ventral"):
         fit_decoder_from_files(prepared, store, "ventral", "c", tmp_path / "o.h5")
     with pytest.raises(MissingFileError):
         fit_decoder_from_files(tmp_path / "nope.h5", store, "early", "z", tmp_path / "o.h5")

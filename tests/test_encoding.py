@@ -7,6 +7,7 @@ import json
 import h5py
 import numpy as np
 import pytest
+from prepared_writer import write_prepared
 from sklearn.linear_model import Ridge
 from sklearn.preprocessing import StandardScaler
 
@@ -111,22 +112,10 @@ def test_default_pairs():
 
 
 def _write_prepared(path, train_ids, Y_train, test_ids, Y_test, ijk, shape, affine, ncsnr, early):
-    with h5py.File(path, "w") as f:
-        f.attrs["space"] = "func1pt8mm"
-        f.attrs["volume_shape"] = shape
-        f.attrs["affine"] = affine
-        f.attrs["rois"] = ["nsdgeneral", "early", "ventral"]
-        f["train/ids"] = train_ids
-        f["test/ids"] = test_ids
-        f["test/n_repeats"] = np.full(len(test_ids), 3, np.int16)
-        f["rois/nsdgeneral/train"] = Y_train
-        f["rois/nsdgeneral/test"] = Y_test
-        f["rois/nsdgeneral/ijk"] = ijk
-        f["rois/nsdgeneral/ncsnr"] = ncsnr
-        for name, mask in (("early", early), ("ventral", ~early)):
-            f[f"rois/{name}/train"] = Y_train[:, mask]
-            f[f"rois/{name}/test"] = Y_test[:, mask]
-            f[f"rois/{name}/ijk"] = ijk[mask]
+    rois = {"nsdgeneral": {"train": Y_train, "test": Y_test, "ijk": ijk, "ncsnr": ncsnr}}
+    for name, mask in (("early", early), ("ventral", ~early)):
+        rois[name] = {"train": Y_train[:, mask], "test": Y_test[:, mask], "ijk": ijk[mask]}
+    write_prepared(path, train_ids, test_ids, rois, attrs={"volume_shape": shape, "affine": affine})
 
 
 def _write_store(path, ids, values, feature):

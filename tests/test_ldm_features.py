@@ -3,12 +3,12 @@
 import argparse
 import json
 
-import h5py
 import numpy as np
 import pytest
 import torch
 from ldm_dummy import one_torch_thread, save_tiny_ldm, tiny_ldm, write_fake_stimuli  # noqa: F401
 from PIL import Image
+from prepared_writer import write_prepared
 
 from brain2image.commands import features as features_command
 from brain2image.config import FeatureConfig
@@ -125,9 +125,7 @@ def test_features_command(tmp_path):
     write_fake_stimuli(tmp_path / "nsd")
     folder = save_tiny_ldm(tiny_ldm(), tmp_path / "tiny")
     prepared = tmp_path / "prepared_subj01.h5"
-    with h5py.File(prepared, "w") as f:
-        f["train/ids"] = np.array([3, 5, 3, 4])
-        f["test/ids"] = np.array([0, 1])
+    write_prepared(prepared, [3, 5, 3, 4], [0, 1], {"early": {"train": np.zeros((4, 2)), "test": np.zeros((2, 2))}})
     parser = argparse.ArgumentParser()
     features_command.register(parser.add_subparsers())
     args = parser.parse_args(["features", "--nsd-root", str(tmp_path / "nsd"), "--prepared", str(prepared),

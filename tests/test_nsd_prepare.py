@@ -6,6 +6,7 @@ import h5py
 import numpy as np
 import pytest
 from nsd_tree_writer import write_nsd_tree
+from prepared_writer import write_prepared
 
 from brain2image.errors import DataFormatError, MissingFileError
 from brain2image.nsd import load_prepared, prepare_subject
@@ -180,3 +181,28 @@ def test_average_repeats_by_hand():
     np.testing.assert_array_equal(ids, [3, 7])
     np.testing.assert_array_equal(counts, [1, 3])
     np.testing.assert_allclose(mean, [[3.0, 4.0], [16 / 3, 22 / 3]])
+
+
+def test_prepared_reader_ids_positions_and_errors(tmp_path):
+    x = np.arange(12, dtype=np.float32).reshape(4, 3)
+    path = write_prepared(tmp_path / "p.h5", [7, 2, 7, 9], [4, 1],
+                          {"early": {"train": x, "test": x[:2], "ijk": np.array([[0, 1, 2], [3, 4, 5], [1, 1, 1]])},
+                           "bare": {"train": x, "test": x[:2]}},
+                          attrs={"volume_shape": [5, 6, 7], "affine": np.eye(4)})
+    data = load_prepared(path)
+    np.testing.assert_array_equal(data.image_ids(), [1, 2, 4, 7, 9])
+    assert data.volume_shape == (5, 6, 7) and data.affine.shape == (4, 4)
+    positions = data.positions("early")
+    assert positions["ijk"].shape == (3, 3) and positions["vertex"] is None
+    with pytest.raises(DataFormatError, match="'/rois/bare' has neither"):
+        data.positions("bare")
+    with pytest.raises(DataFormatError, match="no ROI '/rois/V9'"):
+        data.train("V9")
+    with h5py.File(path, "a") as handle:
+        del handle["test/n_repeats"]
+        del handle["rois/early/train"]
+        handle["rois/early/train"] = x[:3]
+    with pytest.raises(DataFormatError, match="'/test/n_repeats'"):
+        data.n_repeats()
+    with pytest.raises(DataFormatError, match=r"'/rois/early/train' has shape \(3, 3\) but '/train/ids' has 4"):
+        data.train("early")

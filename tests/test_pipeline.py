@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from brain2image.cli import main
-from brain2image.config import DecoderConfig, ReconstructionConfig
-from brain2image.pipeline import RunConfig, EncodingOptions, load_run_config, run_pipeline
+from brain2image.config import DecoderConfig, EncodingConfig, ReconstructionConfig
+from brain2image.pipeline import EncodingOptions, RunConfig, load_run_config, run_pipeline
 from brain2image.simulate.study import simulate_study
 
 from ldm_dummy import save_tiny_ldm, tiny_ldm
@@ -71,13 +71,17 @@ def test_run_config_toml_paths_are_relative_to_the_file(tmp_path):
     (tmp_path / "cfg").mkdir()
     path = tmp_path / "cfg" / "run.toml"
     path.write_text('nsd_root = "nsd"\nout_dir = "/abs/out"\nsubject = 2\n'
-                    '[reconstruction]\nstrength = 0.7\nmethods = ["z_plus_c"]\n[decoder]\nalphas = [1.0, 2.0]\n')
+                    '[reconstruction]\nstrength = 0.7\nmethods = ["z_plus_c"]\n[decoder]\nalphas = [1.0, 2.0]\n'
+                    '[encoding]\nn_folds = 3\nalphas = [1.0, 10.0]\nmaps = false\n')
     config = load_run_config(path)
     assert config.nsd_root == str(tmp_path / "cfg" / "nsd")
     assert config.out_dir == "/abs/out"
     assert config.subject == 2
     assert config.reconstruction.strength == 0.7 and config.reconstruction.methods == ("z_plus_c",)
     assert config.decoder.alphas == [1.0, 2.0]
+    analysis = config.encoding.analysis_config()
+    assert type(analysis) is EncodingConfig and config.encoding.enabled
+    assert (analysis.n_folds, analysis.alphas, analysis.maps, analysis.roi) == (3, [1.0, 10.0], False, "nsdgeneral")
 
 
 def test_run_config_rejects_unknown_keys(tmp_path):

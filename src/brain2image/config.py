@@ -181,11 +181,12 @@ class BundledTrainingConfig:
     vae_lr: float = 1e-3
     vae_minutes: float = 14.0
     vae_kl_weight: float = 1e-6
-    unet_channels: tuple[int, ...] = (32, 64, 128)
+    unet_channels: tuple[int, ...] = (48, 96, 192)
     unet_attention_heads: int = 4
+    unet_pooled_text: bool = True
     unet_batch: int = 64
     unet_lr: float = 4e-4
-    unet_minutes: float = 70.0
+    unet_minutes: float = 90.0
     unet_empty_caption_p: float = 0.1
     unet_mean_caption_p: float = 0.4
     offset_noise: float = 0.05

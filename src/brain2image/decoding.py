@@ -55,6 +55,7 @@ from . import __version__
 from ._io import atomic_path
 from .config import DecoderConfig, config_from_dict, config_to_json
 from .errors import DataFormatError, MissingFileError
+from .nsd.prepared import PreparedData
 
 __all__ = [
     "standardize_stats",
@@ -513,26 +514,11 @@ def decoder_filename(subject: int, target: str, roi: str) -> str:
 
 
 def _read_prepared(path: Path, roi: str) -> dict[str, Any]:
-    if not path.is_file():
-        raise MissingFileError(f"prepared file not found: {path}")
-    with h5py.File(path, "r") as f:
-        for key in ("train/ids", "test/ids", f"rois/{roi}/train", f"rois/{roi}/test"):
-            if key not in f:
-                available = sorted(f["rois"].keys()) if "rois" in f else []
-                raise DataFormatError(f"{path}: missing dataset /{key} (ROIs in file: {available})")
-        out = {
-            "train_ids": f["train/ids"][()].astype(np.int64),
-            "test_ids": f["test/ids"][()].astype(np.int64),
-            "X_train": f[f"rois/{roi}/train"][()],
-            "X_test": f[f"rois/{roi}/test"][()],
-            "subject": int(f.attrs["subject"]) if "subject" in f.attrs else 0,
-        }
-    for split in ("train", "test"):
-        if len(out[f"X_{split}"]) != len(out[f"{split}_ids"]):
-            raise DataFormatError(
-                f"{path}: /rois/{roi}/{split} has {len(out[f'X_{split}'])} rows but /{split}/ids has "
-                f"{len(out[f'{split}_ids'])}; expected one row per id")
-    return out
+    prepared = PreparedData(path)
+    X_train, train_ids = prepared.train(roi)
+    X_test, test_ids = prepared.test(roi)
+    return {"train_ids": train_ids, "test_ids": test_ids, "X_train": X_train, "X_test": X_test,
+            "subject": int(prepared.attrs.get("subject", 0))}
 
 
 def _store_rows(store_path: Path, store_ids: np.ndarray, wanted: np.ndarray, prepared_path: Path,

@@ -32,7 +32,14 @@ import numpy as np
 
 from . import __version__
 from ._io import atomic_write_text
-from .config import DecoderConfig, FeatureConfig, ReconstructionConfig, config_from_dict, config_to_dict
+from .config import (
+    DecoderConfig,
+    EncodingConfig,
+    FeatureConfig,
+    ReconstructionConfig,
+    config_from_dict,
+    config_to_dict,
+)
 from .errors import DataFormatError, MissingFileError
 
 __all__ = ["RunConfig", "load_run_config", "run_config_from_dict", "run_pipeline", "run_demo", "build_report",
@@ -67,13 +74,16 @@ class EvaluationOptions:
 
 
 @dataclass
-class EncodingOptions:
-    """Encoding analysis of the run (z and c feature spaces; see ``brain2image encode`` for
-    z_c and U-Net features)."""
+class EncodingOptions(EncodingConfig):
+    """Encoding analysis of the run on the z and c feature spaces (``brain2image encode`` adds
+    z_c and U-Net features): every :class:`~brain2image.config.EncodingConfig` field, plus
+    ``enabled``."""
 
     enabled: bool = True
-    roi: str = "nsdgeneral"
-    summary_rois: list[str] = field(default_factory=lambda: ["early", "ventral"])
+
+    def analysis_config(self) -> EncodingConfig:
+        """The :class:`~brain2image.config.EncodingConfig` part."""
+        return EncodingConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(EncodingConfig)})
 
 
 @dataclass
@@ -271,12 +281,11 @@ def _evaluate(recon_dir: Path, config: RunConfig, out: Path) -> dict:
 
 
 def _encode(prepared: Path, stores: dict[str, Path], run_dir: Path, config: RunConfig):
-    from .config import EncodingConfig
     from .encoding.analysis import run_encoding_analysis
 
-    encoding_config = EncodingConfig(roi=config.encoding.roi, summary_rois=list(config.encoding.summary_rois))
     # Results go to <run_dir>/encoding/.
-    return run_encoding_analysis(prepared, {k: str(v) for k, v in stores.items()}, run_dir, config=encoding_config)
+    return run_encoding_analysis(prepared, {k: str(v) for k, v in stores.items()}, run_dir,
+                                 config=config.encoding.analysis_config())
 
 
 def _decoding_summary(path: Path) -> dict[str, float]:

@@ -21,8 +21,9 @@ import numpy as np
 
 from .. import __version__
 from .._io import atomic_path, atomic_write_text
-from ..errors import DataFormatError, MissingFileError
 from ..config import EncodingConfig
+from ..errors import DataFormatError
+from ..nsd.prepared import PreparedData
 from .models import fit_banded, fit_space, pearson_columns, prepare_space, reduce_trials
 from .noise_ceiling import nc_fraction, noise_ceiling, signed_r2
 from .partition import partition_variance
@@ -136,12 +137,6 @@ def encode_arrays(features: Mapping[str, np.ndarray], train_index: np.ndarray, Y
 
 
 # ---------------------------------------------------------------------------------------- files
-def _need(f: h5py.File, name: str, path: Path):
-    if name not in f:
-        raise DataFormatError(f"{path}: no dataset '{name}' (expected a prepared file, see docs/architecture.md)")
-    return f[name][()]
-
-
 def read_roi_data(prepared_path: str | os.PathLike, roi: str) -> dict:
     """Read what the analysis needs of one ROI from a prepared file.
 
@@ -151,29 +146,13 @@ def read_roi_data(prepared_path: str | os.PathLike, roi: str) -> dict:
     (n_test,), ``Y_test`` (n_test, n_voxels), ``n_repeats`` (n_test,), ``ncsnr`` or None,
     ``ijk`` or None, ``vertex``/``hemi`` or None, ``volume_shape``, ``affine``, ``space``.
     """
-    path = Path(prepared_path)
-    if not path.is_file():
-        raise MissingFileError(f"prepared file {path} not found")
-    with h5py.File(path, "r") as f:
-        if f"rois/{roi}" not in f:
-            keys = list(f["rois"]) if "rois" in f else []
-            raise DataFormatError(f"{path}: no ROI '/rois/{roi}'; expected one of {keys}")
-        g = f"rois/{roi}"
-        out = {"train_ids": _need(f, "train/ids", path).astype(np.int64),
-               "Y_train": _need(f, f"{g}/train", path),
-               "test_ids": _need(f, "test/ids", path).astype(np.int64),
-               "Y_test": _need(f, f"{g}/test", path),
-               "n_repeats": f["test/n_repeats"][()] if "test/n_repeats" in f else np.full(len(f["test/ids"]), 3),
-               "ncsnr": f[f"{g}/ncsnr"][()] if f"{g}/ncsnr" in f else None,
-               "ijk": f[f"{g}/ijk"][()] if f"{g}/ijk" in f else None,
-               "vertex": f[f"{g}/vertex"][()] if f"{g}/vertex" in f else None,
-               "hemi": f[f"{g}/hemi"][()] if f"{g}/hemi" in f else None,
-               "volume_shape": tuple(int(v) for v in f.attrs["volume_shape"]) if "volume_shape" in f.attrs else None,
-               "affine": np.asarray(f.attrs["affine"], dtype=np.float64) if "affine" in f.attrs else None,
-               "space": str(f.attrs.get("space", ""))}
-    if out["ijk"] is None and out["vertex"] is None:
-        raise DataFormatError(f"{path}: /rois/{roi} has neither 'ijk' nor 'vertex'/'hemi'")
-    return out
+    prepared = PreparedData(prepared_path)
+    Y_train, train_ids = prepared.train(roi)
+    Y_test, test_ids = prepared.test(roi)
+    return {"train_ids": train_ids, "Y_train": Y_train, "test_ids": test_ids, "Y_test": Y_test,
+            "n_repeats": prepared.n_repeats(), "ncsnr": prepared.ncsnr(roi), **prepared.positions(roi),
+            "volume_shape": prepared.volume_shape, "affine": prepared.affine,
+            "space": str(prepared.attrs.get("space", ""))}
 
 
 def _voxel_keys(data: dict) -> np.ndarray:
@@ -187,16 +166,9 @@ def _summary_masks(prepared_path: Path, roi_data: dict, summary_rois: Sequence[s
     """Boolean masks over the analysis ROI's voxels of each summary ROI (matched by position)."""
     keys = _voxel_keys(roi_data)
     masks = {"all": np.ones(len(keys), bool)}
-    with h5py.File(prepared_path, "r") as f:
-        for name in summary_rois:
-            g = f"rois/{name}"
-            if g not in f:
-                raise DataFormatError(f"{prepared_path}: summary ROI '/rois/{name}' not found; "
-                                      f"expected one of {list(f['rois'])}")
-            other = {"ijk": f[f"{g}/ijk"][()] if f"{g}/ijk" in f else None,
-                     "vertex": f[f"{g}/vertex"][()] if f"{g}/vertex" in f else None,
-                     "hemi": f[f"{g}/hemi"][()] if f"{g}/hemi" in f else None}
-            masks[name] = np.isin(keys, _voxel_keys(other))
+    prepared = PreparedData(prepared_path)
+    for name in summary_rois:
+        masks[name] = np.isin(keys, _voxel_keys(prepared.positions(name)))
     return masks
 
 

@@ -56,7 +56,13 @@ def _vae_config(cfg: BundledTrainingConfig) -> dict:
 
 
 def _unet_config(cfg: BundledTrainingConfig, cross_attention_dim: int) -> dict:
+    # ``addition_embed_type="text"``: an attention-pooled summary of the text hidden states is
+    # added to the timestep embedding, so every ResNet block (not only the cross-attention
+    # layers) sees what the caption names. diffusers computes it from ``encoder_hidden_states``,
+    # so the stock pipelines drive this U-Net unchanged.
+    pooled = dict(addition_embed_type="text", addition_embed_type_num_heads=cfg.unet_attention_heads)
     return dict(
+        **(pooled if cfg.unet_pooled_text else {}),
         sample_size=cfg.image_size // 4, in_channels=4, out_channels=4,
         down_block_types=["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
         up_block_types=["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],

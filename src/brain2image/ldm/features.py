@@ -47,19 +47,9 @@ def read_prepared_ids(prepared: str | os.PathLike) -> np.ndarray:
     -------
     array of shape (n_images,), int64
     """
-    import h5py
+    from ..nsd.prepared import PreparedData
 
-    prepared = Path(prepared)
-    if not prepared.is_file():
-        raise MissingFileError(f"prepared file {prepared} not found (run `brain2image prepare`)")
-    with h5py.File(prepared, "r") as f:
-        parts = []
-        for name in ("train/ids", "test/ids"):
-            if name not in f:
-                raise DataFormatError(f"{prepared}: no dataset '/{name}' (expected a file written by "
-                                      "`brain2image prepare`)")
-            parts.append(np.asarray(f[name][()], dtype=np.int64).reshape(-1))
-    return np.unique(np.concatenate(parts))
+    return PreparedData(prepared).image_ids()
 
 
 def image_seed(seed: int, image_id: int) -> int:

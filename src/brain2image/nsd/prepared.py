@@ -85,9 +85,22 @@ class PreparedData:
             raise DataFormatError(f"{self.path}: no ROI '/rois/{roi}'; available: {self.roi_keys}")
         return handle["rois"][roi]
 
+    def _dataset(self, handle: h5py.File, name: str) -> np.ndarray:
+        if name not in handle:
+            raise DataFormatError(f"{self.path}: no dataset '/{name}' (expected a file written by "
+                                  "`brain2image prepare`)")
+        return handle[name][()]
+
     def _split(self, roi: str, split: str) -> tuple[np.ndarray, np.ndarray]:
         with h5py.File(self.path, "r") as handle:
-            return self._roi(handle, roi)[split][()], handle[split]["ids"][()]
+            self._roi(handle, roi)
+            X = self._dataset(handle, f"rois/{roi}/{split}")
+            ids = self._dataset(handle, f"{split}/ids").astype(np.int64)
+        if X.ndim != 2 or len(X) != len(ids):
+            raise DataFormatError(f"{self.path}: '/rois/{roi}/{split}' has shape {X.shape} but "
+                                  f"'/{split}/ids' has {len(ids)} entries; expected (n_rows, n_voxels) "
+                                  "with one row per id")
+        return X, ids
 
     def train(self, roi: str) -> tuple[np.ndarray, np.ndarray]:
         """Single training trials.
@@ -122,7 +135,39 @@ class PreparedData:
 
     def n_repeats(self) -> np.ndarray:
         """Repetitions averaged into each test row, shape (n_test,)."""
-        return self.trials("test")["n_repeats"]
+        with h5py.File(self.path, "r") as handle:
+            return self._dataset(handle, "test/n_repeats")
+
+    def image_ids(self) -> np.ndarray:
+        """Sorted unique 0-based 73k ids of every image the subject saw (train and test), int64."""
+        with h5py.File(self.path, "r") as handle:
+            parts = [self._dataset(handle, f"{split}/ids").astype(np.int64).reshape(-1)
+                     for split in ("train", "test")]
+        return np.unique(np.concatenate(parts))
+
+    @property
+    def volume_shape(self) -> tuple[int, ...] | None:
+        """Shape (X, Y, Z) of the betas volume; None for surface spaces."""
+        shape = self.attrs.get("volume_shape")
+        return None if shape is None else tuple(int(v) for v in shape)
+
+    @property
+    def affine(self) -> np.ndarray | None:
+        """4×4 voxel-to-world affine of the betas volume; None for surface spaces."""
+        affine = self.attrs.get("affine")
+        return None if affine is None else np.asarray(affine, dtype=np.float64)
+
+    def positions(self, roi: str) -> dict[str, np.ndarray | None]:
+        """Where an ROI's columns are: ``ijk`` (volume spaces) or ``vertex`` + ``hemi`` (surface).
+
+        Absent entries are None; an ROI with neither is a DataFormatError.
+        """
+        with h5py.File(self.path, "r") as handle:
+            group = self._roi(handle, roi)
+            out = {name: (group[name][()] if name in group else None) for name in ("ijk", "vertex", "hemi")}
+        if out["ijk"] is None and (out["vertex"] is None or out["hemi"] is None):
+            raise DataFormatError(f"{self.path}: '/rois/{roi}' has neither 'ijk' nor 'vertex' + 'hemi'")
+        return out
 
     def ncsnr(self, roi: str) -> np.ndarray | None:
         """Noise-ceiling SNR of the ROI's voxels, shape (n_voxels,), or None when not prepared."""
