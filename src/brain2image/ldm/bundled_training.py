@@ -196,10 +196,11 @@ def _train_unet(cfg: BundledTrainingConfig, work: Path, export_to: Path | None) 
         ema.load_state_dict(saved["ema"])
         opt.load_state_dict(saved["opt"])
         state = saved["state"]
-    if state.get("done"):
+    budget = cfg.unet_minutes * 60
+    if state["elapsed"] >= budget:
+        # Finished. A larger ``unet_minutes`` resumes training, its cosine stretched to the new budget.
         return
     gen = torch.Generator().manual_seed(cfg.seed + state["step"])
-    budget = cfg.unet_minutes * 60
     start, last_ckpt = time.time() - state["elapsed"], time.time()
     alphas = noise_scheduler.alphas_cumprod
     unet.train()
@@ -241,7 +242,6 @@ def _train_unet(cfg: BundledTrainingConfig, work: Path, export_to: Path | None) 
             _export_unet(work, unet, ema, export_to)
             last_ckpt = time.time()
     state["elapsed"] = time.time() - start
-    state["done"] = True
     _save_checkpoint(ckpt_path, {"model": unet.state_dict(), "ema": ema.state_dict(),
                                  "opt": opt.state_dict(), "state": state})
     _export_unet(work, unet, ema, export_to)

@@ -276,16 +276,19 @@ def _finish(model: LatentDiffusionModel) -> LatentDiffusionModel:
     return model
 
 
-def _load_bundled(device: torch.device, dtype: torch.dtype) -> LatentDiffusionModel:
+#: File that marks a folder in the bundled model's format (its text encoder comes from a package).
+_TEXT_SOURCE = "text_encoder_source.json"
+
+
+def _load_bundled(folder: Path, name: str, device: torch.device, dtype: torch.dtype) -> LatentDiffusionModel:
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import AutoModel, AutoTokenizer
 
-    folder = _bundled_dir()
-    source_file = folder / "text_encoder_source.json"
+    source_file = folder / _TEXT_SOURCE
     if not (folder / "unet" / "config.json").is_file() or not source_file.is_file():
         raise MissingWeightsError(
             f"the bundled model is not in {folder} (expected vae/, unet/, scheduler/ and "
-            "text_encoder_source.json); train it with `brain2image train_bundled` or reinstall brain2image")
+            "text_encoder_source.json); train it with `brain2image train-bundled` or reinstall brain2image")
     source = json.loads(source_file.read_text())
     try:
         package = importlib.import_module(source["package"])
@@ -298,7 +301,7 @@ def _load_bundled(device: torch.device, dtype: torch.dtype) -> LatentDiffusionMo
     scheduler = DDIMScheduler.from_pretrained(folder / "scheduler")
     tokenizer = AutoTokenizer.from_pretrained(text_path)
     text_encoder = AutoModel.from_pretrained(text_path)
-    return _finish(LatentDiffusionModel(vae, unet, text_encoder, tokenizer, scheduler, BUNDLED, device, dtype,
+    return _finish(LatentDiffusionModel(vae, unet, text_encoder, tokenizer, scheduler, name, device, dtype,
                                         text_max_length=int(source["max_length"])))
 
 
@@ -333,8 +336,9 @@ def load_ldm(name_or_path: str | os.PathLike, device: str | torch.device = "cpu"
     Parameters
     ----------
     name_or_path : str or path-like
-        ``"bundled"`` (the small model shipped with brain2image), a local diffusers folder
-        (with ``model_index.json``), or a hub id (``CompVis/stable-diffusion-v1-4``) already
+        ``"bundled"`` (the small model shipped with brain2image), a folder exported by
+        ``brain2image train-bundled --export-to``, a local diffusers folder (with
+        ``model_index.json``), or a hub id (``CompVis/stable-diffusion-v1-4``) already
         in the local Hugging Face cache.
     device : str or torch.device
     dtype : str or torch.dtype, optional
@@ -352,8 +356,12 @@ def load_ldm(name_or_path: str | os.PathLike, device: str | torch.device = "cpu"
     device = torch.device(device)
     dtype = _resolve_dtype(device, dtype)
     name = str(name_or_path)
+    local = Path(name).expanduser()
     if name == BUNDLED:
-        model = _load_bundled(device, dtype)
+        model = _load_bundled(_bundled_dir(), BUNDLED, device, dtype)
+    elif (local / _TEXT_SOURCE).is_file() and not (local / "model_index.json").is_file():
+        # A folder exported by ``brain2image train-bundled --export-to``.
+        model = _load_bundled(local, str(local.resolve()), device, dtype)
     else:
         model = _load_diffusers(name, device, dtype)
     logger.info("loaded %s: native %d px, z %s, c %s, scaling %.5f", model.name, model.native_resolution,
