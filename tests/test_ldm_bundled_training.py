@@ -1,5 +1,6 @@
 """The bundled-model recipe at toy sizes: stages, checkpoints, resume, export, stock pipelines."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -35,6 +36,11 @@ def test_recipe_trains_resumes_and_exports(tmp_path):
     before = (work / "unet.ckpt").stat().st_mtime_ns
     train_bundled_model(work, TOY, export_to=tmp_path / "model")
     assert (work / "unet.ckpt").stat().st_mtime_ns == before
+    # A larger U-Net budget resumes from the checkpoint (the VAE and cache are kept).
+    longer = dataclasses.replace(TOY, unet_minutes=2 * TOY.unet_minutes)
+    train_bundled_model(work, longer, export_to=tmp_path / "model")
+    resumed = torch.load(work / "unet.ckpt", weights_only=False)["state"]
+    assert resumed["step"] > state["step"] and resumed["elapsed"] >= longer.unet_minutes * 60
 
     # The exported folder is a diffusers model driven by the stock pipelines; the U-Net adds
     # the pooled caption embedding to its timestep embedding.

@@ -84,6 +84,19 @@ def _save_checkpoint(path: Path, state: dict) -> None:
         torch.save(state, tmp)
 
 
+def _load_checkpoint(path: Path, **parts) -> dict:
+    """Restore ``parts`` (objects with ``load_state_dict``) from ``path`` when it exists.
+
+    Returns the training state (``step``, ``elapsed`` seconds), fresh when there is no checkpoint.
+    """
+    if not path.exists():
+        return {"step": 0, "elapsed": 0.0}
+    saved = torch.load(path, weights_only=False)
+    for name, part in parts.items():
+        part.load_state_dict(saved[name])
+    return saved["state"]
+
+
 def _images_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
@@ -98,12 +111,7 @@ def _train_vae(cfg: BundledTrainingConfig, work: Path, images: np.ndarray) -> No
     vae = AutoencoderKL(**_vae_config(cfg))
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr)
     ckpt_path = work / "vae.ckpt"
-    state = {"step": 0, "elapsed": 0.0}
-    if ckpt_path.exists():
-        saved = torch.load(ckpt_path, weights_only=False)
-        vae.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["opt"])
-        state = saved["state"]
+    state = _load_checkpoint(ckpt_path, model=vae, opt=opt)
     rng = np.random.default_rng(cfg.seed + state["step"])
     budget = cfg.vae_minutes * 60
     start, last_ckpt = time.time() - state["elapsed"], time.time()
@@ -189,13 +197,7 @@ def _train_unet(cfg: BundledTrainingConfig, work: Path, export_to: Path | None) 
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.unet_lr, weight_decay=1e-2)
     noise_scheduler = DDIMScheduler(**_scheduler_config())
     ckpt_path = work / "unet.ckpt"
-    state = {"step": 0, "elapsed": 0.0}
-    if ckpt_path.exists():
-        saved = torch.load(ckpt_path, weights_only=False)
-        unet.load_state_dict(saved["model"])
-        ema.load_state_dict(saved["ema"])
-        opt.load_state_dict(saved["opt"])
-        state = saved["state"]
+    state = _load_checkpoint(ckpt_path, model=unet, ema=ema, opt=opt)
     budget = cfg.unet_minutes * 60
     if state["elapsed"] >= budget:
         # Finished. A larger ``unet_minutes`` resumes training, its cosine stretched to the new budget.

@@ -62,6 +62,19 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
+def _write_layout(f: h5py.File, ids: np.ndarray, feature_shape: tuple[int, ...], attrs: dict,
+                  done: bool) -> h5py.Dataset:
+    """Create a store's datasets (``features`` chunked by row, ``ids``, ``done``) and attributes."""
+    features = f.create_dataset("features", shape=(len(ids), *feature_shape), dtype=np.float32,
+                                chunks=(1, *feature_shape) if len(ids) else None)
+    f.create_dataset("ids", data=ids)
+    f.create_dataset("done", data=np.full(len(ids), done, dtype=bool))
+    for key, value in attrs.items():
+        f.attrs[key] = value
+    f.attrs["brain2image_version"] = __version__
+    return features
+
+
 class FeatureStore:
     """A feature store on disk.
 
@@ -111,13 +124,7 @@ class FeatureStore:
                 store._check_matches(existing, ids, feature_shape, attrs)
                 return store
         with atomic_path(store.partial_path) as tmp, h5py.File(tmp, "w") as f:
-            f.create_dataset("features", shape=(len(ids), *feature_shape), dtype=np.float32,
-                             chunks=(1, *feature_shape) if len(ids) else None)
-            f.create_dataset("ids", data=ids)
-            f.create_dataset("done", data=np.zeros(len(ids), dtype=bool))
-            for key, value in attrs.items():
-                f.attrs[key] = value
-            f.attrs["brain2image_version"] = __version__
+            _write_layout(f, ids, feature_shape, attrs, done=False)
         return store
 
     @staticmethod
@@ -303,13 +310,7 @@ def merge_stores(paths: Sequence[str | os.PathLike], out: str | os.PathLike) -> 
     if len(merged) != len(all_ids):
         raise DataFormatError(f"shards {[str(p) for p in paths]} overlap in ids; expected disjoint shards")
     with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
-        features = f.create_dataset("features", shape=(len(merged), *shape), dtype=np.float32,
-                                    chunks=(1, *shape) if len(merged) else None)
-        f.create_dataset("ids", data=merged)
-        f.create_dataset("done", data=np.ones(len(merged), dtype=bool))
-        for key, value in attrs.items():
-            f.attrs[key] = value
-        f.attrs["brain2image_version"] = __version__
+        features = _write_layout(f, merged, shape, attrs, done=True)
         for store, ids in zip(stores, shard_id_lists):
             pos = np.searchsorted(merged, ids)
             with h5py.File(store.path, "r") as src:
