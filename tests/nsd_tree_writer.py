@@ -45,6 +45,7 @@ class FakeNSD:
     n_vertices: tuple[int, int]
     surface_streams: np.ndarray
     surface: dict[int, np.ndarray] = field(default_factory=dict)
+    surface_ncsnr: np.ndarray | None = None
 
     def path(self, relative: str) -> Path:
         """Absolute path of a file of the tree."""
@@ -165,8 +166,14 @@ def write_nsd_tree(root: str | Path, subject: int = 1, n_sessions: int = 2,
             nib.save(nib.MGHImage(part[:, None, None, :], np.eye(4)),
                      surf_dir / f"{hemi}.betas_session{s:02d}.mgh")
 
+    surface_ncsnr = rng.random(sum(n_vertices)).astype(np.float32)
+    if write_ncsnr:
+        for h, hemi in enumerate(("lh", "rh")):
+            nib.save(nib.MGHImage(surface_ncsnr[split[h]:split[h + 1], None, None], np.eye(4)),
+                     surf_dir / f"{hemi}.ncsnr.mgh")
+
     return FakeNSD(root=root, subject=subject, sessions=sessions,
                    trials_per_session=trials_per_session, volume_shape=volume_shape, affine=affine,
                    betas=betas, ids=ids, shared_ids=sharedix - 1, streams=streams,
                    nsdgeneral=nsdgeneral, prf=prf, ncsnr=ncsnr, n_vertices=n_vertices,
-                   surface_streams=surface_streams, surface=surface)
+                   surface_streams=surface_streams, surface=surface, surface_ncsnr=surface_ncsnr)

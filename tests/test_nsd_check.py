@@ -56,6 +56,7 @@ def test_check_fsaverage_and_optional_files(tree):
         "lh.betas_session01.mgh", "rh.betas_session01.mgh", "lh.betas_session02.mgh",
         "rh.betas_session02.mgh"}
     assert [i.status for i in report.items if i.role == "behaviour"] == ["absent"]
+    assert [i.path.name for i in report.items if i.role.startswith("ncsnr")] == ["lh.ncsnr.mgh", "rh.ncsnr.mgh"]
 
 
 def test_cli_check_exit_codes(tree, capsys):

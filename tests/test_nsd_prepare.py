@@ -5,7 +5,7 @@ import gzip
 import h5py
 import numpy as np
 import pytest
-from nsd_tree_writer import write_nsd_tree
+from nsd_tree_writer import BETA_VERSION, write_nsd_tree
 from prepared_writer import write_prepared
 
 from brain2image.errors import DataFormatError, MissingFileError
@@ -110,7 +110,20 @@ def test_fsaverage(tree, tmp_path):
         shared = np.isin(ids, tree.shared_ids)
         np.testing.assert_array_equal(data.train(key)[0], x[~shared])
         np.testing.assert_array_equal(data.test_trials(key)[0], x[shared])
-        assert data.ncsnr(key) is None
+        np.testing.assert_array_equal(data.ncsnr(key), tree.surface_ncsnr[flat])
+    # Without the hemispheres' ncsnr files there is no ncsnr (it is optional).
+    (tree.root / f"nsddata_betas/ppdata/subj01/fsaverage/{BETA_VERSION}/rh.ncsnr.mgh").unlink()
+    data = load_prepared(_prepare(tree, tmp_path / "t.h5", rois=["streams:early"], space="fsaverage"))
+    assert data.ncsnr("early") is None
+
+
+def test_fsaverage_ncsnr_with_wrong_vertex_count(tree, tmp_path):
+    import nibabel as nib
+
+    path = tree.root / f"nsddata_betas/ppdata/subj01/fsaverage/{BETA_VERSION}/lh.ncsnr.mgh"
+    nib.save(nib.MGHImage(np.ones((29, 1, 1), np.float32), np.eye(4)), path)
+    with pytest.raises(DataFormatError, match=r"lh\.ncsnr\.mgh: shape \(29, 1, 1\), expected \(30, 1, 1\)"):
+        _prepare(tree, tmp_path / "s.h5", rois=["streams:early"], space="fsaverage")
 
 
 def test_fsaverage_vertex_count_mismatch(tree, tmp_path):

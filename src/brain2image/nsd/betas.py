@@ -25,6 +25,7 @@ __all__ = [
     "BetaFileInfo",
     "beta_file_info",
     "read_surface_betas",
+    "read_surface_map",
     "read_volume_betas",
     "read_volume_map",
     "scale_betas",
@@ -255,6 +256,26 @@ def read_volume_map(path: str | Path, ijk: np.ndarray,
     data = data.reshape(shape[:3])
     ijk = np.asarray(ijk, dtype=np.int64)
     return data[ijk[:, 0], ijk[:, 1], ijk[:, 2]]
+
+
+def read_surface_map(path: str | Path, vertices: np.ndarray, n_vertices: int) -> np.ndarray:
+    """Read one hemisphere's per-vertex map (e.g. ``lh.ncsnr.mgh``, (n_vertices, 1, 1)) at some vertices.
+
+    Returns
+    -------
+    ndarray of shape (len(vertices),) float32
+    """
+    path = Path(path)
+    _require(path)
+    try:
+        shape, _, _ = mgh_header(path)
+        data = mgh_read(path)
+    except Exception as error:
+        raise DataFormatError(f"{path}: cannot be read as MGH ({error})") from error
+    if shape[0] != n_vertices or any(s != 1 for s in shape[1:]):
+        raise DataFormatError(f"{path}: shape {shape}, expected ({n_vertices}, 1, 1) (the vertex count of "
+                              "the fsaverage labels)")
+    return np.asarray(data, dtype=np.float32).reshape(-1)[np.asarray(vertices, dtype=np.int64)]
 
 
 def scale_betas(raw: np.ndarray, scale: str = "percent") -> np.ndarray:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import Brain2ImageError
+from ._mgh import mgh_header
 from .betas import beta_file_info
 from .design import load_expdesign, read_responses
 from .layout import HEMIS, TRIALS_PER_SESSION, NSDLayout
@@ -164,6 +165,15 @@ def check_nsd_tree(layout: NSDLayout, sessions: Sequence[int], rois: Sequence[st
             return None, f"shape {image_shape}"
 
         _check(items, "ncsnr", layout.ncsnr(), ncsnr_probe, optional=True)
+    else:
+        for index, hemi in enumerate(HEMIS):
+            def surface_ncsnr_probe(hemi=hemi, index=index):
+                image_shape, _, _ = mgh_header(layout.surface_ncsnr(hemi))
+                if shape is not None and (image_shape[0] != shape[index] or any(n != 1 for n in image_shape[1:])):
+                    raise ValueError(f"shape {image_shape}, expected ({shape[index]}, 1, 1)")
+                return None, f"shape {image_shape}"
+
+            _check(items, f"ncsnr {hemi}", layout.surface_ncsnr(hemi), surface_ncsnr_probe, optional=True)
 
     fmt = "mgh" if layout.is_surface else beta_format
     for session in sessions:

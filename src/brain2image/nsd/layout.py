@@ -173,6 +173,16 @@ class NSDLayout:
         """Noise-ceiling SNR ``ncsnr.nii.gz`` beside the volume betas."""
         return self.betas_dir() / "ncsnr.nii.gz"
 
+    def surface_ncsnr(self, hemi: str) -> Path:
+        """fsaverage noise-ceiling SNR ``<hemi>.ncsnr.mgh``, shape (n_vertices, 1, 1)."""
+        return self.betas_dir() / f"{hemi}.ncsnr.mgh"
+
+    def ncsnr_files(self) -> list[Path]:
+        """The ncsnr file(s) of this space: one volume, or one per hemisphere on fsaverage."""
+        if self.is_surface:
+            return [self.surface_ncsnr(hemi) for hemi in HEMIS]
+        return [self.ncsnr()]
+
     def sessions_on_disk(self, beta_format: str = "hdf5") -> list[int]:
         """1-based sessions whose beta files are all present, sorted."""
         directory = self.betas_dir()

@@ -22,6 +22,7 @@ from ..errors import DataFormatError, MissingFileError
 from .betas import (
     beta_file_info,
     read_surface_betas,
+    read_surface_map,
     read_volume_betas,
     read_volume_map,
     scale_betas,
@@ -140,6 +141,20 @@ def _read_session(layout: NSDLayout, session: int, beta_format: str, positions: 
     return np.concatenate(parts, axis=1)
 
 
+def _read_ncsnr(layout: NSDLayout, positions: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
+    """ncsnr at the union's positions, or None when the space's ncsnr file(s) are not on disk."""
+    if not all(path.is_file() for path in layout.ncsnr_files()):
+        return None
+    if not layout.is_surface:
+        return read_volume_map(layout.ncsnr(), positions, shape)
+    n_lh = shape[0]
+    parts = []
+    for hemi_index, hemi in enumerate(HEMIS):
+        in_hemi = positions[(positions >= n_lh) == bool(hemi_index)] - n_lh * hemi_index
+        parts.append(read_surface_map(layout.surface_ncsnr(hemi), in_hemi, shape[hemi_index]))
+    return np.concatenate(parts)
+
+
 def _write_index(handle: h5py.File, name: str, table: pd.DataFrame) -> None:
     group = handle.create_group(name)
     group.create_dataset("ids", data=table["id73k"].to_numpy(np.int64))
@@ -211,9 +226,7 @@ def prepare_subject(
     shared = table["is_shared"].to_numpy()
     train_table, test_table = table[~shared], table[shared]
     n_train, n_test_trials = len(train_table), len(test_table)
-    ncsnr = None
-    if not layout.is_surface and layout.ncsnr().is_file():
-        ncsnr = read_volume_map(layout.ncsnr(), positions, shape)
+    ncsnr = _read_ncsnr(layout, positions, shape)
     logger.info("subject %d: %d sessions, %d train trials, %d test trials, %d voxels in the ROI "
                 "union", subject, len(session_list), n_train, n_test_trials, len(positions))
 
