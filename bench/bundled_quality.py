@@ -11,7 +11,7 @@ Prints three figures (the bars of the latent-diffusion issue):
    validated on the real held-out scenes), with a breakdown (recall of the named categories
    and colours, background accuracy, content match by number of objects).
 
-Usage: ``python bench/bundled_quality.py [--n-scenes 60] [--n-samples 2] [--threads 2]``
+Usage: ``python bench/bundled_quality.py [--model bundled] [--n-scenes 200] [--n-samples 2] [--threads 2]``
 """
 
 from __future__ import annotations
@@ -53,14 +53,16 @@ def _content_breakdown(evaluator: SceneEvaluator, samples: np.ndarray, scenes: l
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n-scenes", type=int, default=60)
+    parser.add_argument("--model", default="bundled",
+                        help="'bundled' or a folder exported by `brain2image train-bundled --export-to`")
+    parser.add_argument("--n-scenes", type=int, default=200)
     parser.add_argument("--n-samples", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    model = load_ldm("bundled")
+    model = load_ldm(args.model)
     scenes = sample_scenes(args.n_scenes, HELD_OUT_SEED)
     images = render_scenes(scenes, model.native_resolution)
     rng = np.random.default_rng(HELD_OUT_SEED)

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from ldm_dummy import save_tiny_ldm, tiny_ldm
 
 from brain2image.errors import MissingWeightsError
 from brain2image.evaluation.scene_evaluator import (
@@ -87,6 +88,23 @@ def test_recipe_trains_saves_and_reloads(tmp_path):
     loaded = SceneEvaluator.load(tmp_path)
     images = render_scenes(sample_scenes(3, 1), 64)
     assert loaded.features(images).shape == (3, 8)
+
+
+def test_recipe_with_vae_roundtrip_reports_roundtrip_and_false_matches(tmp_path):
+    folder = save_tiny_ldm(tiny_ldm(), tmp_path / "tiny")
+    config = SceneEvaluatorConfig(n_train_scenes=32, n_val_scenes=12, epochs=1, channels=(4, 8), feature_dim=8,
+                                  batch_size=32, roundtrip_model=str(folder), roundtrip_prob=1.0)
+    info = train_scene_evaluator(tmp_path / "ev", seed=1, minutes=1.0, config=config)
+    assert info["config"]["roundtrip_model"] == str(folder)
+    for figures in (info["validation"], info["validation"]["roundtrip"]):
+        assert figures["n_scenes"] == 12
+        assert 0 <= figures["content_match_rate"] <= 1 and 0 <= figures["false_match_rate_shuffled"] <= 1
+
+
+def test_bundled_evaluator_is_specific(evaluator):
+    validation = evaluator.info["validation"]
+    assert validation["false_match_rate_shuffled"] < 0.1
+    assert validation["content_match_rate"] > 0.9 and validation["roundtrip"]["content_match_rate"] > 0.9
 
 
 def test_missing_weights(tmp_path):

@@ -270,6 +270,7 @@ def export_bundle(work: Path, dest: Path | None = None) -> Path:
 
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 
+    work = Path(work)
     dest = bundled_model_dir() if dest is None else Path(dest)
     staging = dest.parent / (dest.name + ".staging")
     if staging.exists():
