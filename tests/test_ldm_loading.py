@@ -153,3 +153,13 @@ def test_load_bundled_layout(tmp_path, monkeypatch):
     monkeypatch.setattr(loading, "_bundled_dir", lambda: tmp_path / "absent")
     with pytest.raises(MissingWeightsError, match="bundled model"):
         load_ldm("bundled")
+
+
+def test_fingerprint_tells_weights_apart(tmp_path):
+    folder = save_tiny_ldm(tiny_ldm(text="bert", seed=0), tmp_path / "a")
+    other = save_tiny_ldm(tiny_ldm(text="bert", seed=1), tmp_path / "b")
+    # BERT checkpoints without a pooler get a random one at each load: it must not count.
+    first, again = load_ldm(str(folder)), load_ldm(str(folder))
+    assert first.fingerprint() == again.fingerprint()
+    assert len(first.fingerprint()) == 16
+    assert load_ldm(str(other)).fingerprint() != first.fingerprint()

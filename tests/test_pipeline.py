@@ -67,6 +67,18 @@ def test_pipeline_resumes_without_redoing_work(tiny_run):
     assert all(p.stat().st_mtime_ns == t for p, t in before.items())
 
 
+def test_pipeline_refuses_to_resume_with_other_weights(tiny_run, tmp_path):
+    import dataclasses
+
+    from brain2image.errors import DataFormatError
+
+    root, config, _ = tiny_run
+    assert json.loads((root / "run" / "model.json").read_text())["model"] == config.model
+    other = save_tiny_ldm(tiny_ldm(text="bert", seed=1), tmp_path / "other_model")
+    with pytest.raises(DataFormatError, match="model.json: this run folder was made with model"):
+        run_pipeline(dataclasses.replace(config, model=str(other)), progress=False)
+
+
 def test_run_config_toml_paths_are_relative_to_the_file(tmp_path):
     (tmp_path / "cfg").mkdir()
     path = tmp_path / "cfg" / "run.toml"

@@ -3,7 +3,9 @@
 simulated one (``brain2image demo``).
 
 Each stage writes its outputs under the run folder and is skipped when they are already
-there, so a killed run continues where it stopped. The layout of a run folder::
+there, so a killed run continues where it stopped. ``model.json`` records the weights'
+fingerprint: resuming with other weights under the same folder is refused. The layout of a
+run folder::
 
     prepared/subjXX.h5            brain2image prepare
     features/nsd_<model>_{z,c}.h5 brain2image features
@@ -12,7 +14,7 @@ there, so a killed run continues where it stopped. The layout of a run folder::
     evaluation.json               brain2image evaluate
     encoding/                     brain2image encode
     metrics.json, report.html     the summary of the run
-    run_config.json, timings.json
+    run_config.json, timings.json, model.json
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ RUN_FILES = {
     "report": "report.html",
     "timings": "timings.json",
     "config": "run_config.json",
+    "model": "model.json",
     "recon": "recon",
     "encoding": "encoding",
 }
@@ -227,6 +230,7 @@ def run_pipeline(config: RunConfig, *, progress: bool = True, timer_seed: dict[s
         beta_format=config.beta_format, progress=progress), done=prepared.is_file())
 
     model = load_ldm(config.model, device=config.device, dtype=config.dtype)
+    _check_run_model(out, config.model, model.fingerprint())
     stores = {name: feature_store_path(out / "features", "nsd", config.model, name) for name in ("z", "c")}
     ids = read_prepared_ids(prepared)
     for name, store in stores.items():
@@ -254,6 +258,22 @@ def run_pipeline(config: RunConfig, *, progress: bool = True, timer_seed: dict[s
     metrics = _collect_metrics(evaluation_path, decoders, timer.timings, config)
     atomic_write_text(out / RUN_FILES["metrics"], json.dumps(metrics, indent=2))
     return build_report(out)
+
+
+def _check_run_model(out: Path, name: str, fingerprint: str) -> None:
+    """Record the run's model; refuse to resume a run folder made with other weights (its features,
+    decoders and images would silently be reused)."""
+    path = out / RUN_FILES["model"]
+    record = {"model": name, "fingerprint": fingerprint}
+    if path.is_file():
+        previous = json.loads(path.read_text())
+        if previous.get("fingerprint") != fingerprint:
+            raise DataFormatError(
+                f"{path}: this run folder was made with model {previous.get('model')!r} (fingerprint "
+                f"{previous.get('fingerprint')}), now {name!r} has fingerprint {fingerprint}; expected the "
+                f"same weights to resume. Use a new output folder or delete {out}")
+    else:
+        atomic_write_text(path, json.dumps(record, indent=2))
 
 
 def _reconstruct(model, decoders: dict[str, Path], stores: dict[str, Path], recon_dir: Path,

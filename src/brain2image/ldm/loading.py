@@ -130,6 +130,22 @@ class LatentDiffusionModel:
         """Shape (text_seq_len, text_width) of c."""
         return (self.text_seq_len, self.text_width)
 
+    def fingerprint(self) -> str:
+        """A short hash of the weights (names, shapes and a strided sample of the values of the
+        VAE, U-Net and text encoder), to tell apart two models that share a name."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        for module in (self.vae, self.unet, self.text_encoder):
+            for key, tensor in sorted(module.state_dict().items()):
+                if key.startswith("pooler."):
+                    # Not part of c (the last hidden state); BERT-style checkpoints without a
+                    # pooler get a fresh random one at every load.
+                    continue
+                sample = tensor.detach().reshape(-1)[::997].double().sum().item() if tensor.numel() else 0.0
+                digest.update(f"{key}:{tuple(tensor.shape)}:{sample:.4e};".encode())
+        return digest.hexdigest()[:16]
+
     @property
     def _is_clip(self) -> bool:
         return "clip" in str(getattr(self.text_encoder.config, "model_type", "")).lower()
