@@ -132,13 +132,17 @@ def _read_session(layout: NSDLayout, session: int, beta_format: str, positions: 
     if not layout.is_surface:
         return read_volume_betas(layout.betas_session(session, beta_format), positions, beta_format,
                                  n_trials=trials_per_session, volume_shape=shape)
+    return np.concatenate([read_surface_betas(layout.surface_betas(session, hemi), vertices,
+                                              n_trials=trials_per_session, n_vertices=n_vertices)
+                           for hemi, vertices, n_vertices in _per_hemisphere(positions, shape)], axis=1)
+
+
+def _per_hemisphere(positions: np.ndarray, shape: tuple[int, ...]):
+    """(hemi, vertex indices within it, its vertex count) of positions over the lh + rh concatenation."""
     n_lh = shape[0]
-    parts = []
     for hemi_index, hemi in enumerate(HEMIS):
         in_hemi = positions[(positions >= n_lh) == bool(hemi_index)] - n_lh * hemi_index
-        parts.append(read_surface_betas(layout.surface_betas(session, hemi), in_hemi,
-                                        n_trials=trials_per_session, n_vertices=shape[hemi_index]))
-    return np.concatenate(parts, axis=1)
+        yield hemi, in_hemi, shape[hemi_index]
 
 
 def _read_ncsnr(layout: NSDLayout, positions: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
@@ -147,12 +151,8 @@ def _read_ncsnr(layout: NSDLayout, positions: np.ndarray, shape: tuple[int, ...]
         return None
     if not layout.is_surface:
         return read_volume_map(layout.ncsnr(), positions, shape)
-    n_lh = shape[0]
-    parts = []
-    for hemi_index, hemi in enumerate(HEMIS):
-        in_hemi = positions[(positions >= n_lh) == bool(hemi_index)] - n_lh * hemi_index
-        parts.append(read_surface_map(layout.surface_ncsnr(hemi), in_hemi, shape[hemi_index]))
-    return np.concatenate(parts)
+    return np.concatenate([read_surface_map(layout.surface_ncsnr(hemi), vertices, n_vertices)
+                           for hemi, vertices, n_vertices in _per_hemisphere(positions, shape)])
 
 
 def _write_index(handle: h5py.File, name: str, table: pd.DataFrame) -> None:
