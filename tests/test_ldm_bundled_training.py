@@ -9,7 +9,7 @@ import torch
 from ldm_dummy import one_torch_thread  # noqa: F401
 
 from brain2image.config import BundledTrainingConfig, ReconstructionConfig
-from brain2image.ldm.bundled_training import train_bundled_model
+from brain2image.ldm.bundled_training import _unet_config, bundled_model_dir, train_bundled_model
 from brain2image.ldm.loading import load_ldm
 from brain2image.ldm.reconstruct import generate_reconstructions
 
@@ -53,3 +53,18 @@ def test_recipe_trains_resumes_and_exports(tmp_path):
     again = generate_reconstructions(model, [0], c=c, methods=("c_only",), config=config, progress=False)
     assert first["c_only"].shape == (1, 1, 64, 64, 3)
     np.testing.assert_array_equal(first["c_only"], again["c_only"])
+
+
+def test_unet_cross_attention_levels():
+    # The default is the shipped U-Net's layout: no cross-attention at the coarsest level.
+    finest_two = _unet_config(BundledTrainingConfig(), cross_attention_dim=384)
+    assert finest_two["down_block_types"] == ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"]
+    assert finest_two["up_block_types"] == ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"]
+    shipped = json.loads((bundled_model_dir() / "unet" / "config.json").read_text())
+    assert shipped["down_block_types"] == finest_two["down_block_types"]
+    assert shipped["block_out_channels"] == finest_two["block_out_channels"]
+    every = _unet_config(dataclasses.replace(TOY, unet_cross_attention_levels=(True, True, True)), 384)
+    assert every["down_block_types"] == ["CrossAttnDownBlock2D"] * 3
+    assert every["up_block_types"] == ["CrossAttnUpBlock2D"] * 3
+    with pytest.raises(ValueError, match="one entry per U-Net level"):
+        _unet_config(dataclasses.replace(TOY, unet_cross_attention_levels=(True, True)), 384)

@@ -61,11 +61,15 @@ def _unet_config(cfg: BundledTrainingConfig, cross_attention_dim: int) -> dict:
     # layers) sees what the caption names. diffusers computes it from ``encoder_hidden_states``,
     # so the stock pipelines drive this U-Net unchanged.
     pooled = dict(addition_embed_type="text", addition_embed_type_num_heads=cfg.unet_attention_heads)
+    if len(cfg.unet_cross_attention_levels) != len(cfg.unet_channels):
+        raise ValueError(f"unet_cross_attention_levels {cfg.unet_cross_attention_levels} needs one entry per "
+                         f"U-Net level ({len(cfg.unet_channels)})")
+    down = ["CrossAttnDownBlock2D" if attend else "DownBlock2D" for attend in cfg.unet_cross_attention_levels]
+    up = ["CrossAttnUpBlock2D" if attend else "UpBlock2D" for attend in reversed(cfg.unet_cross_attention_levels)]
     return dict(
         **(pooled if cfg.unet_pooled_text else {}),
         sample_size=cfg.image_size // 4, in_channels=4, out_channels=4,
-        down_block_types=["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
-        up_block_types=["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+        down_block_types=down, up_block_types=up,
         block_out_channels=list(cfg.unet_channels), layers_per_block=1,
         cross_attention_dim=cross_attention_dim, attention_head_dim=cfg.unet_attention_heads,
         norm_num_groups=8,
