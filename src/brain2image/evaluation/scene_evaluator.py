@@ -300,11 +300,16 @@ class SceneEvaluator:
             raise DataFormatError(f"content_match: {len(images)} images but {len(scenes)} scenes")
         pred = self.predict(images)
         true = scene_targets(scenes)
-        ok = (np.all(pred["categories"] >= (true["categories"] > 0), axis=1)
-              & np.all(pred["colours"] >= (true["colours"] > 0), axis=1))
+        ok = _shows_content(pred, true)
         if background:
             ok &= pred["background"] == true["background"]
         return ok
+
+
+def _shows_content(pred: dict[str, np.ndarray], true: dict[str, np.ndarray]) -> np.ndarray:
+    """Per image: every category and every colour of its scene is among the predicted ones."""
+    return (np.all(pred["categories"] >= (true["categories"] > 0), axis=1)
+            & np.all(pred["colours"] >= (true["colours"] > 0), axis=1))
 
 
 def _binary_scores(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
@@ -339,17 +344,13 @@ def validate_scene_evaluator(evaluator: SceneEvaluator, scenes: list[Scene],
         for key, value in _binary_scores(pred[task], true[task] > 0).items():
             out[f"{name}_{key}"] = value
     out["background_accuracy"] = float(np.mean(pred["background"] == true["background"]))
-    cats_ok = np.all(pred["categories"] >= (true["categories"] > 0), axis=1)
-    cols_ok = np.all(pred["colours"] >= (true["colours"] > 0), axis=1)
-    match = cats_ok & cols_ok
+    match = _shows_content(pred, true)
     out["content_match_rate"] = float(match.mean())
     out["content_match_rate_with_background"] = float(
         (match & (pred["background"] == true["background"])).mean())
     # Specificity: the same images judged against other scenes' content should rarely match.
     other = _shuffled_pairs(len(scenes), seed=0)
-    out["false_match_rate_shuffled"] = float(
-        (np.all(pred["categories"] >= (true["categories"][other] > 0), axis=1)
-         & np.all(pred["colours"] >= (true["colours"][other] > 0), axis=1)).mean())
+    out["false_match_rate_shuffled"] = float(_shows_content(pred, {k: v[other] for k, v in true.items()}).mean())
     return out
 
 
