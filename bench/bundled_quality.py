@@ -25,10 +25,10 @@ import torch
 
 from brain2image.config import ReconstructionConfig
 from brain2image.evaluation.identification import two_way_identification
-from brain2image.evaluation.scene_evaluator import SceneEvaluator, scene_targets
+from brain2image.embedded.scene_evaluator import SceneEvaluator, scene_targets
 from brain2image.ldm.loading import load_ldm
 from brain2image.ldm.reconstruct import generate_reconstructions
-from brain2image.simulate.scenes import render_scenes, sample_scenes, scene_captions
+from brain2image.embedded.simulate.scenes import render_scenes, sample_scenes, scene_captions
 
 HELD_OUT_SEED = 98765  # distinct from the training scenes (1234) and the demo's study seeds
 

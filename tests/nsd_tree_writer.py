@@ -1,7 +1,7 @@
 """Write small fake NSD trees (real layout, tiny sizes) with known betas, for the nsd tests.
 
-Independent of ``brain2image.simulate``: every file is written here with h5py / nibabel / scipy,
-following NSD_FORMAT.md (1-based ids on disk, HDF5 betas in (n_trials, Z, Y, X) order).
+Independent of ``brain2image.embedded.simulate``: every file is written here with h5py / nibabel / scipy,
+following docs/nsd_format.md (1-based ids on disk, HDF5 betas in (n_trials, Z, Y, X) order).
 """
 
 from __future__ import annotations

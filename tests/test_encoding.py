@@ -15,7 +15,7 @@ from brain2image.encoding.analysis import EncodingConfig, default_pairs, encode_
 from brain2image.encoding.models import fit_space, pearson_columns, prepare_space, reduce_trials
 from brain2image.encoding.noise_ceiling import nc_fraction, noise_ceiling, signed_r2
 from brain2image.encoding.partition import partition_variance
-from brain2image.ldm.feature_store import FeatureStore
+from brain2image.formats.feature_store import FeatureStore
 
 
 def _problem(seed=0, n_images=100, n_test=30, repeats=2, dims=(8, 200), n_a=12, n_b=12, noise=1.0):

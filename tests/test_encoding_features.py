@@ -10,7 +10,7 @@ from brain2image.encoding.maps import (plot_roi_summary, plot_surface_map, plot_
                                        surface_arrays, values_to_volume, volume_image)
 from brain2image.encoding.unet_features import (ZcConfig, denoise_with_hooks, extract_zc_stores, n_run_steps,
                                                 step_indices, unet_feature_name)
-from brain2image.ldm.feature_store import FeatureStore
+from brain2image.formats.feature_store import FeatureStore
 
 LAYERS = ["down_blocks.1", "mid_block", "up_blocks.1"]
 

@@ -12,7 +12,7 @@ from brain2image.encoding.analysis import EncodingConfig, run_encoding_analysis
 from brain2image.ldm.features import extract_features, read_prepared_ids
 from brain2image.ldm.loading import load_ldm
 from brain2image.nsd.prepare import prepare_subject
-from brain2image.simulate.study import simulate_study
+from brain2image.embedded.simulate.study import simulate_study
 
 pytestmark = pytest.mark.slow
 

@@ -20,8 +20,9 @@ from nsd_tree_writer import BETA_VERSION, write_nsd_tree
 from brain2image.cli import main
 from brain2image.encoding.analysis import EncodingConfig, run_encoding_analysis
 from brain2image.encoding.maps import FSAVERAGE5_N_VERTICES, plot_surface_map
-from brain2image.ldm.feature_store import FeatureStore
-from brain2image.nsd import load_prepared, prepare_subject
+from brain2image.formats.feature_store import FeatureStore
+from brain2image.formats.prepared import load_prepared
+from brain2image.nsd import prepare_subject
 
 N_VERTICES = 10_500  # per hemisphere; > 10,242 so the fsaverage5 cut-off is exercised
 TPS = 60

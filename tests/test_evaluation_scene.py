@@ -8,14 +8,14 @@ import torch
 from ldm_dummy import save_tiny_ldm, tiny_ldm
 
 from brain2image.errors import MissingWeightsError
-from brain2image.evaluation.scene_evaluator import (
+from brain2image.embedded.scene_evaluator import (
     SceneEvaluator,
     SceneEvaluatorConfig,
     bundled_evaluator_dir,
     scene_targets,
     train_scene_evaluator,
 )
-from brain2image.simulate.scenes import Scene, SceneObject, render_scenes, sample_scenes
+from brain2image.embedded.simulate.scenes import Scene, SceneObject, render_scenes, sample_scenes
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from brain2image.errors import DataFormatError, MissingFileError
 from brain2image.evaluation.evaluate import evaluate_recon_dir, evaluate_reconstructions
 from brain2image.evaluation.feature_networks import load_feature_network
 from brain2image.evaluation.identification import takagi_identification, two_way_identification
-from brain2image.simulate.scenes import render_scenes, sample_scenes
+from brain2image.embedded.simulate.scenes import render_scenes, sample_scenes
 
 
 @pytest.fixture(scope="module")

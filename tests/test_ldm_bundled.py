@@ -5,7 +5,7 @@ import pytest
 from ldm_dummy import one_torch_thread, write_fake_stimuli  # noqa: F401
 
 from brain2image.config import FeatureConfig, ReconstructionConfig
-from brain2image.ldm.feature_store import FeatureStore
+from brain2image.formats.feature_store import FeatureStore
 from brain2image.ldm.features import extract_features
 from brain2image.ldm.images import resize_images
 from brain2image.ldm.loading import load_ldm
@@ -23,7 +23,7 @@ def _corr(a, b):
 
 
 def test_bundled_model_end_to_end(tmp_path):
-    from brain2image.simulate.scenes import render_scenes, sample_scenes, scene_captions
+    from brain2image.embedded.simulate.scenes import render_scenes, sample_scenes, scene_captions
 
     scenes = sample_scenes(3, seed=77)
     images = render_scenes(scenes, 96)  # the brick's size differs from the model's 64 px

@@ -13,9 +13,10 @@ from prepared_writer import write_prepared
 from brain2image.commands import features as features_command
 from brain2image.config import FeatureConfig
 from brain2image.errors import DataFormatError
-from brain2image.ldm import feature_store as fs_module
-from brain2image.ldm.feature_store import FeatureStore, merge_stores, shard_path
-from brain2image.ldm.features import extract_features, feature_store_path, load_captions
+from brain2image.formats import feature_store as fs_module
+from brain2image.formats.feature_store import FeatureStore, merge_stores, shard_path
+from brain2image.formats.feature_store import feature_store_path
+from brain2image.ldm.features import extract_features, load_captions
 
 
 @pytest.fixture(scope="module")

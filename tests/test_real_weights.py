@@ -33,7 +33,7 @@ def test_sd14_feature_sizes_match_the_paper(sd14):
 
 
 def test_sd14_vae_round_trip_and_text_embedding(sd14):
-    from brain2image.simulate.scenes import render_scenes, sample_scenes
+    from brain2image.embedded.simulate.scenes import render_scenes, sample_scenes
 
     images = render_scenes(sample_scenes(2, seed=0), 320)
     z = sd14.encode_images(images, resolution=320)

@@ -14,9 +14,9 @@ import pytest
 import scipy.io
 
 from brain2image.commands import simulate as simulate_command
-from brain2image.simulate.scenes import Scene, SceneObject, render_scenes, scene_labels
-from brain2image.simulate.study import make_design, simulate_study
-from brain2image.simulate.subject import SimulatedSubject
+from brain2image.embedded.simulate.scenes import Scene, SceneObject, render_scenes, scene_labels
+from brain2image.embedded.simulate.study import make_design, simulate_study
+from brain2image.embedded.simulate.subject import SimulatedSubject
 
 SMALL = dict(n_images=760, n_shared=30, n_sessions=3, volume_shape=(14, 18, 12),
              roi_sizes={"early": 300, "ventral": 300, "midventral": 40, "lateral": 40},

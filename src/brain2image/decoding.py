@@ -55,7 +55,7 @@ from . import __version__
 from ._io import atomic_path
 from .config import DecoderConfig, config_from_dict, config_to_json
 from .errors import DataFormatError, MissingFileError
-from .nsd.prepared import PreparedData
+from .formats.prepared import PreparedData
 
 __all__ = [
     "standardize_stats",

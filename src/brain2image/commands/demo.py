@@ -25,7 +25,8 @@ def _run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from ..pipeline import RUN_FILES, run_demo
+    from ..embedded.demo import run_demo
+    from ..pipeline import RUN_FILES
 
     report = run_demo(args.out, seed=args.seed, progress=not args.no_progress, threads=args.threads,
                       n_samples=args.n_samples)

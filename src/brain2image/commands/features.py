@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     """Run ``brain2image features``."""
     from .._io import atomic_write_text
     from ..config import FeatureConfig, config_to_dict
-    from ..ldm.feature_store import parse_shard
+    from ..formats.feature_store import parse_shard
     from ..ldm.features import extract_features, feature_store_path, read_prepared_ids
     from ..ldm.loading import load_ldm
 

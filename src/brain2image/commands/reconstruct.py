@@ -47,7 +47,7 @@ def register(subparsers) -> None:
 def _aligned(path: str | None, ids: np.ndarray | None, what: str):
     """(ids, values) of a file, restricted to / reordered by ``ids`` when given."""
     from ..errors import DataFormatError
-    from ..ldm.reconstruct import load_predictions
+    from ..formats.predictions import read_predictions as load_predictions
 
     if path is None:
         return None, None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from ..simulate.study import simulate_study
+from ..embedded.simulate.study import simulate_study
 
 __all__ = ["register", "run"]
 

@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..ldm.bundled_training import BundledTrainingConfig, train_bundled_model
+    from ..embedded.bundled_training import BundledTrainingConfig, train_bundled_model
 
     config = dataclasses.replace(
         BundledTrainingConfig(), vae_minutes=args.vae_minutes, unet_minutes=args.unet_minutes,

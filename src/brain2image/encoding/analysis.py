@@ -23,8 +23,9 @@ from .. import __version__
 from .._io import atomic_path, atomic_write_text
 from ..config import EncodingConfig
 from ..errors import DataFormatError
-from ..nsd.prepared import PreparedData
-from .models import fit_banded, fit_space, pearson_columns, prepare_space, reduce_trials
+from ..formats.prepared import PreparedData
+from ..stats import pearson_columns
+from .models import fit_banded, fit_space, prepare_space, reduce_trials
 from .noise_ceiling import nc_fraction, noise_ceiling, signed_r2
 from .partition import partition_variance
 
@@ -117,7 +118,7 @@ def encode_arrays(features: Mapping[str, np.ndarray], train_index: np.ndarray, Y
         # Spaces that enter a banded model are built as kernels once and reused there.
         space = prepare_space(features[name], design, test_index, kernel=True if name in in_pairs else None)
         pred, alphas = fit_space(space, design, **fit_kw)
-        r = pearson_columns(Y_test, pred)
+        r = pearson_columns(Y_test, pred, fill=0.0)
         spaces[name] = {"r": r, "r2": signed_r2(r), "alpha": alphas.astype(np.float64)}
         if nc is not None:
             spaces[name]["nc_fraction"] = nc_fraction(r, nc)
@@ -127,7 +128,7 @@ def encode_arrays(features: Mapping[str, np.ndarray], train_index: np.ndarray, Y
     partitions = {}
     for a, b in partition_pairs:
         pred, weights = fit_banded([kernels[a], kernels[b]], design, n_iter=config.banded_n_iter, **fit_kw)
-        r_joint = pearson_columns(Y_test, pred)
+        r_joint = pearson_columns(Y_test, pred, fill=0.0)
         part = partition_variance(spaces[a]["r"], spaces[b]["r"], r_joint)
         part.update(r_joint=r_joint, weight_a=weights[0], weight_b=weights[1])
         partitions[f"{a}|{b}"] = part
@@ -271,7 +272,7 @@ def run_encoding_analysis(prepared_path: str | os.PathLike, feature_stores: Mapp
     -------
     EncodingResults
     """
-    from ..ldm.feature_store import FeatureStore
+    from ..formats.feature_store import FeatureStore
 
     config = dataclasses.replace(config or EncodingConfig())
     if rois is not None:

@@ -10,6 +10,16 @@ so the single-trial ridge solution equals ridge on ``(sqrt(n_i) x_i, sqrt(n_i) y
 (or ``X^T X``) are therefore built over unique images only (≈9k instead of ≈25k rows in NSD), and
 cross-validation folds are grouped by image (no image in both a training and a validation fold).
 
+The ridge core (:mod:`brain2image.ridge`) gives the reduction of trials to unique images
+(:func:`~brain2image.ridge.repeated_rows`), the folds (:func:`~brain2image.ridge.grouped_folds`,
+shuffled over unique images with ``random_state``), the target chunk
+(:func:`~brain2image.ridge.check_target_chunk`) and the backend
+(:func:`~brain2image.ridge.himalaya_backend`, given explicitly as ``backend``). The solvers
+themselves stay himalaya's (``RidgeCV`` with its SVD solver, ``KernelRidgeCV`` with its
+eigenvalue solver, ``MultipleKernelRidgeCV`` with random search over kernel weights): they pick
+alpha by the mean over folds of the per-fold R^2, which the core's pooled-error CV does not do,
+and the core has no kernel or banded solver.
+
 Features are standardised with trial-weighted means and standard deviations and divided by
 ``sqrt(n_features)`` (the linear kernel's diagonal is then ≈1 per trial, whatever the feature
 space's size, so one alpha grid fits all spaces). Responses are centred on their trial mean;
@@ -21,14 +31,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from typing import Any
+
 import numpy as np
-import scipy.sparse
-from sklearn.model_selection import KFold
 
 from ..config import ENCODING_ALPHAS
+from ..ridge import BackendLike, check_target_chunk, grouped_folds, himalaya_backend, repeated_rows
 
 __all__ = ["TrainDesign", "reduce_trials", "SpaceData", "prepare_space", "fit_space", "fit_banded",
-           "pearson_columns", "DEFAULT_ALPHAS"]
+           "DEFAULT_ALPHAS"]
 
 logger = logging.getLogger(__name__)
 
@@ -80,15 +91,12 @@ def reduce_trials(train_index: np.ndarray, Y_train: np.ndarray) -> TrainDesign:
     if train_index.ndim != 1 or len(train_index) != len(Y_train):
         raise ValueError(f"train_index has shape {train_index.shape}; expected ({len(Y_train)},) "
                          "(one row per training trial)")
-    rows, inverse, counts = np.unique(train_index, return_inverse=True, return_counts=True)
-    n_trials = len(train_index)
+    repeats = repeated_rows(train_index)
     y_offset = np.asarray(Y_train, dtype=np.float64).mean(axis=0)
-    # Sparse (n_unique, n_trials) averaging matrix: one pass over Y, no Python loop.
-    avg = scipy.sparse.csr_matrix((1.0 / counts[inverse], (inverse, np.arange(n_trials))),
-                                  shape=(len(rows), n_trials))
-    y_mean = np.asarray(avg @ np.asarray(Y_train, dtype=np.float32), dtype=np.float64)
-    y = (np.sqrt(counts)[:, None] * (y_mean - y_offset)).astype(np.float32)
-    return TrainDesign(rows=rows, counts=counts, y=y, y_offset=y_offset.astype(np.float32))
+    # Mean per unique image through the core's sparse averaging matrix: one pass over Y, no loop.
+    y_mean = repeats.means(np.asarray(Y_train, dtype=np.float32))
+    y = (np.sqrt(repeats.counts)[:, None] * (y_mean - y_offset)).astype(np.float32)
+    return TrainDesign(rows=repeats.images, counts=repeats.counts, y=y, y_offset=y_offset.astype(np.float32))
 
 
 @dataclass
@@ -110,7 +118,9 @@ class SpaceData:
     n_features: int
 
 
-def _moments(features: np.ndarray, rows: np.ndarray, counts: np.ndarray, start: int, stop: int):
+def _moments(features: np.ndarray, rows: np.ndarray, counts: np.ndarray, start: int, stop: int
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Feature columns ``start:stop`` of the unique images and their trial-weighted mean and sd."""
     block = np.asarray(features[rows, start:stop], dtype=np.float64)
     w = counts / counts.sum()
     mean = w @ block
@@ -167,18 +177,20 @@ def prepare_space(features: np.ndarray, design: TrainDesign, test_rows: np.ndarr
     return SpaceData("kernel", k_train.astype(np.float32), k_test.astype(np.float32), n_features)
 
 
-def _cv(n_folds: int, random_state: int) -> KFold:
-    return KFold(n_splits=n_folds, shuffle=True, random_state=random_state)
+def _folds(design: TrainDesign, n_folds: int, random_state: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """K folds over the unique training images, shuffled with ``random_state`` (ridge core)."""
+    return grouped_folds(design.rows, n_folds, shuffle=True, random_state=random_state)
 
 
-def _to_numpy(array) -> np.ndarray:
-    from himalaya.backend import get_backend
+def _batch_params(design: TrainDesign, n_targets_batch: int | None) -> dict[str, int]:
+    """himalaya's target batching, sized by the ridge core (``None``: every voxel at once)."""
+    batch = check_target_chunk(n_targets_batch, design.y.shape[1])
+    return {"n_targets_batch": batch, "n_targets_batch_refit": batch}
 
-    return np.asarray(get_backend().to_numpy(array))
 
-
-def fit_space(space: SpaceData, design: TrainDesign, *, alphas=DEFAULT_ALPHAS, n_folds: int = 5,
-              random_state: int = 0, n_targets_batch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def fit_space(space: SpaceData, design: TrainDesign, *, alphas: Any = DEFAULT_ALPHAS, n_folds: int = 5,
+              random_state: int = 0, n_targets_batch: int | None = None,
+              backend: BackendLike = "numpy") -> tuple[np.ndarray, np.ndarray]:
     """Fit one feature space to every voxel; per-voxel alpha chosen by cross-validation.
 
     Parameters
@@ -190,7 +202,9 @@ def fit_space(space: SpaceData, design: TrainDesign, *, alphas=DEFAULT_ALPHAS, n
         Folds over unique training images (shuffled with ``random_state``).
     random_state : int
     n_targets_batch : int, optional
-        Voxels solved at a time (bounds memory).
+        Voxels solved at a time (bounds memory); default all.
+    backend : str or module
+        himalaya backend the estimator runs on (``"numpy"``, ``"torch"``, ``"torch_cuda"``).
 
     Returns
     -------
@@ -201,21 +215,23 @@ def fit_space(space: SpaceData, design: TrainDesign, *, alphas=DEFAULT_ALPHAS, n
     from himalaya.kernel_ridge import KernelRidgeCV
     from himalaya.ridge import RidgeCV
 
-    params = {"n_targets_batch": n_targets_batch, "n_targets_batch_refit": n_targets_batch}
-    cv = _cv(n_folds, random_state)
+    params = _batch_params(design, n_targets_batch)
+    cv = _folds(design, n_folds, random_state)
     if space.kind == "kernel":
         model = KernelRidgeCV(alphas=np.asarray(alphas), kernel="precomputed", solver="eigenvalues",
                               solver_params=params, cv=cv)
     else:
         model = RidgeCV(alphas=np.asarray(alphas), solver="svd", solver_params=params, cv=cv)
-    model.fit(space.train, design.y)
-    pred = _to_numpy(model.predict(space.test)).astype(np.float32) + design.y_offset
-    return pred, _to_numpy(model.best_alphas_)
+    with himalaya_backend(backend) as bk:
+        model.fit(space.train, design.y)
+        pred = np.asarray(bk.to_numpy(model.predict(space.test))).astype(np.float32) + design.y_offset
+        best_alphas = np.asarray(bk.to_numpy(model.best_alphas_))
+    return pred, best_alphas
 
 
-def fit_banded(spaces: list[SpaceData], design: TrainDesign, *, alphas=DEFAULT_ALPHAS, n_folds: int = 5,
-               n_iter: int = 20, random_state: int = 0,
-               n_targets_batch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def fit_banded(spaces: list[SpaceData], design: TrainDesign, *, alphas: Any = DEFAULT_ALPHAS, n_folds: int = 5,
+               n_iter: int = 20, random_state: int = 0, n_targets_batch: int | None = None,
+               backend: BackendLike = "numpy") -> tuple[np.ndarray, np.ndarray]:
     """Joint banded ridge over several feature spaces (``MultipleKernelRidgeCV``, random search).
 
     Each space enters as its linear kernel over unique images; the per-voxel kernel weights and
@@ -226,7 +242,7 @@ def fit_banded(spaces: list[SpaceData], design: TrainDesign, *, alphas=DEFAULT_A
     spaces : list of SpaceData
         In kernel form (see :func:`prepare_space` with ``kernel=True``).
     design : TrainDesign
-    alphas, n_folds, random_state, n_targets_batch : see :func:`fit_space`
+    alphas, n_folds, random_state, n_targets_batch, backend : see :func:`fit_space`
     n_iter : int
 
     Returns
@@ -240,25 +256,12 @@ def fit_banded(spaces: list[SpaceData], design: TrainDesign, *, alphas=DEFAULT_A
     if any(s.kind != "kernel" for s in spaces):
         raise ValueError("fit_banded needs every space in kernel form (prepare_space(..., kernel=True))")
     model = MultipleKernelRidgeCV(
-        kernels="precomputed", solver="random_search", cv=_cv(n_folds, random_state), random_state=random_state,
+        kernels="precomputed", solver="random_search", cv=_folds(design, n_folds, random_state),
+        random_state=random_state,
         solver_params={"n_iter": n_iter, "alphas": np.asarray(alphas), "progress_bar": False,
-                       "n_targets_batch": n_targets_batch, "n_targets_batch_refit": n_targets_batch})
-    model.fit(np.stack([s.train for s in spaces]), design.y)
-    pred = _to_numpy(model.predict(np.stack([s.test for s in spaces]))).astype(np.float32) + design.y_offset
-    return pred, np.exp(_to_numpy(model.deltas_))
-
-
-def pearson_columns(Y: np.ndarray, P: np.ndarray) -> np.ndarray:
-    """Pearson r between matching columns (per voxel), vectorised.
-
-    Parameters
-    ----------
-    Y, P : arrays of shape (n_samples, n_voxels)
-
-    Returns
-    -------
-    array of shape (n_voxels,); 0 where a column is constant (so maps and means stay finite).
-    """
-    from ..decoding import pearson_per_target
-
-    return np.nan_to_num(pearson_per_target(P, Y), nan=0.0)
+                       **_batch_params(design, n_targets_batch)})
+    with himalaya_backend(backend) as bk:
+        model.fit(np.stack([s.train for s in spaces]), design.y)
+        pred = np.asarray(bk.to_numpy(model.predict(np.stack([s.test for s in spaces])))).astype(np.float32)
+        deltas = np.asarray(bk.to_numpy(model.deltas_))
+    return pred + design.y_offset, np.exp(deltas)

@@ -192,7 +192,7 @@ def extract_zc_stores(unet, vae, scheduler, uncond: torch.Tensor, z_store: str |
     """
     from tqdm import tqdm
 
-    from ..ldm.feature_store import FeatureStore
+    from ..formats.feature_store import FeatureStore
 
     config = config or ZcConfig()
     zs, cs = FeatureStore.open(z_store), FeatureStore.open(c_store)

@@ -8,12 +8,13 @@ shape (n_images, n_samples, H, W, 3):
 - ``takagi_<space>`` — Takagi & Nishimoto's identification over all samples;
 - ``dist_<space>`` — mean correlation distance on the first sample (EffNet-B1, SwAV).
 
-Feature spaces: ``pixel`` (raw RGB pixels at the comparison size) and ``scene`` (the bundled
-scene evaluator's penultimate layer, reported as ``semantic``) for the embedded simulated
-study — ``EMBEDDED_SPACES``; the real-image set ``FULL_SPACES`` = alexnet2, alexnet5,
-inception, clip (identification), effnet, swav (distance). When AlexNet is loaded, Takagi's
-own AlexNet layers are added as ``takagi_alexnet_features5``, ``takagi_alexnet_features12``
-and ``takagi_alexnet_classifier5``.
+Feature spaces come from the registry of :mod:`.feature_spaces` (each a name, a reported
+name, a kind and a loader): ``pixel`` (raw RGB pixels at the comparison size) and ``scene``
+(the embedded world's scene evaluator, registered through the ``brain2image.feature_spaces``
+entry point, reported as ``semantic``) for the embedded simulated study — ``EMBEDDED_SPACES``;
+the real-image set ``FULL_SPACES`` = alexnet2, alexnet5, inception, clip (identification),
+effnet, swav (distance). With AlexNet, Takagi's own AlexNet layers are added as
+``takagi_alexnet_features5``, ``takagi_alexnet_features12`` and ``takagi_alexnet_classifier5``.
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ from pathlib import Path
 import numpy as np
 
 from .._io import atomic_write_text
-from ..errors import DataFormatError, MissingFileError
-from .feature_networks import FEATURE_SPACES, TAKAGI_SPACES, FeatureNetwork, load_feature_network
-from .identification import pearson_matrix, takagi_from_mean_corr, two_way_from_corr
-from .metrics import DEFAULT_SIZE, comparison_size, correlation_distance, pixcorr, resize_for_metrics, ssim
+from ..errors import DataFormatError, InvalidArgumentError, MissingFileError
+from ..stats import pearson_matrix
+from .feature_spaces import FeatureExtractor, FeatureSpace, LoadOptions, load_extractors, resolve_feature_spaces
+from .identification import takagi_from_mean_corr, two_way_from_corr
+from .metrics import DEFAULT_SIZE, comparison_size, correlation_distance, pixcorr, ssim
 
 __all__ = [
     "EMBEDDED_SPACES",
@@ -49,8 +51,6 @@ FULL_SPACES = ("alexnet2", "alexnet5", "inception", "clip", "effnet", "swav")
 METRIC_SETS = {"embedded": EMBEDDED_SPACES, "full": FULL_SPACES}
 INDEX_COLUMNS = ("test_id", "method", "sample", "seed", "path")
 
-_REPORTED_NAME = {"scene": "semantic"}
-
 
 class _Accumulator:
     """Correlations of one feature space: r with sample 0 and the running mean over samples."""
@@ -58,16 +58,13 @@ class _Accumulator:
     def __init__(self, real: np.ndarray):
         self.real = real
         self.first: np.ndarray | None = None
-        self.first_features: np.ndarray | None = None
         self.total: np.ndarray | None = None
         self.count = 0
 
-    def add(self, sample: np.ndarray, keep_features: bool = False) -> None:
+    def add(self, sample: np.ndarray) -> None:
         r = pearson_matrix(self.real, sample)
         if self.first is None:
             self.first = r
-            if keep_features:
-                self.first_features = sample
         self.total = r if self.total is None else self.total + r
         self.count += 1
 
@@ -90,14 +87,28 @@ def _check_inputs(real_images: np.ndarray, recon_images: np.ndarray) -> None:
                               f"need the same number, at least 2")
 
 
+def _space_metrics(space: FeatureSpace, extractor: FeatureExtractor, real_images: np.ndarray,
+                   recon_images: np.ndarray) -> dict[str, float]:
+    """The metrics of one feature space (keys :attr:`FeatureSpace.metric_keys`)."""
+    name = space.reported_name
+    real = extractor.features(real_images)
+    if space.kind == "distance":
+        return {f"dist_{name}": correlation_distance(real, extractor.features(recon_images[:, 0]))}
+    acc = _Accumulator(real)
+    for j in range(recon_images.shape[1]):
+        acc.add(extractor.features(recon_images[:, j]))
+    if space.kind == "takagi":
+        return {f"takagi_{name}": acc.takagi()}
+    return {f"id_{name}": acc.two_way(), f"takagi_{name}": acc.takagi()}
+
+
 def evaluate_reconstructions(
     real_images: np.ndarray,
     recon_images: np.ndarray,
     feature_spaces: Sequence[str] = EMBEDDED_SPACES,
     *,
     size: int = DEFAULT_SIZE,
-    scene_evaluator=None,
-    networks: Mapping[str, FeatureNetwork] | None = None,
+    extractors: Mapping[str, FeatureExtractor] | None = None,
     weights_dir: str | Path | None = None,
     device: str = "cpu",
     batch_size: int = 32,
@@ -110,83 +121,51 @@ def evaluate_reconstructions(
     recon_images : array of shape (n_images, n_samples, height', width', 3), uint8
         Sample 0 is the one-reconstruction table's reconstruction.
     feature_spaces : sequence of str
-        From ``pixel``, ``scene`` and the keys of
-        :data:`~brain2image.evaluation.feature_networks.FEATURE_SPACES`.
+        Names of the feature-space registry
+        (:func:`~brain2image.evaluation.feature_spaces.feature_space_names`); their companions
+        (Takagi's AlexNet layers) are added.
     size : int
         PixCorr / SSIM / pixel-space comparison size (capped at the real images' size).
-    scene_evaluator : SceneEvaluator, optional
-        Defaults to the bundled one when ``scene`` is requested.
-    networks : mapping network name → FeatureNetwork, optional
-        Preloaded networks (e.g. random ones in tests); others are loaded with
-        :func:`load_feature_network` from ``weights_dir`` / the local caches.
+    extractors : mapping space name → FeatureExtractor, optional
+        Preloaded extractors (e.g. a loaded scene evaluator, or networks with random weights
+        from :func:`~brain2image.evaluation.feature_spaces.network_extractors`); the other
+        spaces are loaded here from ``weights_dir`` / the local caches / their entry point.
     weights_dir : path, optional
     device : str
     batch_size : int
+        Images per forward pass of the feature networks loaded here.
 
     Returns
     -------
     metrics : dict
         ``n_images``, ``n_samples``, ``pixcorr``, ``ssim`` and ``id_*``, ``takagi_*``,
         ``dist_*`` per feature space (see the module docstring).
+
+    Raises
+    ------
+    InvalidArgumentError
+        When a feature space is unknown (the message lists the known ones).
+    DataFormatError
+        When the image arrays are not as described.
     """
     real_images, recon_images = np.asarray(real_images), np.asarray(recon_images)
     _check_inputs(real_images, recon_images)
-    unknown = [s for s in feature_spaces if s not in ("pixel", "scene") and s not in FEATURE_SPACES]
-    if unknown:
-        raise ValueError(f"unknown feature spaces {unknown}; expected pixel, scene or one of "
-                         f"{sorted(FEATURE_SPACES)}")
-    n, k = recon_images.shape[:2]
+    spaces = resolve_feature_spaces(feature_spaces, device=device)
     first = recon_images[:, 0]
-    out: dict[str, float] = {"n_images": int(n), "n_samples": int(k),
+    out: dict[str, float] = {"n_images": int(recon_images.shape[0]), "n_samples": int(recon_images.shape[1]),
                              "pixcorr": pixcorr(real_images, first, size),
                              "ssim": ssim(real_images, first, size)}
-
-    if "pixel" in feature_spaces:
-        side = comparison_size(real_images, size)
-        acc = _Accumulator(resize_for_metrics(real_images, side).reshape(n, -1))
-        for j in range(k):
-            acc.add(resize_for_metrics(recon_images[:, j], side).reshape(n, -1))
-        out["id_pixel"], out["takagi_pixel"] = acc.two_way(), acc.takagi()
-
-    if "scene" in feature_spaces:
-        if scene_evaluator is None:
-            from .scene_evaluator import SceneEvaluator
-
-            scene_evaluator = SceneEvaluator.load(device=device)
-        acc = _Accumulator(scene_evaluator.features(real_images))
-        for j in range(k):
-            acc.add(scene_evaluator.features(recon_images[:, j]))
-        out["id_semantic"], out["takagi_semantic"] = acc.two_way(), acc.takagi()
-
-    by_network: dict[str, list[str]] = {}
-    for space in feature_spaces:
-        if space in FEATURE_SPACES:
-            by_network.setdefault(FEATURE_SPACES[space][0], []).append(space)
-    for net_name, spaces in by_network.items():
-        net = (networks or {}).get(net_name) or load_feature_network(
-            net_name, weights_dir=weights_dir, device=device)
-        # Nodes to follow over samples: the requested table spaces and Takagi's spaces of this net.
-        follow: dict[str, str] = {s: FEATURE_SPACES[s][1] for s in spaces}
-        follow.update({f"takagi:{t}": node for t, (nn_, node) in TAKAGI_SPACES.items()
-                       if nn_ == net_name and t not in spaces})
-        real_feats = net.extract(real_images, batch_size)
-        accs = {key: _Accumulator(real_feats[node]) for key, node in follow.items()}
-        del real_feats
-        for j in range(k):
-            sample_feats = net.extract(recon_images[:, j], batch_size)
-            for key, node in follow.items():
-                distance_space = key in FEATURE_SPACES and FEATURE_SPACES[key][2] == "distance"
-                if distance_space and j > 0:
-                    continue
-                accs[key].add(sample_feats[node], keep_features=distance_space)
-        for key, acc in accs.items():
-            if key.startswith("takagi:"):
-                out[f"takagi_{key.split(':', 1)[1]}"] = acc.takagi()
-            elif FEATURE_SPACES[key][2] == "distance":
-                out[f"dist_{key}"] = correlation_distance(acc.real, acc.first_features)
-            else:
-                out[f"id_{key}"], out[f"takagi_{key}"] = acc.two_way(), acc.takagi()
+    loaded = dict(extractors or {})
+    options = LoadOptions(device=device, weights_dir=_optional_path(weights_dir), batch_size=batch_size,
+                          image_size=comparison_size(real_images, size))
+    loaded.update(load_extractors([s for s in spaces if s.name not in loaded], options))
+    for space in spaces:
+        out.update(_space_metrics(space, loaded[space.name], real_images, recon_images))
     return out
+
+
+def _optional_path(path: str | Path | None) -> Path | None:
+    return None if path is None else Path(path)
 
 
 def read_recon_index(recon_dir: str | Path) -> dict[str, dict[int, list[Path]]]:
@@ -287,31 +266,24 @@ def evaluate_recon_dir(recon_dir: str | Path, nsd_root: str | Path, out: str | P
     from .. import __version__
 
     if metrics not in METRIC_SETS:
-        raise ValueError(f"metrics must be one of {sorted(METRIC_SETS)}, got {metrics!r}")
-    spaces = METRIC_SETS[metrics]
+        raise InvalidArgumentError(f"metrics must be one of {sorted(METRIC_SETS)}, got {metrics!r}")
+    names = METRIC_SETS[metrics]
+    spaces = resolve_feature_spaces(names, device=device)
     index = read_recon_index(recon_dir)
     all_ids = sorted({i for per_id in index.values() for i in per_id})
     ids, real = load_real_images(nsd_root, all_ids)
     row_of = {int(i): r for r, i in enumerate(ids)}
-    scene_evaluator = None
-    if "scene" in spaces:
-        from .scene_evaluator import SceneEvaluator
-
-        scene_evaluator = SceneEvaluator.load(device=device)
-    networks: dict[str, FeatureNetwork] = {}
-    for space in spaces:
-        if space in FEATURE_SPACES and FEATURE_SPACES[space][0] not in networks:
-            name = FEATURE_SPACES[space][0]
-            networks[name] = load_feature_network(name, weights_dir=weights_dir, device=device)
+    # Loaded once for all methods (networks, the scene evaluator).
+    extractors = load_extractors(spaces, LoadOptions(
+        device=device, weights_dir=_optional_path(weights_dir), image_size=comparison_size(real, size)))
     results: dict[str, dict] = {}
     for method, per_id in index.items():
         test_ids = sorted(per_id)
         recon = np.stack([np.stack([_read_png(p) for p in per_id[i]]) for i in test_ids])
         logger.info("evaluating %s: %d images × %d samples", method, *recon.shape[:2])
         results[method] = evaluate_reconstructions(
-            real[[row_of[i] for i in test_ids]], recon, spaces, size=size,
-            scene_evaluator=scene_evaluator, networks=networks, device=device)
-    result = {"methods": results, "metric_set": metrics, "feature_spaces": list(spaces), "size": size,
+            real[[row_of[i] for i in test_ids]], recon, names, size=size, extractors=extractors, device=device)
+    result = {"methods": results, "metric_set": metrics, "feature_spaces": list(names), "size": size,
               "recon_dir": str(Path(recon_dir).resolve()), "nsd_root": str(Path(nsd_root).resolve()),
               "brain2image_version": __version__}
     atomic_write_text(out, json.dumps(result, indent=2))

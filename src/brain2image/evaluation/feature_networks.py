@@ -14,7 +14,8 @@ swav       avgpool (SwAV ResNet-50)                              224    ImageNet
 clip       image_embeds (CLIP ViT-L/14, projected embedding)      224    CLIP
 ========== ===================================================== ====== ===========
 
-Resize sizes follow MindEye's evaluation (bilinear, square images resized to ``s × s``).
+Resize sizes follow MindEye's evaluation (bilinear, square images resized to ``s × s``). Which
+node is which feature space of the metric table is said in :mod:`.feature_spaces`.
 
 Weights never download: ``weights="default"`` looks in ``weights_dir`` (when given) and then in
 the torch hub cache (``torch.hub.get_dir()/checkpoints``) for the standard checkpoint file
@@ -40,8 +41,6 @@ from ..errors import DataFormatError, MissingWeightsError
 __all__ = [
     "NetworkSpec",
     "NETWORKS",
-    "FEATURE_SPACES",
-    "TAKAGI_SPACES",
     "FeatureNetwork",
     "load_feature_network",
     "find_checkpoint",
@@ -91,26 +90,6 @@ NETWORKS: dict[str, NetworkSpec] = {
         "clip", ("image_embeds",), 224, CLIP_MEAN, CLIP_STD, "clip-vit-large-patch14",
         f"the Hugging Face model {CLIP_MODEL_ID} (huggingface-cli download {CLIP_MODEL_ID})"),
 }
-
-#: The table's feature spaces: name → (network, node, metric); metric "two_way" or "distance".
-FEATURE_SPACES: dict[str, tuple[str, str, str]] = {
-    "alexnet2": ("alexnet", "features.4", "two_way"),
-    "alexnet5": ("alexnet", "features.11", "two_way"),
-    "inception": ("inception", "avgpool", "two_way"),
-    "clip": ("clip", "image_embeds", "two_way"),
-    "effnet": ("effnet", "avgpool", "distance"),
-    "swav": ("swav", "avgpool", "distance"),
-}
-
-#: Takagi & Nishimoto's identification spaces: name → (network, node).
-TAKAGI_SPACES: dict[str, tuple[str, str]] = {
-    "alexnet_features5": ("alexnet", "features.5"),
-    "alexnet_features12": ("alexnet", "features.12"),
-    "alexnet_classifier5": ("alexnet", "classifier.5"),
-    "inception": ("inception", "avgpool"),
-    "clip": ("clip", "image_embeds"),
-}
-
 
 def find_checkpoint(spec: NetworkSpec, weights_dir: str | Path | None = None) -> Path:
     """Locate a network's checkpoint without downloading.

@@ -1,8 +1,8 @@
 """Two-way identification, in the two definitions the field uses (named apart).
 
 Both start from Pearson correlations between the features of real images and of
-reconstructions, computed for all pairs at once as one matrix product of row-z-scored
-features (float64, chunked over rows when the arrays are large).
+reconstructions, computed for all pairs at once by :func:`brain2image.stats.pearson_matrix`
+(one matrix product of row-z-scored features, float64, chunked over rows).
 
 - :func:`two_way_identification` — MindEye / Brain-Diffuser (one reconstruction per image):
   ``r[i, j] = corr(real_i, pred_j)``; for each prediction j the share of real images i ≠ j
@@ -20,11 +20,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import DataFormatError
+from ..stats import DEFAULT_ROW_CHUNK, pearson_matrix
 
 __all__ = [
-    "zscore_rows",
-    "pearson_matrix",
-    "paired_pearson",
     "two_way_identification",
     "two_way_identification_per_item",
     "two_way_from_corr",
@@ -34,26 +32,8 @@ __all__ = [
     "mean_sample_corr",
 ]
 
-#: Rows of the second operand z-scored (in float64) at a time by :func:`pearson_matrix`.
-DEFAULT_CHUNK = 1024
-
-
-def zscore_rows(x: np.ndarray) -> np.ndarray:
-    """Z-score each row in float64 (population sd); constant rows become 0.
-
-    Parameters
-    ----------
-    x : array of shape (n_rows, n_features)
-
-    Returns
-    -------
-    z : array of shape (n_rows, n_features), float64, each row of mean 0 and
-        ``sum(z**2) == n_features`` (or all 0).
-    """
-    x = np.asarray(x, dtype=np.float64)
-    centred = x - x.mean(axis=1, keepdims=True)
-    sd = np.sqrt(np.mean(centred**2, axis=1, keepdims=True))
-    return np.divide(centred, sd, out=np.zeros_like(centred), where=sd > 0)
+#: Rows of the second operand z-scored (in float64) at a time by :func:`~brain2image.stats.pearson_matrix`.
+DEFAULT_CHUNK = DEFAULT_ROW_CHUNK
 
 
 def _as_2d(x: np.ndarray, name: str) -> np.ndarray:
@@ -61,51 +41,6 @@ def _as_2d(x: np.ndarray, name: str) -> np.ndarray:
     if x.ndim != 2:
         raise DataFormatError(f"{name}: expected an array of shape (n_items, n_features), got {x.shape}")
     return x
-
-
-def pearson_matrix(a: np.ndarray, b: np.ndarray, chunk_size: int = DEFAULT_CHUNK) -> np.ndarray:
-    """Pearson correlation of every row of ``a`` with every row of ``b``.
-
-    Parameters
-    ----------
-    a : array of shape (n_a, n_features)
-    b : array of shape (n_b, n_features)
-    chunk_size : int
-        Rows of ``b`` converted to float64 at a time (bounds the memory to
-        ``(n_a + chunk_size) * n_features`` float64 values).
-
-    Returns
-    -------
-    r : array of shape (n_a, n_b), float64, ``r[i, j] = corr(a[i], b[j])``.
-    """
-    a, b = _as_2d(a, "pearson_matrix a"), _as_2d(b, "pearson_matrix b")
-    if a.shape[1] != b.shape[1]:
-        raise DataFormatError(
-            f"pearson_matrix: feature dimensions differ ({a.shape[1]} and {b.shape[1]})")
-    d = a.shape[1]
-    za = zscore_rows(a)
-    out = np.empty((a.shape[0], b.shape[0]), dtype=np.float64)
-    for start in range(0, b.shape[0], chunk_size):
-        zb = zscore_rows(b[start:start + chunk_size])
-        out[:, start:start + chunk_size] = za @ zb.T / d
-    return out
-
-
-def paired_pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pearson correlation of row i of ``a`` with row i of ``b``.
-
-    Parameters
-    ----------
-    a, b : arrays of shape (n_items, n_features)
-
-    Returns
-    -------
-    r : array of shape (n_items,), float64
-    """
-    a, b = _as_2d(a, "paired_pearson a"), _as_2d(b, "paired_pearson b")
-    if a.shape != b.shape:
-        raise DataFormatError(f"paired_pearson: shapes differ ({a.shape} and {b.shape})")
-    return np.einsum("ij,ij->i", zscore_rows(a), zscore_rows(b)) / a.shape[1]
 
 
 def two_way_from_corr(r: np.ndarray) -> np.ndarray:

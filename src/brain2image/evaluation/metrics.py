@@ -15,7 +15,8 @@ import torch
 from torch.nn import functional as F
 
 from ..errors import DataFormatError
-from .identification import paired_pearson, two_way_identification
+from ..stats import paired_pearson
+from .identification import two_way_identification
 
 __all__ = [
     "DEFAULT_SIZE",

@@ -20,9 +20,9 @@ from tqdm.auto import tqdm
 
 from ..config import FeatureConfig, config_to_json
 from ..errors import DataFormatError, MissingFileError
-from .feature_store import FeatureStore, shard_ids, shard_path
+from ..formats.feature_store import FeatureStore, feature_store_path, shard_ids, shard_path
 from .images import CAPTIONS_RELDIR, STIM_INFO_RELPATH, iter_stimuli, stimuli_path
-from .loading import LatentDiffusionModel, model_slug
+from .loading import LatentDiffusionModel
 
 __all__ = ["FEATURES", "extract_features", "feature_store_path", "load_captions", "read_prepared_ids",
            "image_seed"]
@@ -33,13 +33,6 @@ logger = logging.getLogger(__name__)
 FEATURES = ("z", "c")
 
 
-def feature_store_path(features_dir: str | os.PathLike, dataset: str, model_name: str, feature: str) -> Path:
-    """``<features_dir>/<dataset>_<model>_<feature>.h5``."""
-    if feature not in FEATURES:
-        raise ValueError(f"feature must be one of {FEATURES}, got {feature!r}")
-    return Path(features_dir) / f"{dataset}_{model_slug(model_name)}_{feature}.h5"
-
-
 def read_prepared_ids(prepared: str | os.PathLike) -> np.ndarray:
     """Sorted unique 73k ids of a prepared file's ``/train/ids`` and ``/test/ids``.
 
@@ -47,7 +40,7 @@ def read_prepared_ids(prepared: str | os.PathLike) -> np.ndarray:
     -------
     array of shape (n_images,), int64
     """
-    from ..nsd.prepared import PreparedData
+    from ..formats.prepared import PreparedData
 
     return PreparedData(prepared).image_ids()
 

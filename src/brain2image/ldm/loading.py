@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import DataFormatError, MissingWeightsError
+from ..formats.feature_store import model_slug
 from .images import images_to_tensor, resize_images, tensor_to_images
 
 __all__ = ["LatentDiffusionModel", "load_ldm", "model_slug", "BUNDLED"]
@@ -29,21 +30,11 @@ logger = logging.getLogger(__name__)
 BUNDLED = "bundled"
 
 
-def _bundled_dir() -> Path:
-    from .bundled_training import bundled_model_dir
+def _named_model_dir(name: str) -> Path:
+    """Folder of a model registered by name (``bundled``) in the ``brain2image.models`` plug-ins."""
+    from ..plugins import MODELS, load_plugin
 
-    return bundled_model_dir()
-
-
-def model_slug(name: str) -> str:
-    """A file-name-safe short name of a model (``CompVis/stable-diffusion-v1-4`` →
-    ``CompVis--stable-diffusion-v1-4``; a local folder → its name)."""
-    if name == BUNDLED:
-        return BUNDLED
-    path = Path(name).expanduser()
-    if path.is_dir():
-        return path.resolve().name
-    return name.strip("/").replace("/", "--")
+    return Path(load_plugin(MODELS, name)())
 
 
 @dataclass
@@ -374,7 +365,7 @@ def load_ldm(name_or_path: str | os.PathLike, device: str | torch.device = "cpu"
     name = str(name_or_path)
     local = Path(name).expanduser()
     if name == BUNDLED:
-        model = _load_bundled(_bundled_dir(), BUNDLED, device, dtype)
+        model = _load_bundled(_named_model_dir(BUNDLED), BUNDLED, device, dtype)
     elif (local / _TEXT_SOURCE).is_file() and not (local / "model_index.json").is_file():
         # A folder exported by ``brain2image train-bundled --export-to``.
         model = _load_bundled(local, str(local.resolve()), device, dtype)

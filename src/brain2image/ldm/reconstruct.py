@@ -15,7 +15,6 @@ seed gives the same pixels however images are batched.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -25,54 +24,24 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .._io import atomic_path, atomic_write_text
 from ..config import ReconstructionConfig, config_to_dict
-from ..errors import DataFormatError, MissingFileError
+from ..errors import DataFormatError
+from ..formats.recon_index import ReconFolder
+from ..methods import Method, parse_methods
 from .images import resize_images
 from .loading import LatentDiffusionModel
 
-__all__ = ["METHODS", "sample_seed", "generate_reconstructions", "reconstruct", "load_predictions",
-           "recon_path"]
+__all__ = ["METHODS", "sample_seed", "generate_reconstructions", "reconstruct"]
 
 logger = logging.getLogger(__name__)
 
-#: Reconstruction methods.
-METHODS = ("z_only", "c_only", "z_plus_c", "oracle")
-#: Config fields that change pixels: a resumed run must use the same values.
-_PIXEL_FIELDS = ("num_inference_steps", "strength", "guidance_scale", "eta", "seed")
+#: Reconstruction method names (see :class:`brain2image.methods.Method`).
+METHODS = tuple(m.value for m in Method)
 
 
 def sample_seed(seed: int, test_id: int, sample: int) -> int:
     """A 32-bit seed derived deterministically from (``seed``, ``test_id``, ``sample``)."""
     return int(np.random.SeedSequence([int(seed), int(test_id), int(sample)]).generate_state(1)[0])
-
-
-def recon_path(out_dir: str | os.PathLike, method: str, test_id: int, sample: int) -> Path:
-    """``<out_dir>/<method>/<73kid>_<sample>.png``."""
-    return Path(out_dir) / method / f"{int(test_id)}_{int(sample)}.png"
-
-
-def load_predictions(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """Ids and features from a decoder file (``test/ids``, ``test/pred``) or a feature store
-    (``ids``, ``features``).
-
-    Returns
-    -------
-    ids : array of shape (n_images,)
-    values : array of shape (n_images, *feature_shape), float32
-    """
-    import h5py
-
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"{path} not found (expected a decoder file or a feature store)")
-    with h5py.File(path, "r") as f:
-        if "test/pred" in f and "test/ids" in f:
-            return np.asarray(f["test/ids"][()], np.int64), np.asarray(f["test/pred"][()], np.float32)
-        if "features" in f and "ids" in f:
-            return np.asarray(f["ids"][()], np.int64), np.asarray(f["features"][()], np.float32)
-    raise DataFormatError(f"{path}: expected datasets 'test/ids' + 'test/pred' (decoder file) or "
-                          "'ids' + 'features' (feature store)")
 
 
 def _as_z(model: LatentDiffusionModel, z, n: int, name: str) -> torch.Tensor:
@@ -111,14 +80,14 @@ def _init_latents(model: LatentDiffusionModel, z: torch.Tensor) -> torch.Tensor:
     return model.encode_images(decoded, sample="mean")
 
 
-def _iter_method(model: LatentDiffusionModel, method: str, ids: np.ndarray, z, c,
+def _iter_method(model: LatentDiffusionModel, method: Method, ids: np.ndarray, z, c,
                  config: ReconstructionConfig, samples: Sequence[int], progress: bool
                  ) -> Iterator[tuple[int, int, np.ndarray]]:
     """Yield ``(row, sample, image uint8 (H, W, 3))`` for every row of ``ids`` and sample."""
     n = len(ids)
     samples = list(samples)
-    bar = tqdm(total=n * len(samples), desc=method, unit="img", disable=not progress)
-    if method == "z_only":
+    bar = tqdm(total=n * len(samples), desc=method.value, unit="img", disable=not progress)
+    if method == Method.Z_ONLY:
         for start in range(0, n, config.batch_size):
             decoded = model.decode_latents(z[start:start + config.batch_size])
             for offset, image in enumerate(decoded):
@@ -128,7 +97,7 @@ def _iter_method(model: LatentDiffusionModel, method: str, ids: np.ndarray, z, c
         bar.close()
         return
     empty = model.empty_prompt_embedding()
-    if method == "c_only":
+    if method == Method.C_ONLY:
         pipe = model.text2img_pipeline(progress=False)
     else:
         pipe = model.img2img_pipeline(progress=False)
@@ -140,7 +109,7 @@ def _iter_method(model: LatentDiffusionModel, method: str, ids: np.ndarray, z, c
         kwargs = dict(prompt_embeds=c[rows], negative_prompt_embeds=empty.expand(len(batch), -1, -1),
                       num_inference_steps=config.num_inference_steps, guidance_scale=config.guidance_scale,
                       eta=config.eta, generator=generators, output_type="np")
-        if method == "c_only":
+        if method == Method.C_ONLY:
             kwargs.update(height=model.native_resolution, width=model.native_resolution)
         else:
             unique_rows, inverse = torch.unique(rows, return_inverse=True)
@@ -160,25 +129,18 @@ def _iter_method(model: LatentDiffusionModel, method: str, ids: np.ndarray, z, c
     bar.close()
 
 
-def _prepare_inputs(model, ids, method, z, c, z_true, c_true):
+def _prepare_inputs(model: LatentDiffusionModel, ids: np.ndarray, method: Method, z, c, z_true, c_true
+                    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The (z, c) tensors ``method`` draws from; the oracle takes the true features."""
     n = len(ids)
-    if method == "oracle":
-        if z_true is None or c_true is None:
-            raise ValueError("method 'oracle' needs the true z and c (z_true=, c_true=)")
+    given = {"z": z, "c": c, "z_true": z_true, "c_true": c_true}
+    absent = [name for name in method.inputs if given[name] is None]
+    if absent:
+        raise ValueError(f"method {method.value!r} needs {', '.join(absent)}")
+    if method == Method.ORACLE:
         return _as_z(model, z_true, n, "true z"), _as_c(model, c_true, n, "true c")
-    need_z, need_c = method in ("z_only", "z_plus_c"), method in ("c_only", "z_plus_c")
-    if need_z and z is None:
-        raise ValueError(f"method {method!r} needs z")
-    if need_c and c is None:
-        raise ValueError(f"method {method!r} needs c")
-    return (_as_z(model, z, n, "z") if need_z else None), (_as_c(model, c, n, "c") if need_c else None)
-
-
-def _check_methods(methods: Sequence[str]) -> tuple[str, ...]:
-    bad = [m for m in methods if m not in METHODS]
-    if bad:
-        raise ValueError(f"unknown methods {bad}; expected some of {METHODS}")
-    return tuple(methods)
+    return (_as_z(model, z, n, "z") if "z" in method.inputs else None,
+            _as_c(model, c, n, "c") if "c" in method.inputs else None)
 
 
 def generate_reconstructions(model: LatentDiffusionModel, ids: Sequence[int] | np.ndarray, z=None, c=None,
@@ -211,39 +173,15 @@ def generate_reconstructions(model: LatentDiffusionModel, ids: Sequence[int] | n
     config = ReconstructionConfig() if config is None else config
     ids = np.asarray(ids, dtype=np.int64)
     out = {}
-    for method in _check_methods(methods):
+    for method in parse_methods(methods):
         zm, cm = _prepare_inputs(model, ids, method, z, c, z_true, c_true)
         result = None
         for row, s, image in _iter_method(model, method, ids, zm, cm, config, range(config.n_samples), progress):
             if result is None:
                 result = np.zeros((len(ids), config.n_samples, *image.shape), dtype=np.uint8)
             result[row, s] = image
-        out[method] = result
+        out[method.value] = result
     return out
-
-
-def _save_png(path: Path, image: np.ndarray) -> None:
-    from PIL import Image
-
-    with atomic_path(path) as tmp:
-        Image.fromarray(image).save(tmp, format="PNG")
-
-
-def _check_previous_config(out_dir: Path, record: dict) -> None:
-    path = out_dir / "config.json"
-    if not path.is_file():
-        return
-    try:
-        old = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise DataFormatError(f"{path}: not valid JSON; delete it") from error
-    for key in _PIXEL_FIELDS:
-        if old.get("config", {}).get(key) != record["config"][key]:
-            raise DataFormatError(f"{path}: earlier run used {key}={old.get('config', {}).get(key)!r}, this run "
-                                  f"{record['config'][key]!r}; use another --out folder to keep results apart")
-    if old.get("model") != record["model"]:
-        raise DataFormatError(f"{path}: earlier run used model {old.get('model')!r}, this run {record['model']!r}; "
-                              "use another --out folder")
 
 
 def reconstruct(model: LatentDiffusionModel, ids: Sequence[int] | np.ndarray, z=None, c=None,
@@ -268,34 +206,22 @@ def reconstruct(model: LatentDiffusionModel, ids: Sequence[int] | np.ndarray, z=
     Path of ``<out_dir>/index.csv`` (columns test_id, method, sample, seed, path; path relative
     to ``out_dir``).
     """
-    import pandas as pd
-
     config = ReconstructionConfig() if config is None else config
-    methods = _check_methods(config.methods if methods is None else methods)
-    out_dir = Path(out_dir)
+    methods = parse_methods(config.methods if methods is None else methods)
+    folder = ReconFolder(out_dir)
     ids = np.asarray(ids, dtype=np.int64)
-    record = {"model": model.name, "config": config_to_dict(config), "methods": list(methods)}
-    _check_previous_config(out_dir, record)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / "config.json", json.dumps(record, indent=2, sort_keys=True))
+    record = {"model": model.name, "config": config_to_dict(config), "methods": [m.value for m in methods]}
+    folder.check_config(record)
+    folder.write_config(record)
     samples = range(config.n_samples)
     for method in methods:
-        todo = np.array([not all(recon_path(out_dir, method, i, s).exists() for s in samples) for i in ids],
-                        dtype=bool)
+        todo = folder.missing(method.value, ids, config.n_samples)
         if not todo.any():
             continue
-        logger.info("%s: %d of %d images to generate", method, int(todo.sum()), len(ids))
+        logger.info("%s: %d of %d images to generate", method.value, int(todo.sum()), len(ids))
         sub = lambda a: None if a is None else np.asarray(a)[todo]  # noqa: E731
         zm, cm = _prepare_inputs(model, ids[todo], method, sub(z), sub(c), sub(z_true), sub(c_true))
         for row, s, image in _iter_method(model, method, ids[todo], zm, cm, config, samples, progress):
-            _save_png(recon_path(out_dir, method, ids[todo][row], s), image)
-    rows = [(int(i), method, s, sample_seed(config.seed, i, s), str(recon_path(".", method, i, s)))
-            for method in methods for i in ids for s in samples]
-    index = pd.DataFrame(rows, columns=["test_id", "method", "sample", "seed", "path"])
-    index_path = out_dir / "index.csv"
-    if index_path.is_file():  # keep the rows of methods an earlier run wrote
-        previous = pd.read_csv(index_path)
-        index = pd.concat([previous[~previous["method"].isin(methods)], index], ignore_index=True)
-    with atomic_path(index_path) as tmp:
-        index.to_csv(tmp, index=False)
-    return index_path
+            folder.write_image(method.value, ids[todo][row], s, image)
+    seeds = {(int(i), s): sample_seed(config.seed, i, s) for i in ids for s in samples}
+    return folder.write_index([m.value for m in methods], ids.tolist(), config.n_samples, seeds)

@@ -1,4 +1,5 @@
-"""NSD readers: paths, trial table, ROIs, masked betas, ``prepare`` and ``check``, the prepared file."""
+"""NSD readers: paths, trial table, ROIs, masked betas, ``prepare`` and ``check``
+(the prepared file they write is :mod:`brain2image.formats.prepared`)."""
 
 from .check import CheckItem, CheckReport, check_nsd_tree
 from .design import ExpDesign, load_expdesign, read_responses, trial_table
@@ -10,7 +11,6 @@ from .layout import (
     resolve_nsd_root,
 )
 from .prepare import DEFAULT_ROIS, prepare_subject, resolve_sessions
-from .prepared import PreparedData, load_prepared
 from .rois import RoiSpec, parse_roi_spec
 
 __all__ = [
@@ -20,13 +20,11 @@ __all__ = [
     "DEFAULT_ROIS",
     "ExpDesign",
     "NSDLayout",
-    "PreparedData",
     "RoiSpec",
     "SESSIONS_PER_SUBJECT",
     "TRIALS_PER_SESSION",
     "check_nsd_tree",
     "load_expdesign",
-    "load_prepared",
     "parse_roi_spec",
     "prepare_subject",
     "read_responses",

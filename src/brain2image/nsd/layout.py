@@ -1,6 +1,6 @@
 """Where every NSD file lives: one place resolves the paths of an NSD tree.
 
-Paths follow the NSD data manual (see ``NSD_FORMAT.md``); the root is the folder that holds
+Paths follow the NSD data manual (see ``docs/nsd_format.md``); the root is the folder that holds
 ``nsddata/``, ``nsddata_betas/`` and ``nsddata_stimuli/``.
 """
 

@@ -11,14 +11,12 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from .. import __version__
-from .._io import atomic_path
 from ..errors import DataFormatError, MissingFileError
+from ..formats.prepared import PreparedRoi, PreparedWriter, TrialIndex
 from .betas import (
     beta_file_info,
     read_surface_betas,
@@ -155,11 +153,31 @@ def _read_ncsnr(layout: NSDLayout, positions: np.ndarray, shape: tuple[int, ...]
                            for hemi, vertices, n_vertices in _per_hemisphere(positions, shape)])
 
 
-def _write_index(handle: h5py.File, name: str, table: pd.DataFrame) -> None:
-    group = handle.create_group(name)
-    group.create_dataset("ids", data=table["id73k"].to_numpy(np.int64))
-    group.create_dataset("session", data=table["session"].to_numpy(np.int16))
-    group.create_dataset("trial", data=table["trial"].to_numpy(np.int16))
+def _trial_index(table: pd.DataFrame) -> TrialIndex:
+    return TrialIndex(ids=table["id73k"].to_numpy(np.int64), session=table["session"].to_numpy(np.int16),
+                      trial=table["trial"].to_numpy(np.int16))
+
+
+def _roi_positions(positions: np.ndarray, is_surface: bool, shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """``ijk`` of volume voxels, or fsaverage ``vertex`` + ``hemi`` of union positions."""
+    if not is_surface:
+        return {"ijk": positions}
+    # Index arithmetic in int64: an int8 hemi times the vertex count overflows.
+    hemi = (positions >= shape[0]).astype(np.int64)
+    return {"vertex": positions - shape[0] * hemi, "hemi": hemi}
+
+
+def _prepared_rois(masks: list[RoiMask], union: np.ndarray, positions: np.ndarray, is_surface: bool,
+                   shape: tuple[int, ...], ncsnr: np.ndarray | None) -> list[PreparedRoi]:
+    rois = []
+    for mask in masks:
+        columns = np.flatnonzero(mask.mask[union])
+        rois.append(PreparedRoi(
+            key=mask.spec.key, atlas=mask.spec.atlas, label=mask.spec.label or "",
+            label_values=np.asarray(mask.values, dtype=np.int64), columns=columns,
+            positions=_roi_positions(positions[columns], is_surface, shape),
+            ncsnr=None if ncsnr is None else ncsnr[columns]))
+    return rois
 
 
 def prepare_subject(
@@ -222,52 +240,25 @@ def prepare_subject(
 
     union = np.logical_or.reduce([m.mask for m in masks])
     positions = np.argwhere(union) if not layout.is_surface else np.flatnonzero(union)
-    columns = {m.spec.key: np.flatnonzero(m.mask[union]) for m in masks}
     shared = table["is_shared"].to_numpy()
     train_table, test_table = table[~shared], table[shared]
-    n_train, n_test_trials = len(train_table), len(test_table)
     ncsnr = _read_ncsnr(layout, positions, shape)
+    rois = _prepared_rois(masks, union, positions, layout.is_surface, shape, ncsnr)
     logger.info("subject %d: %d sessions, %d train trials, %d test trials, %d voxels in the ROI "
-                "union", subject, len(session_list), n_train, n_test_trials, len(positions))
+                "union", subject, len(session_list), len(train_table), len(test_table), len(positions))
+    attrs = {
+        "subject": subject, "nsd_root": str(layout.root), "space": space, "beta_version": beta_version,
+        "beta_format": "mgh" if layout.is_surface else beta_format,
+        "sessions": np.asarray(session_list, dtype=np.int16), "scale": scale,
+        "zscore_sessions": bool(zscore_sessions), "rois": keys, "roi_specs": [str(s) for s in specs],
+        "trials_per_session": trials_per_session}
+    if layout.is_surface:
+        attrs["n_vertices"] = np.asarray(shape, dtype=np.int64)
+    else:
+        attrs.update(volume_shape=np.asarray(shape, dtype=np.int64), affine=affine)
 
     out_path = Path(out_path)
-    with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as handle:
-        handle.attrs.update({
-            "subject": subject, "nsd_root": str(layout.root), "space": space,
-            "beta_version": beta_version,
-            "beta_format": "mgh" if layout.is_surface else beta_format,
-            "sessions": np.asarray(session_list, dtype=np.int16), "scale": scale,
-            "zscore_sessions": bool(zscore_sessions), "rois": keys,
-            "roi_specs": [str(s) for s in specs], "trials_per_session": trials_per_session,
-            "brain2image_version": __version__,
-        })
-        if layout.is_surface:
-            handle.attrs["n_vertices"] = np.asarray(shape, dtype=np.int64)
-        else:
-            handle.attrs["volume_shape"] = np.asarray(shape, dtype=np.int64)
-            handle.attrs["affine"] = affine
-        _write_index(handle, "train", train_table)
-        _write_index(handle, "test_trials", test_table)
-        for mask in masks:
-            key = mask.spec.key
-            group = handle.create_group(f"rois/{key}")
-            group.attrs.update({"atlas": mask.spec.atlas, "label": mask.spec.label or "",
-                                "label_values": np.asarray(mask.values, dtype=np.int64)})
-            n_vox = columns[key].size
-            group.create_dataset("train", shape=(n_train, n_vox), dtype=np.float32)
-            group.create_dataset("test_trials", shape=(n_test_trials, n_vox), dtype=np.float32)
-            mine = positions[columns[key]]
-            if layout.is_surface:
-                # Index arithmetic in int64: an int8 hemi times the vertex count overflows.
-                hemi = (mine >= shape[0]).astype(np.int64)
-                group.create_dataset("vertex", data=(mine - shape[0] * hemi).astype(np.int32))
-                group.create_dataset("hemi", data=hemi.astype(np.int8))
-            else:
-                group.create_dataset("ijk", data=mine.astype(np.int32))
-            if ncsnr is not None:
-                group.create_dataset("ncsnr", data=ncsnr[columns[key]].astype(np.float32))
-
-        train_row = test_row = 0
+    with PreparedWriter(out_path, attrs, _trial_index(train_table), _trial_index(test_table), rois) as writer:
         for session in tqdm(session_list, desc=f"prepare subj{subject:02d}", unit="session",
                             disable=not progress):
             betas = scale_betas(_read_session(layout, session, beta_format, positions, shape,
@@ -275,21 +266,10 @@ def prepare_subject(
             if zscore_sessions:
                 betas = zscore_trials(betas)
             in_session = shared[(table["session"] == session).to_numpy()]
-            train_part, test_part = betas[~in_session], betas[in_session]
-            for key, cols in columns.items():
-                group = handle["rois"][key]
-                group["train"][train_row:train_row + len(train_part)] = train_part[:, cols]
-                group["test_trials"][test_row:test_row + len(test_part)] = test_part[:, cols]
-            train_row += len(train_part)
-            test_row += len(test_part)
-
+            writer.write_session(betas[~in_session], betas[in_session])
         test_ids = test_table["id73k"].to_numpy(np.int64)
         unique_ids, counts = np.unique(test_ids, return_counts=True)
-        handle.create_dataset("test/ids", data=unique_ids)
-        handle.create_dataset("test/n_repeats", data=counts.astype(np.int16))
-        for key in columns:
-            group = handle["rois"][key]
-            mean, _, _ = average_repeats(group["test_trials"][()], test_ids)
-            group.create_dataset("test", data=mean)
+        means = {roi.key: average_repeats(writer.read_test_trials(roi.key), test_ids)[0] for roi in rois}
+        writer.write_test(unique_ids, counts, means)
     logger.info("wrote %s", out_path)
     return out_path

@@ -1,6 +1,6 @@
 """The scene evaluator: a small CNN that reads the content of a procedural scene.
 
-The embedded default study shows procedural scenes (:mod:`brain2image.simulate.scenes`) that no
+The embedded default study shows procedural scenes (:mod:`brain2image.embedded.simulate.scenes`) that no
 ImageNet network has seen, so the "semantic" feature space of the metric table is this network's
 penultimate layer instead of AlexNet / Inception / CLIP. It is trained on rendered scenes to
 predict
@@ -40,7 +40,8 @@ from torch.nn import functional as F
 
 from .._io import atomic_path, atomic_write_text
 from ..errors import DataFormatError, MissingWeightsError
-from ..simulate.scenes import BACKGROUNDS, CATEGORIES, COLOURS, Scene, render_scenes, sample_scenes
+from ..evaluation.feature_spaces import FeatureSpace, LoadOptions
+from .simulate.scenes import BACKGROUNDS, CATEGORIES, COLOURS, Scene, render_scenes, sample_scenes
 
 __all__ = [
     "SceneEvaluatorConfig",
@@ -50,6 +51,7 @@ __all__ = [
     "train_scene_evaluator",
     "validate_scene_evaluator",
     "bundled_evaluator_dir",
+    "scene_feature_space",
 ]
 
 logger = logging.getLogger(__name__)
@@ -63,7 +65,7 @@ _BACKGROUND_NAMES = tuple(BACKGROUNDS)
 
 def bundled_evaluator_dir() -> Path:
     """Folder of the bundled scene-evaluator weights inside the installed package."""
-    return Path(__file__).resolve().parent.parent / "bundled" / "scene_evaluator"
+    return Path(__file__).resolve().parent / "bundled" / "scene_evaluator"
 
 
 @dataclass
@@ -222,7 +224,7 @@ class SceneEvaluator:
             if not needed.is_file():
                 raise MissingWeightsError(
                     f"scene evaluator: {needed} not found; train it with "
-                    f"brain2image.evaluation.scene_evaluator.train_scene_evaluator(out_dir={folder})")
+                    f"brain2image.embedded.scene_evaluator.train_scene_evaluator(out_dir={folder})")
         info = json.loads(info_path.read_text())
         config = SceneEvaluatorConfig.from_dict(info["config"])
         net = SceneEvaluatorNet(config.channels, config.feature_dim)
@@ -304,6 +306,31 @@ class SceneEvaluator:
         if background:
             ok &= pred["background"] == true["background"]
         return ok
+
+
+def scene_feature_space(device: str | torch.device | None = None, path: str | Path | None = None) -> FeatureSpace:
+    """The ``scene`` feature space of the metric table (reported as ``semantic``).
+
+    The entry point ``scene`` of the ``brain2image.feature_spaces`` group: its extractor is a
+    :class:`SceneEvaluator` (penultimate-layer features, resized to its 64 px input).
+
+    Parameters
+    ----------
+    device : str or torch.device, optional
+        Where the evaluator runs; default: the evaluation's device (``LoadOptions.device``).
+    path : path, optional
+        Folder of the evaluator (default: the bundled one).
+
+    Returns
+    -------
+    FeatureSpace
+        Named ``scene``, kind ``identification``.
+    """
+    def load(options: LoadOptions) -> SceneEvaluator:
+        return SceneEvaluator.load(path, device=options.device if device is None else device)
+
+    return FeatureSpace("scene", "identification", load, reported="semantic",
+                        description="penultimate layer of the scene evaluator (procedural scenes)")
 
 
 def _shows_content(pred: dict[str, np.ndarray], true: dict[str, np.ndarray]) -> np.ndarray:

@@ -1,10 +1,10 @@
-"""Write a simulated study as an NSD tree: the files of ``NSD_FORMAT.md``, same names and layout.
+"""Write a simulated study as an NSD tree: the files of ``docs/nsd_format.md``, same names and layout.
 
 Every writer is deterministic (same input → byte-identical file): HDF5 datasets are written
 with ``track_times=False``, gzip streams with ``mtime=0`` and no file name, and the MATLAB
 header's "Created on" text is fixed. Files are written atomically.
 
-Conventions kept from NSD (see ``NSD_FORMAT.md``): indices in ``nsd_expdesign.mat``,
+Conventions kept from NSD (see ``docs/nsd_format.md``): indices in ``nsd_expdesign.mat``,
 ``responses.tsv`` (``73KID``, ``10KID``) and ``subjectX_repN`` are 1-based, the CSV's unnamed
 index column and ``nsdId`` 0-based; betas are int16 percent signal change × 300; the HDF5
 betas are stored in MATLAB order, so h5py sees (n_trials, Z, Y, X) — the NIfTI (X, Y, Z)
@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 import scipy.io
 
-from .._io import atomic_path, atomic_write_bytes, atomic_write_text
-from ..nsd.layout import DEFAULT_BETA_VERSION, NSDLayout
+from ..._io import atomic_path, atomic_write_bytes, atomic_write_text
+from ...nsd.layout import DEFAULT_BETA_VERSION, NSDLayout
 
 __all__ = [
     "BETA_SCALE",

@@ -22,10 +22,30 @@ from .._io import atomic_path
 from ..errors import DataFormatError, MissingFileError
 
 __all__ = ["FeatureStore", "merge_stores", "partial_path", "shard_path", "parse_shard", "shard_ids",
-           "PROVENANCE_KEYS"]
+           "PROVENANCE_KEYS", "model_slug", "feature_store_path"]
 
 #: Attributes that must agree when a partial store is resumed or shards are merged.
 PROVENANCE_KEYS = ("feature", "model", "resolution", "seed")
+
+
+def model_slug(name: str) -> str:
+    """A file-name-safe short name of a model.
+
+    ``CompVis/stable-diffusion-v1-4`` → ``CompVis--stable-diffusion-v1-4``; a local folder → its
+    name; a plain name (``bundled``) → itself.
+    """
+    name = str(name)
+    if "/" not in name and os.sep not in name:
+        return name
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return path.resolve().name
+    return name.strip("/").replace("/", "--")
+
+
+def feature_store_path(features_dir: str | os.PathLike, dataset: str, model_name: str, feature: str) -> Path:
+    """``<features_dir>/<dataset>_<model>_<feature>.h5`` (``model`` as :func:`model_slug`)."""
+    return Path(features_dir) / f"{dataset}_{model_slug(model_name)}_{feature}.h5"
 
 
 def partial_path(path: str | os.PathLike) -> Path:

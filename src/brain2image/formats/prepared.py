@@ -1,4 +1,4 @@
-"""The prepared file (``prepared_subjXX.h5``): its layout and a lazy reader.
+"""The prepared file (``prepared/subjXX.h5``): its layout, its writer and a lazy reader.
 
 Layout (see ``docs/architecture.md``)::
 
@@ -13,15 +13,21 @@ Layout (see ``docs/architecture.md``)::
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import h5py
 import numpy as np
 
+from .. import __version__
+from .._io import atomic_path
 from ..errors import DataFormatError, MissingFileError
 
-__all__ = ["PreparedData", "load_prepared"]
+__all__ = ["PreparedData", "load_prepared", "PreparedWriter", "PreparedRoi", "TrialIndex"]
 
 _SPLITS = ("train", "test", "test_trials")
 
@@ -215,3 +221,137 @@ class PreparedData:
 def load_prepared(path: str | Path) -> PreparedData:
     """Open a prepared file lazily (see :class:`PreparedData`)."""
     return PreparedData(path)
+
+
+@dataclass
+class TrialIndex:
+    """Row metadata of one split of single trials.
+
+    Attributes
+    ----------
+    ids : array of shape (n_rows,)
+        0-based 73k id of each trial.
+    session, trial : arrays of shape (n_rows,)
+        1-based session and trial within the session.
+    """
+
+    ids: np.ndarray
+    session: np.ndarray
+    trial: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass
+class PreparedRoi:
+    """One ROI of a prepared file.
+
+    Attributes
+    ----------
+    key : str
+        Group name under ``/rois``.
+    atlas, label : str
+        Where the ROI comes from (``label`` empty for a whole atlas).
+    label_values : array of int
+        Atlas values that make up the ROI.
+    columns : array of shape (n_voxels,)
+        Columns of the ROI within the rows handed to :meth:`PreparedWriter.write_session`.
+    positions : mapping
+        ``{"ijk": (n_voxels, 3)}`` for volume spaces or ``{"vertex": ..., "hemi": ...}``.
+    ncsnr : array of shape (n_voxels,) or None
+    """
+
+    key: str
+    atlas: str
+    label: str
+    label_values: np.ndarray
+    columns: np.ndarray
+    positions: Mapping[str, np.ndarray]
+    ncsnr: np.ndarray | None = None
+
+
+_POSITION_DTYPES = {"ijk": np.int32, "vertex": np.int32, "hemi": np.int8}
+
+
+class PreparedWriter:
+    """Write a prepared file session by session; the file appears only when complete.
+
+    Use as a context manager: the layout is created on entry, rows are appended with
+    :meth:`write_session`, the repeat-averaged test rows are given with :meth:`write_test`, and
+    the temporary file is renamed into place on a clean exit (removed on an error).
+
+    Parameters
+    ----------
+    path : path-like
+        Final path of the prepared file.
+    attrs : mapping
+        File attributes (``subject``, ``nsd_root``, ``space``, ...; ``brain2image_version`` is added).
+    train, test_trials : TrialIndex
+        Rows of the training trials and of the single shared-image trials, in write order.
+    rois : sequence of PreparedRoi
+    """
+
+    def __init__(self, path: str | os.PathLike, attrs: Mapping[str, Any], train: TrialIndex,
+                 test_trials: TrialIndex, rois: Sequence[PreparedRoi]) -> None:
+        self.path = Path(path)
+        self.attrs = dict(attrs)
+        self.train, self.test_trials = train, test_trials
+        self.rois = list(rois)
+        self._rows = {"train": 0, "test_trials": 0}
+        self._handle: h5py.File | None = None
+
+    def __enter__(self) -> PreparedWriter:
+        self._atomic = atomic_path(self.path)
+        tmp = self._atomic.__enter__()
+        self._handle = h5py.File(tmp, "w")
+        self._write_layout(self._handle)
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        assert self._handle is not None
+        self._handle.close()
+        self._handle = None
+        self._atomic.__exit__(kind, error, traceback)
+
+    def _write_layout(self, handle: h5py.File) -> None:
+        handle.attrs.update({**self.attrs, "brain2image_version": __version__})
+        for name, index in (("train", self.train), ("test_trials", self.test_trials)):
+            group = handle.create_group(name)
+            group.create_dataset("ids", data=np.asarray(index.ids, dtype=np.int64))
+            group.create_dataset("session", data=np.asarray(index.session, dtype=np.int16))
+            group.create_dataset("trial", data=np.asarray(index.trial, dtype=np.int16))
+        for roi in self.rois:
+            group = handle.create_group(f"rois/{roi.key}")
+            group.attrs.update({"atlas": roi.atlas, "label": roi.label,
+                                "label_values": np.asarray(roi.label_values, dtype=np.int64)})
+            n_vox = roi.columns.size
+            group.create_dataset("train", shape=(len(self.train), n_vox), dtype=np.float32)
+            group.create_dataset("test_trials", shape=(len(self.test_trials), n_vox), dtype=np.float32)
+            for name, values in roi.positions.items():
+                group.create_dataset(name, data=np.asarray(values).astype(_POSITION_DTYPES[name]))
+            if roi.ncsnr is not None:
+                group.create_dataset("ncsnr", data=np.asarray(roi.ncsnr, dtype=np.float32))
+
+    def write_session(self, train_rows: np.ndarray, test_rows: np.ndarray) -> None:
+        """Append one session's rows, each of shape (n_rows, n_columns) over every ROI's columns."""
+        assert self._handle is not None, "use PreparedWriter as a context manager"
+        for split, rows in (("train", train_rows), ("test_trials", test_rows)):
+            start = self._rows[split]
+            for roi in self.rois:
+                self._handle["rois"][roi.key][split][start:start + len(rows)] = rows[:, roi.columns]
+            self._rows[split] = start + len(rows)
+
+    def read_test_trials(self, key: str) -> np.ndarray:
+        """The single shared-image trials written so far for ROI ``key``, (n_test_trials, n_voxels)."""
+        assert self._handle is not None, "use PreparedWriter as a context manager"
+        return self._handle["rois"][key]["test_trials"][()]
+
+    def write_test(self, ids: np.ndarray, n_repeats: np.ndarray, means: Mapping[str, np.ndarray]) -> None:
+        """Write the unique test ids, their repeat counts and each ROI's repeat-averaged rows."""
+        assert self._handle is not None, "use PreparedWriter as a context manager"
+        self._handle.create_dataset("test/ids", data=np.asarray(ids, dtype=np.int64))
+        self._handle.create_dataset("test/n_repeats", data=np.asarray(n_repeats).astype(np.int16))
+        for key, mean in means.items():
+            self._handle["rois"][key].create_dataset("test", data=mean)

@@ -26,9 +26,9 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from .. import __version__
-from .._io import atomic_path
-from ..errors import InvalidArgumentError
+from ... import __version__
+from ..._io import atomic_path
+from ...errors import InvalidArgumentError
 from . import nsd_writer
 from .nsd_writer import BETA_SCALE, TRIALS_PER_SESSION
 from .scenes import label_names, render_scenes, sample_scenes, scene_captions, scene_labels
