@@ -1,4 +1,6 @@
 # The two set-up commands: `make demo` and `make test`. Both create or refresh .venv.
+# `make lint`: ruff (style, imports, numpydoc docstrings, complexity), mypy on src/, and the
+# function-length check (tools/check_function_length.py); .ci/run runs it before the tests.
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,7 +9,7 @@ DIR ?= demo-output
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test install bench train-bundled clean
+.PHONY: demo test lint install bench train-bundled clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -26,8 +28,19 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/brain2image demo --out $(DIR)
 
+# Coverage of the package, one line per file not fully covered, before pytest's closing line.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not real_weights"
+	$(BIN)/python -m pytest -q -m "not real_weights" --cov=brain2image --cov-report=term:skip-covered
+
+LINT_PATHS := src tests bench tools
+
+# Every check runs, and the target fails when any of them found something.
+lint: $(STAMP)
+	@rc=0; \
+	echo "lint: ruff check $(LINT_PATHS)"; $(BIN)/ruff check $(LINT_PATHS) || rc=1; \
+	echo "lint: mypy src"; $(BIN)/mypy src || rc=1; \
+	echo "lint: function length"; $(BIN)/python tools/check_function_length.py $(LINT_PATHS) || rc=1; \
+	exit $$rc
 
 bench: $(STAMP)
 	$(BIN)/python bench/prepare.py
@@ -39,4 +52,4 @@ train-bundled: $(STAMP)
 	$(BIN)/brain2image train-bundled --work .train-bundled
 
 clean:
-	rm -rf $(DIR) .pytest_cache
+	rm -rf $(DIR) .pytest_cache .mypy_cache .ruff_cache .coverage

@@ -28,10 +28,12 @@ NSD_UNIQUE, NSD_TRIALS, NSD_VOXELS = 8859, 24980, 15000
 
 
 def one(space: str, n_unique: int, n_voxels: int, n_test: int = 200) -> dict:
+    """Time reduce / prepare / fit of one space at ``n_unique`` images; peak RSS of this process."""
     import torch
 
     torch.set_num_threads(2)
-    from brain2image.encoding.models import fit_space, pearson_columns, prepare_space, reduce_trials
+    from brain2image.encoding.models import fit_space, prepare_space, reduce_trials
+    from brain2image.stats import pearson_columns
 
     rng = np.random.default_rng(0)
     p = SPACES[space]
@@ -45,9 +47,9 @@ def one(space: str, n_unique: int, n_voxels: int, n_test: int = 200) -> dict:
     t1 = time.perf_counter()
     data = prepare_space(X, design, np.arange(n_unique, n_unique + n_test))
     t2 = time.perf_counter()
-    pred, _ = fit_space(data, design, n_folds=5, n_targets_batch=4096)
+    pred, _ = fit_space(data, design, n_folds=5, target_chunk=4096)
     t3 = time.perf_counter()
-    pearson_columns(np.zeros_like(pred) + rng.standard_normal(pred.shape), pred)
+    pearson_columns(np.zeros_like(pred) + rng.standard_normal(pred.shape), pred, fill=0.0)
     return {"space": space, "kind": data.kind, "n_unique": n_unique, "n_trials": len(train_index),
             "n_voxels": n_voxels, "n_features": p, "reduce_s": t1 - t0, "prepare_s": t2 - t1, "fit_s": t3 - t2,
             "total_s": time.perf_counter() - t0,
@@ -55,6 +57,7 @@ def one(space: str, n_unique: int, n_voxels: int, n_test: int = 200) -> dict:
 
 
 def main() -> None:
+    """Measure each space at ``--sizes`` in fresh subprocesses and extrapolate to NSD scale."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", type=int, default=[600, 1200], help="unique images measured")
     parser.add_argument("--voxels", type=int, default=NSD_VOXELS)

@@ -47,12 +47,14 @@ def loop_takagi(gt: np.ndarray, samples: np.ndarray) -> np.ndarray:
 
 
 def timed(fn, *args):
+    """``fn(*args)`` and its wall time in seconds."""
     t0 = time.perf_counter()
     value = fn(*args)
     return value, time.perf_counter() - t0
 
 
 def main() -> None:
+    """Check the vectorised identifications against the loops on a subset, then time both."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=982)
     parser.add_argument("--k", type=int, default=5)

@@ -12,18 +12,10 @@ from prepared_writer import write_prepared
 from sklearn.linear_model import Ridge
 
 from brain2image.config import DecoderConfig
-from brain2image.decoding import (
-    RidgeDecoder,
-    decoder_filename,
-    fit_decoder_from_files,
-    fit_ridge,
-    fit_ridge_cv,
-    load_decoder,
-    pearson_per_target,
-    predict_ridge,
-    standardize_stats,
-)
+from brain2image.decoding import RidgeDecoder, decoder_filename, fit_decoder_from_files, load_decoder
 from brain2image.errors import DataFormatError, MissingFileError
+from brain2image.ridge import fit_ridge, fit_ridge_cv, predict_ridge, standardize_stats
+from brain2image.stats import pearson_columns
 
 TIGHT = dict(rtol=1e-9, atol=1e-9)     # float64 paths
 LOOSE = dict(rtol=1e-3, atol=1e-4)     # float32 paths
@@ -150,8 +142,10 @@ def test_row_image_equals_explicit_repetition():
 
 
 def test_grouped_folds_keep_repeats_together():
-    """With repeats in different folds the CV would see validation images in training;
-    grouped CV must differ from row-wise CV when repeats are near-identical."""
+    """Grouped CV must differ from row-wise CV when repeats are near-identical.
+
+    With repeats in different folds the CV would see validation images in training.
+    """
     rng = np.random.default_rng(7)
     n_images, n_vox = 40, 30
     row_image = np.repeat(np.arange(n_images), 3)
@@ -202,16 +196,16 @@ def test_recovers_known_weights_on_simulated_data():
     X_test = rng.normal(size=(50, n_vox))
     pred = dec.predict(X_test)
     assert pred.shape == (50, 2, 3)
-    r = pearson_per_target(pred.reshape(50, -1), X_test @ W)
+    r = pearson_columns(X_test @ W, pred.reshape(50, -1))
     assert np.all(r > 0.9)
 
 
-def test_pearson_per_target_against_numpy():
+def test_pearson_columns_against_numpy():
     rng = np.random.default_rng(11)
     a, b = rng.normal(size=(20, 7)), rng.normal(size=(20, 7))
     b[:, 0] = a[:, 0] * 2 + 1
     b[:, 6] = 4.0
-    r = pearson_per_target(a, b, chunk=3)
+    r = pearson_columns(b, a, chunk=3)
     expected = [np.corrcoef(a[:, j], b[:, j])[0, 1] for j in range(6)]
     assert_close(r[:6], expected, TIGHT)
     assert r[0] == pytest.approx(1.0) and np.isnan(r[6])
@@ -296,7 +290,7 @@ def test_decoder_file_round_trip(tmp_path):
     assert json.loads(loaded.attrs["decoder_config"])["cv_folds"] == 3
     # the intercept kept the +5 offset of the features
     assert abs(float(np.mean(intercept)) - 5.0) < 1.0
-    est = loaded.estimator()
+    est = RidgeDecoder.from_decoder_file(loaded)
     assert_close(est.predict(X_test), loaded.test_pred, dict(rtol=1e-5, atol=1e-5))
 
 
@@ -364,3 +358,14 @@ def test_eigh_and_svd_solvers_agree(shape):
     assert_close(a["intercept"], b["intercept"], dict(rtol=1e-7, atol=1e-9))
     ref = Ridge(alpha=a["alphas"][0]).fit(_standardise(X), Y[:, 0])
     assert_close(a["coef"][:, 0], ref.coef_, dict(rtol=1e-7, atol=1e-9))
+
+
+def test_backend_and_dtype_default_to_the_config(tmp_path):
+    rng = np.random.default_rng(18)
+    prepared, store, _, _ = _write_files(tmp_path, rng)
+    config = DecoderConfig(alphas=[1.0, 10.0], cv_folds=3, backend="torch", ridge_dtype="float64")
+    out = fit_decoder_from_files(prepared, store, "early", "z", tmp_path / "d.h5", config)
+    attrs = load_decoder(out).attrs
+    assert attrs["backend"] == "torch" and attrs["dtype"] == "float64"
+    out = fit_decoder_from_files(prepared, store, "early", "z", tmp_path / "e.h5", config, backend="numpy")
+    assert load_decoder(out).attrs["backend"] == "numpy"

@@ -12,10 +12,11 @@ from sklearn.linear_model import Ridge
 from sklearn.preprocessing import StandardScaler
 
 from brain2image.encoding.analysis import EncodingConfig, default_pairs, encode_arrays, run_encoding_analysis
-from brain2image.encoding.models import fit_space, pearson_columns, prepare_space, reduce_trials
+from brain2image.encoding.models import fit_space, prepare_space, reduce_trials
 from brain2image.encoding.noise_ceiling import nc_fraction, noise_ceiling, signed_r2
 from brain2image.encoding.partition import partition_variance
 from brain2image.formats.feature_store import FeatureStore
+from brain2image.stats import pearson_columns
 
 
 def _problem(seed=0, n_images=100, n_test=30, repeats=2, dims=(8, 200), n_a=12, n_b=12, noise=1.0):
@@ -85,14 +86,14 @@ def test_pearson_columns_matches_corrcoef():
     rng = np.random.default_rng(1)
     Y, P = rng.standard_normal((20, 3)), rng.standard_normal((20, 3))
     expected = [np.corrcoef(Y[:, j], P[:, j])[0, 1] for j in range(3)]
-    np.testing.assert_allclose(pearson_columns(Y, P), expected)
+    np.testing.assert_allclose(pearson_columns(Y, P, fill=0.0), expected)
 
 
 def test_encoding_recovers_driving_space_and_unique_variance():
     features, train_index, Y_train, test_index, Y_test = _problem()
     ncsnr = np.full(Y_train.shape[1], 1.5)
     res = encode_arrays(features, train_index, Y_train, test_index, Y_test, ncsnr=ncsnr,
-                        config=EncodingConfig(n_folds=3, banded_n_iter=8), partition_pairs=[("s1", "s2")])
+                        config=EncodingConfig(cv_folds=3, banded_n_iter=8), partition_pairs=[("s1", "s2")])
     a, b = slice(0, 12), slice(12, 24)
     r1, r2 = res.spaces["s1"]["r"], res.spaces["s2"]["r"]
     assert r1[a].mean() > r2[a].mean() + 0.3
@@ -142,7 +143,7 @@ def test_run_encoding_analysis_writes_results_and_maps(tmp_path):
     stores = {"z": _write_store(tmp_path / "z.h5", ids, features["s1"].reshape(100, 2, 3), "z"),
               "c": _write_store(tmp_path / "c.h5", ids, features["s2"], "c")}
     res = run_encoding_analysis(prepared, stores, tmp_path / "out",
-                                config=EncodingConfig(n_folds=3, banded_n_iter=5))
+                                config=EncodingConfig(cv_folds=3, banded_n_iter=5))
     out = tmp_path / "out" / "encoding"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_voxels"] == {"all": n_vox, "early": 12, "ventral": 12}
@@ -168,8 +169,9 @@ def test_missing_roi_is_a_clear_error(tmp_path):
 
     features, train_index, Y_train, test_index, Y_test = _problem(n_images=20, n_test=5, dims=(3, 4), n_a=2, n_b=2)
     prepared = tmp_path / "p.h5"
-    _write_prepared(prepared, train_index, Y_train, test_index, Y_test, np.zeros((4, 3), np.int32) + np.arange(4)[:, None],
-                    (5, 5, 5), np.eye(4), np.ones(4, np.float32), np.array([1, 1, 0, 0], bool))
+    _write_prepared(prepared, train_index, Y_train, test_index, Y_test,
+                    np.zeros((4, 3), np.int32) + np.arange(4)[:, None], (5, 5, 5), np.eye(4), np.ones(4, np.float32),
+                    np.array([1, 1, 0, 0], bool))
     with pytest.raises(DataFormatError, match="no ROI '/rois/V1'"):
         run_encoding_analysis(prepared, {}, tmp_path / "o", rois="V1")
 
@@ -190,7 +192,7 @@ def test_encode_command(tmp_path):
     parser = argparse.ArgumentParser()
     encode.register(parser.add_subparsers())
     args = parser.parse_args(["encode", "--prepared", str(prepared), "--features", f"z={z}", "--features", f"c={c}",
-                              "--out", str(tmp_path / "out"), "--no-maps", "--folds", "3", "--banded-iter", "3"])
+                              "--out", str(tmp_path / "out"), "--no-maps", "--cv-folds", "3", "--banded-n-iter", "3"])
     assert args.func(args) == 0
     summary = json.loads((tmp_path / "out" / "encoding" / "summary.json").read_text())
     assert set(summary["mean_r"]) == {"z", "c"}

@@ -6,10 +6,23 @@ import numpy as np
 import pytest
 import torch
 
-from brain2image.encoding.maps import (plot_roi_summary, plot_surface_map, plot_volume_map, save_volume_map,
-                                       surface_arrays, values_to_volume, volume_image)
-from brain2image.encoding.unet_features import (ZcConfig, denoise_with_hooks, extract_zc_stores, n_run_steps,
-                                                step_indices, unet_feature_name)
+from brain2image.encoding.maps import (
+    plot_roi_summary,
+    plot_surface_map,
+    plot_volume_map,
+    save_volume_map,
+    surface_arrays,
+    values_to_volume,
+    volume_image,
+)
+from brain2image.encoding.unet_features import (
+    ZcConfig,
+    denoise_with_hooks,
+    extract_zc_stores,
+    n_run_steps,
+    step_indices,
+    unet_feature_name,
+)
 from brain2image.formats.feature_store import FeatureStore
 
 LAYERS = ["down_blocks.1", "mid_block", "up_blocks.1"]
@@ -101,7 +114,7 @@ def test_extract_zc_stores_resumable(tiny, tmp_path):
         s = FeatureStore.create(tmp_path / f"{name}.h5", ids, values.shape[1:], {**attrs, "feature": name})
         s.write(ids, values.numpy())
         s.finalize()
-    config = ZcConfig(strengths=[0.0, 0.5], num_inference_steps=6, unet_layers=["mid_block"], unet_steps=[0.0, 1.0],
+    config = ZcConfig(zc_strengths=[0.0, 0.5], num_inference_steps=6, unet_layers=["mid_block"], unet_steps=[0.0, 1.0],
                       max_dim=4, batch_size=2, seed=100)
     out = extract_zc_stores(unet, vae, scheduler, u, tmp_path / "z.h5", tmp_path / "c.h5", tmp_path / "zc", config,
                             model_name="tiny")

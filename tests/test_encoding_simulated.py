@@ -1,6 +1,8 @@
-"""The encoding analysis recovers the simulated subject's ground truth with the bundled LDM:
+"""The encoding analysis recovers the simulated subject's ground truth with the bundled LDM.
+
 z (VAE latent) explains early voxels better than c, c (caption embedding) ventral voxels
-better than z."""
+better than z.
+"""
 
 import json
 
@@ -8,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+from brain2image.embedded.simulate.study import simulate_study
 from brain2image.encoding.analysis import EncodingConfig, run_encoding_analysis
 from brain2image.ldm.features import extract_features, read_prepared_ids
 from brain2image.ldm.loading import load_ldm
 from brain2image.nsd.prepare import prepare_subject
-from brain2image.embedded.simulate.study import simulate_study
 
 pytestmark = pytest.mark.slow
 

@@ -29,7 +29,7 @@ TPS = 60
 N_A = N_B = 120  # per hemisphere, drawn on the ventral surface
 N_BEYOND = 15  # "ventral" vertices per hemisphere at index >= 10,242 (not drawn on fsaverage5)
 Z_SHAPE, C_DIM = (2, 4), 150
-CONFIG = dict(roi="streams", summary_rois=["early", "ventral"], n_folds=3, banded_n_iter=4)
+CONFIG = dict(roi="streams", summary_rois=["early", "ventral"], cv_folds=3, banded_n_iter=4)
 
 
 def _ventral_patches(n_a: int, n_b: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -196,7 +196,7 @@ def test_encode_cli_on_fsaverage(problem, library_run):
     stores = problem["stores"]
     code = main(["encode", "--prepared", str(problem["prepared"]), "--features", f"z={stores['z']}",
                  "--features", f"c={stores['c']}", "--out", str(out_dir), "--roi", "streams",
-                 "--summary-rois", "early", "ventral", "--folds", "3", "--banded-iter", "4", "--no-maps"])
+                 "--summary-rois", "early", "ventral", "--cv-folds", "3", "--banded-n-iter", "4", "--no-maps"])
     assert code == 0
     out = out_dir / "encoding"
     reference = library_run[0]  # same settings, with maps (which do not change the fits)

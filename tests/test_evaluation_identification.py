@@ -5,13 +5,12 @@ import pytest
 
 from brain2image.errors import DataFormatError
 from brain2image.evaluation.identification import (
-    paired_pearson,
-    pearson_matrix,
     takagi_identification,
     takagi_identification_per_item,
     two_way_identification,
     two_way_identification_per_item,
 )
+from brain2image.stats import paired_pearson, pearson_matrix
 
 # Permutations of (1, 2, 3): centred they are vectors of -1, 0, 1 and corr(a, b) = a_c · b_c / 2.
 P1, P2, P3, P4, P5, P6 = (np.array(p, float) for p in

@@ -45,7 +45,9 @@ def test_comparison_size_caps_at_real_size(images):
 
 def test_ssim_uses_field_settings(images):
     other = np.random.default_rng(2).integers(0, 256, size=images.shape, dtype=np.uint8)
-    grey = lambda x: (x / 255.0) @ np.array([0.2125, 0.7154, 0.0721])  # skimage's rgb2gray
+    def grey(x):  # skimage's rgb2gray
+        return (x / 255.0) @ np.array([0.2125, 0.7154, 0.0721])
+
     expected = [structural_similarity(grey(images[i]), grey(other[i]), gaussian_weights=True, sigma=1.5,
                                       use_sample_covariance=False, data_range=1.0) for i in range(4)]
     np.testing.assert_allclose(ssim_per_item(images, other), expected, atol=1e-5)

@@ -11,11 +11,13 @@ import torch
 from PIL import Image
 
 from brain2image.commands import evaluate as evaluate_command
+from brain2image.embedded.simulate.scenes import render_scenes, sample_scenes
 from brain2image.errors import DataFormatError, MissingFileError
 from brain2image.evaluation.evaluate import evaluate_recon_dir, evaluate_reconstructions
 from brain2image.evaluation.feature_networks import load_feature_network
+from brain2image.evaluation.feature_spaces import network_extractors
 from brain2image.evaluation.identification import takagi_identification, two_way_identification
-from brain2image.embedded.simulate.scenes import render_scenes, sample_scenes
+from brain2image.evaluation.metrics import pixcorr, ssim
 
 
 @pytest.fixture(scope="module")
@@ -39,20 +41,24 @@ def test_perfect_reconstructions(real):
 def test_pixel_space_matches_identification_functions(real):
     recon = noisy(real, 3, 60.0, 0)
     m = evaluate_reconstructions(real, recon, ("pixel",))
-    flat = lambda x: x.reshape(len(x), -1).astype(float) / 255
+    def flat(x):
+        return x.reshape(len(x), -1).astype(float) / 255
+
     assert m["id_pixel"] == pytest.approx(two_way_identification(flat(real), flat(recon[:, 0])), abs=1e-6)
     samples = recon.reshape(8, 3, -1).astype(float) / 255
     assert m["takagi_pixel"] == pytest.approx(takagi_identification(flat(real), samples), abs=1e-6)
-    assert 0 < m["pixcorr"] < 1 and 0 < m["ssim"] < 1
+    # PixCorr and SSIM are those of the first sample.
+    assert m["pixcorr"] == pixcorr(real, recon[:, 0]) and m["ssim"] == ssim(real, recon[:, 0])
+    assert m["pixcorr"] != pixcorr(real, recon[:, 1])
     assert "id_semantic" not in m
 
 
 def test_network_spaces_with_random_weights(real):
     torch.set_num_threads(1)
-    networks = {"alexnet": load_feature_network("alexnet", weights=None),
-                "effnet": load_feature_network("effnet", weights=None)}
+    extractors = {**network_extractors(load_feature_network("alexnet", weights=None)),
+                  **network_extractors(load_feature_network("effnet", weights=None))}
     m = evaluate_reconstructions(real[:4], np.repeat(real[:4, None], 2, axis=1), ("alexnet2", "effnet"),
-                                 networks=networks)
+                                 extractors=extractors)
     assert m["id_alexnet2"] == 1.0 and m["takagi_alexnet2"] == 1.0
     assert m["dist_effnet"] == pytest.approx(0.0, abs=1e-6)
     for layer in ("features5", "features12", "classifier5"):

@@ -12,10 +12,9 @@ from prepared_writer import write_prepared
 
 from brain2image.commands import features as features_command
 from brain2image.config import FeatureConfig
-from brain2image.errors import DataFormatError
+from brain2image.errors import DataFormatError, InvalidArgumentError
 from brain2image.formats import feature_store as fs_module
-from brain2image.formats.feature_store import FeatureStore, merge_stores, shard_path
-from brain2image.formats.feature_store import feature_store_path
+from brain2image.formats.feature_store import FeatureStore, feature_store_path, merge_stores, shard_path
 from brain2image.ldm.features import extract_features, load_captions
 
 
@@ -67,6 +66,18 @@ def test_c_is_caption_average(tmp_path, model):
     expected = np.stack([model.encode_text(fake["captions"][i]).mean(0).numpy() for i in ids])
     assert got.shape == (3, 8, 16)
     np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_caption_reduction_first_takes_the_first_caption(tmp_path, model):
+    fake = write_fake_stimuli(tmp_path / "nsd")
+    ids = np.array([1, 2, 4])
+    path = extract_features(tmp_path / "nsd", ids, model, "c", tmp_path / "f" / "s_c.h5",
+                            FeatureConfig(batch_size=2, caption_reduction="first"), progress=False)
+    expected = np.stack([model.encode_text(fake["captions"][i][:1])[0].numpy() for i in ids])
+    np.testing.assert_allclose(FeatureStore.open(path).read(ids), expected, atol=1e-5)
+    with pytest.raises(InvalidArgumentError, match="caption_reduction 'median'.*mean"):
+        extract_features(tmp_path / "nsd", ids, model, "c", tmp_path / "g" / "s_c.h5",
+                         FeatureConfig(caption_reduction="median"), progress=False)
 
 
 def test_missing_captions_name_file_and_id(tmp_path, model):

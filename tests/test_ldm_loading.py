@@ -9,8 +9,8 @@ from ldm_dummy import one_torch_thread, save_tiny_ldm, tiny_ldm  # noqa: F401
 from PIL import Image
 
 from brain2image.errors import DataFormatError, MissingWeightsError
-from brain2image.ldm.images import images_to_tensor, resize_images, tensor_to_images
 from brain2image.formats.feature_store import model_slug
+from brain2image.ldm.images import images_to_tensor, resize_images, tensor_to_images
 from brain2image.ldm.loading import LatentDiffusionModel, load_ldm
 
 
@@ -167,8 +167,10 @@ def test_fingerprint_tells_weights_apart(tmp_path):
 
 
 def test_bundled_model_comes_from_the_entry_point():
-    """The core finds the bundled model through the brain2image.models entry point (it never
-    imports brain2image.embedded); an unknown name lists what is registered."""
+    """The core finds the bundled model through the brain2image.models entry point.
+
+    It never imports brain2image.embedded; an unknown name lists what is registered.
+    """
     from brain2image.errors import InvalidArgumentError
     from brain2image.plugins import MODELS, load_plugin, plugin_names
 

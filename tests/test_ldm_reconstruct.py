@@ -133,7 +133,7 @@ def test_reconstruct_command_reads_decoder_files(tmp_path, model):
     args = parser.parse_args(["reconstruct", "--model", str(folder), "--z", str(tmp_path / "subj01_z.h5"),
                               "--c", str(tmp_path / "subj01_c.h5"), "--ids", "30", "12", "--out",
                               str(tmp_path / "recon"), "--methods", "z_only", "c_only", "--n-samples", "1",
-                              "--steps", "2", "--no-progress"])
+                              "--num-inference-steps", "2", "--no-progress"])
     assert args.func(args) == 0
     index = pd.read_csv(tmp_path / "recon" / "index.csv")
     assert sorted(index.test_id.unique()) == [12, 30] and set(index.method) == {"z_only", "c_only"}

@@ -62,7 +62,7 @@ def test_check_fsaverage_and_optional_files(tree):
 
 def test_cli_check_exit_codes(tree, capsys):
     argv = ["--nsd-root", str(tree.root), "--subject", "1", "--check", "--trials-per-session",
-            str(TPS), "--roi", "streams:early"]
+            str(TPS), "--rois", "streams:early"]
     assert _run(argv) == 0
     assert "all ok" in capsys.readouterr().out
     tree.betas_file(2).unlink()
@@ -74,8 +74,8 @@ def test_cli_check_exit_codes(tree, capsys):
 def test_cli_prepare_writes_file(tree, tmp_path, capsys):
     out = tmp_path / "out" / "prepared_subj01.h5"
     code = _run(["--nsd-root", str(tree.root), "--subject", "1", "--out", str(out),
-                 "--roi", "streams:early", "--roi", "nsdgeneral", "--sessions", "1-2",
-                 "--format", "nifti", "--zscore-sessions", "--raw-int16",
+                 "--rois", "streams:early", "nsdgeneral", "--sessions", "1-2",
+                 "--beta-format", "nifti", "--zscore-sessions", "--scale", "raw",
                  "--trials-per-session", str(TPS), "--no-progress"])
     assert code == 0 and capsys.readouterr().out.strip() == str(out)
     data = load_prepared(out)

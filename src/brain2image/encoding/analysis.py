@@ -13,8 +13,9 @@ import logging
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -66,10 +67,17 @@ def default_pairs(names: Sequence[str]) -> list[tuple[str, str]]:
     return pairs
 
 
+def _space_pair(pair: Sequence[str], names: Sequence[str]) -> tuple[str, str]:
+    """A partition pair checked against the feature spaces' ``names``."""
+    if len(pair) != 2 or any(n not in names for n in pair):
+        raise ValueError(f"partition pair {list(pair)} names spaces not in {list(names)}")
+    return str(pair[0]), str(pair[1])
+
+
 def encode_arrays(features: Mapping[str, np.ndarray], train_index: np.ndarray, Y_train: np.ndarray,
                   test_index: np.ndarray, Y_test: np.ndarray, *, ncsnr: np.ndarray | None = None,
                   n_test_repeats: float | np.ndarray = 3, config: EncodingConfig | None = None,
-                  partition_pairs: Sequence[tuple[str, str]] | None = None) -> EncodingResults:
+                  partition_pairs: Sequence[Sequence[str]] | None = None) -> EncodingResults:
     """Fit every feature space to every voxel and partition variance between pairs.
 
     Parameters
@@ -103,15 +111,12 @@ def encode_arrays(features: Mapping[str, np.ndarray], train_index: np.ndarray, Y
     names = list(features)
     if partition_pairs is None:
         partition_pairs = config.partition_pairs if config.partition_pairs is not None else default_pairs(names)
-    partition_pairs = [tuple(p) for p in partition_pairs]
-    for pair in partition_pairs:
-        if len(pair) != 2 or any(n not in features for n in pair):
-            raise ValueError(f"partition pair {pair} names spaces not in {names}")
+    pairs = [_space_pair(p, names) for p in partition_pairs or ()]
     design = reduce_trials(train_index, Y_train)
     nc = None if ncsnr is None else noise_ceiling(ncsnr, n_test_repeats)
-    fit_kw = dict(alphas=config.alphas, n_folds=config.n_folds, random_state=config.seed,
-                  n_targets_batch=config.n_targets_batch)
-    in_pairs = {n for pair in partition_pairs for n in pair}
+    fit_kw: dict[str, Any] = dict(alphas=config.alphas, n_folds=config.cv_folds, random_state=config.seed,
+                                  target_chunk=config.target_chunk)
+    in_pairs = {n for pair in pairs for n in pair}
     spaces: dict[str, dict[str, np.ndarray]] = {}
     kernels = {}
     for name in names:
@@ -126,7 +131,7 @@ def encode_arrays(features: Mapping[str, np.ndarray], train_index: np.ndarray, Y
             kernels[name] = space
         logger.info("encoding %s (%s, %d features): mean r %.3f", name, space.kind, space.n_features, r.mean())
     partitions = {}
-    for a, b in partition_pairs:
+    for a, b in pairs:
         pred, weights = fit_banded([kernels[a], kernels[b]], design, n_iter=config.banded_n_iter, **fit_kw)
         r_joint = pearson_columns(Y_test, pred, fill=0.0)
         part = partition_variance(spaces[a]["r"], spaces[b]["r"], r_joint)
@@ -189,9 +194,12 @@ def summarise(results: EncodingResults, masks: Mapping[str, np.ndarray]) -> dict
 
 def write_results(results: EncodingResults, path: str | os.PathLike, *, roi_data: dict | None = None,
                   attrs: Mapping | None = None) -> Path:
-    """Write ``results.h5``: ``/spaces/<name>/{r,r2,alpha,nc_fraction}``,
+    """Write ``results.h5``.
+
+    Layout: ``/spaces/<name>/{r,r2,alpha,nc_fraction}``,
     ``/partitions/<a>|<b>/{r2_a,r2_b,r2_joint,unique_a,unique_b,shared,r_joint,weight_a,weight_b}``
-    (``a``, ``b`` in attrs), ``/noise_ceiling``, ``/voxels/{ijk | vertex,hemi}``."""
+    (``a``, ``b`` in attrs), ``/noise_ceiling``, ``/voxels/{ijk | vertex,hemi}``.
+    """
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         for name, values in results.spaces.items():
             g = f.create_group(f"spaces/{name}")

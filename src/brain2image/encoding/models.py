@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-
 from typing import Any
 
 import numpy as np
@@ -182,14 +181,14 @@ def _folds(design: TrainDesign, n_folds: int, random_state: int) -> list[tuple[n
     return grouped_folds(design.rows, n_folds, shuffle=True, random_state=random_state)
 
 
-def _batch_params(design: TrainDesign, n_targets_batch: int | None) -> dict[str, int]:
-    """himalaya's target batching, sized by the ridge core (``None``: every voxel at once)."""
-    batch = check_target_chunk(n_targets_batch, design.y.shape[1])
+def _batch_params(design: TrainDesign, target_chunk: int | None) -> dict[str, int]:
+    """Target batching of the himalaya solvers, sized by the ridge core (``None``: every voxel at once)."""
+    batch = check_target_chunk(target_chunk, design.y.shape[1])
     return {"n_targets_batch": batch, "n_targets_batch_refit": batch}
 
 
 def fit_space(space: SpaceData, design: TrainDesign, *, alphas: Any = DEFAULT_ALPHAS, n_folds: int = 5,
-              random_state: int = 0, n_targets_batch: int | None = None,
+              random_state: int = 0, target_chunk: int | None = None,
               backend: BackendLike = "numpy") -> tuple[np.ndarray, np.ndarray]:
     """Fit one feature space to every voxel; per-voxel alpha chosen by cross-validation.
 
@@ -201,8 +200,8 @@ def fit_space(space: SpaceData, design: TrainDesign, *, alphas: Any = DEFAULT_AL
     n_folds : int
         Folds over unique training images (shuffled with ``random_state``).
     random_state : int
-    n_targets_batch : int, optional
-        Voxels solved at a time (bounds memory); default all.
+    target_chunk : int, optional
+        Voxels solved at a time (bounds memory; himalaya's ``n_targets_batch``); default all.
     backend : str or module
         himalaya backend the estimator runs on (``"numpy"``, ``"torch"``, ``"torch_cuda"``).
 
@@ -215,7 +214,7 @@ def fit_space(space: SpaceData, design: TrainDesign, *, alphas: Any = DEFAULT_AL
     from himalaya.kernel_ridge import KernelRidgeCV
     from himalaya.ridge import RidgeCV
 
-    params = _batch_params(design, n_targets_batch)
+    params = _batch_params(design, target_chunk)
     cv = _folds(design, n_folds, random_state)
     if space.kind == "kernel":
         model = KernelRidgeCV(alphas=np.asarray(alphas), kernel="precomputed", solver="eigenvalues",
@@ -230,7 +229,7 @@ def fit_space(space: SpaceData, design: TrainDesign, *, alphas: Any = DEFAULT_AL
 
 
 def fit_banded(spaces: list[SpaceData], design: TrainDesign, *, alphas: Any = DEFAULT_ALPHAS, n_folds: int = 5,
-               n_iter: int = 20, random_state: int = 0, n_targets_batch: int | None = None,
+               n_iter: int = 20, random_state: int = 0, target_chunk: int | None = None,
                backend: BackendLike = "numpy") -> tuple[np.ndarray, np.ndarray]:
     """Joint banded ridge over several feature spaces (``MultipleKernelRidgeCV``, random search).
 
@@ -242,7 +241,7 @@ def fit_banded(spaces: list[SpaceData], design: TrainDesign, *, alphas: Any = DE
     spaces : list of SpaceData
         In kernel form (see :func:`prepare_space` with ``kernel=True``).
     design : TrainDesign
-    alphas, n_folds, random_state, n_targets_batch, backend : see :func:`fit_space`
+    alphas, n_folds, random_state, target_chunk, backend : see :func:`fit_space`
     n_iter : int
 
     Returns
@@ -259,7 +258,7 @@ def fit_banded(spaces: list[SpaceData], design: TrainDesign, *, alphas: Any = DE
         kernels="precomputed", solver="random_search", cv=_folds(design, n_folds, random_state),
         random_state=random_state,
         solver_params={"n_iter": n_iter, "alphas": np.asarray(alphas), "progress_bar": False,
-                       **_batch_params(design, n_targets_batch)})
+                       **_batch_params(design, target_chunk)})
     with himalaya_backend(backend) as bk:
         model.fit(np.stack([s.train for s in spaces]), design.y)
         pred = np.asarray(bk.to_numpy(model.predict(np.stack([s.test for s in spaces])))).astype(np.float32)

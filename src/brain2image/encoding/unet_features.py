@@ -204,7 +204,7 @@ def extract_zc_stores(unet, vae, scheduler, uncond: torch.Tensor, z_store: str |
             "z_store": str(z_store), "c_store": str(c_store), "pool_size": int(config.pool_size),
             "noise": "torch.Generator(seed + 73k id), DDIM eta 0"}
     written: dict[str, Path] = {}
-    for strength in config.strengths:
+    for strength in config.zc_strengths:
         n_steps = n_run_steps(strength, config.num_inference_steps)
         layers = list(config.unet_layers) if n_steps > 0 else []
         if n_steps == 0 and config.unet_layers:

@@ -1,0 +1,1 @@
+"""The evaluation: metric table (PixCorr, SSIM, identification, distances) in registered feature spaces."""

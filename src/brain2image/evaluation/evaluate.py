@@ -69,10 +69,14 @@ class _Accumulator:
         self.count += 1
 
     def two_way(self) -> float:
+        if self.first is None:
+            raise InvalidArgumentError("identification needs at least one sample")
         return float(np.mean(two_way_from_corr(self.first)))
 
     def takagi(self) -> float:
-        return float(np.mean(takagi_from_mean_corr(self.total / self.count)))
+        if self.total is None:
+            raise InvalidArgumentError("identification needs at least one sample")
+        return float(np.mean(takagi_from_mean_corr(np.asarray(self.total / self.count))))
 
 
 def _check_inputs(real_images: np.ndarray, recon_images: np.ndarray) -> None:
@@ -87,19 +91,33 @@ def _check_inputs(real_images: np.ndarray, recon_images: np.ndarray) -> None:
                               f"need the same number, at least 2")
 
 
-def _space_metrics(space: FeatureSpace, extractor: FeatureExtractor, real_images: np.ndarray,
-                   recon_images: np.ndarray) -> dict[str, float]:
-    """The metrics of one feature space (keys :attr:`FeatureSpace.metric_keys`)."""
-    name = space.reported_name
-    real = extractor.features(real_images)
-    if space.kind == "distance":
-        return {f"dist_{name}": correlation_distance(real, extractor.features(recon_images[:, 0]))}
-    acc = _Accumulator(real)
+def _space_metrics(spaces: Sequence[FeatureSpace], extractors: Mapping[str, FeatureExtractor],
+                   real_images: np.ndarray, recon_images: np.ndarray) -> dict[str, float]:
+    """The metrics of every space (keys :attr:`FeatureSpace.metric_keys`, in order).
+
+    Sample by sample, each sample's images go through every space before the next sample's, so
+    that spaces reading one network share its forward pass. Distance spaces read sample 0 only.
+    """
+    real = {s.name: extractors[s.name].features(real_images) for s in spaces}
+    accs = {s.name: _Accumulator(real[s.name]) for s in spaces if s.kind != "distance"}
+    first: dict[str, np.ndarray] = {}
     for j in range(recon_images.shape[1]):
-        acc.add(extractor.features(recon_images[:, j]))
-    if space.kind == "takagi":
-        return {f"takagi_{name}": acc.takagi()}
-    return {f"id_{name}": acc.two_way(), f"takagi_{name}": acc.takagi()}
+        sample = recon_images[:, j]
+        for space in spaces:
+            if space.kind != "distance":
+                accs[space.name].add(extractors[space.name].features(sample))
+            elif j == 0:
+                first[space.name] = extractors[space.name].features(sample)
+    out: dict[str, float] = {}
+    for space in spaces:
+        name = space.reported_name
+        if space.kind == "distance":
+            out[f"dist_{name}"] = correlation_distance(real[space.name], first[space.name])
+        elif space.kind == "takagi":
+            out[f"takagi_{name}"] = accs[space.name].takagi()
+        else:
+            out[f"id_{name}"], out[f"takagi_{name}"] = accs[space.name].two_way(), accs[space.name].takagi()
+    return out
 
 
 def evaluate_reconstructions(
@@ -159,8 +177,7 @@ def evaluate_reconstructions(
     options = LoadOptions(device=device, weights_dir=_optional_path(weights_dir), batch_size=batch_size,
                           image_size=comparison_size(real_images, size))
     loaded.update(load_extractors([s for s in spaces if s.name not in loaded], options))
-    for space in spaces:
-        out.update(_space_metrics(space, loaded[space.name], real_images, recon_images))
+    out.update(_space_metrics(spaces, loaded, real_images, recon_images))
     return out
 
 

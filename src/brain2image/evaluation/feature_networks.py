@@ -155,7 +155,16 @@ def _build_clip(weights, weights_dir, clip_config) -> tuple[nn.Module, int]:
                 f"clip weights: {source} is not in the local Hugging Face cache or not a model folder; "
                 f"download {NETWORKS['clip'].source}, or pass --weights-dir holding "
                 f"clip-vit-large-patch14/ ({error.__class__.__name__})") from error
-    return _ClipImageEmbeds(model), int(model.config.image_size)
+    return _ClipImageEmbeds(model), _square_side(model.config.image_size)
+
+
+def _square_side(size: object) -> int:
+    """The side of a square input from a config's ``image_size`` (an int or an (h, w) pair)."""
+    if isinstance(size, int):
+        return size
+    if isinstance(size, tuple | list) and len(size) == 2 and size[0] == size[1]:
+        return int(size[0])
+    raise DataFormatError(f"clip config: image_size must be an int or a square (h, w) pair, got {size!r}")
 
 
 def _build_torchvision(name: str, weights, weights_dir) -> nn.Module:

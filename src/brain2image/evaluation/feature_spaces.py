@@ -29,6 +29,7 @@ reported as ``semantic``). :func:`register_feature_space` adds a space at run ti
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -283,16 +284,47 @@ class _PixelFeatures:
         return resize_for_metrics(images, self.side).reshape(len(images), -1)
 
 
+class _SharedNetwork:
+    """A network read by several spaces (one node each) in one forward pass per image array.
+
+    The first node asked of an image array triggers one pass computing every node; the nodes of
+    the other spaces built on this network are kept until each is asked once for the same array
+    object (so nothing is held once every space has read it). The array must not be changed in
+    place between those calls.
+    """
+
+    def __init__(self, network: FeatureNetwork, batch_size: int):
+        self.network = network
+        self.batch_size = batch_size
+        self._nodes: set[str] = set()
+        self._images: weakref.ref[np.ndarray] | None = None
+        self._pending: dict[str, np.ndarray] = {}
+
+    def node(self, node: str) -> _NetworkNode:
+        """An extractor of ``node`` sharing this network's passes."""
+        self._nodes.add(node)
+        return _NetworkNode(self, node)
+
+    def features(self, images: np.ndarray, node: str) -> np.ndarray:
+        """Activations at ``node``, array of shape (n_images, n_features), float32."""
+        same = self._images is not None and self._images() is images
+        if same and node in self._pending:
+            return self._pending.pop(node)
+        out = self.network.extract(images, self.batch_size)
+        self._images = weakref.ref(images)
+        self._pending = {n: out[n] for n in self._nodes if n != node}
+        return out[node]
+
+
 @dataclass(frozen=True)
 class _NetworkNode:
-    """One node of a :class:`~.feature_networks.FeatureNetwork`, flattened."""
+    """One node of a shared network, flattened."""
 
-    network: FeatureNetwork
+    shared: _SharedNetwork
     node: str
-    batch_size: int = 32
 
     def features(self, images: np.ndarray) -> np.ndarray:
-        return self.network.extract(images, self.batch_size)[self.node]
+        return self.shared.features(images, self.node)
 
 
 def _load_pixel(options: LoadOptions) -> FeatureExtractor:
@@ -300,9 +332,9 @@ def _load_pixel(options: LoadOptions) -> FeatureExtractor:
 
 
 def _load_network_node(network: str, node: str, options: LoadOptions) -> FeatureExtractor:
-    net = options.shared(("network", network), lambda: load_feature_network(
-        network, weights_dir=options.weights_dir, device=options.device))
-    return _NetworkNode(net, node, options.batch_size)
+    shared = options.shared(("network", network), lambda: _SharedNetwork(load_feature_network(
+        network, weights_dir=options.weights_dir, device=options.device), options.batch_size))
+    return shared.node(node)
 
 
 def network_extractors(network: FeatureNetwork, batch_size: int = 32) -> dict[str, FeatureExtractor]:
@@ -316,8 +348,8 @@ def network_extractors(network: FeatureNetwork, batch_size: int = 32) -> dict[st
     extractors : dict space name → FeatureExtractor
         The spaces of :data:`NETWORK_SPACES` whose network is ``network.spec.name``.
     """
-    return {name: _NetworkNode(network, node, batch_size)
-            for name, (net, node, _) in NETWORK_SPACES.items() if net == network.spec.name}
+    shared = _SharedNetwork(network, batch_size)
+    return {name: shared.node(node) for name, (net, node, _) in NETWORK_SPACES.items() if net == network.spec.name}
 
 
 def _register_core_spaces() -> None:

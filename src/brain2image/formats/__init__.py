@@ -14,3 +14,13 @@ module                     file
 Nothing outside this package opens these files with h5py. NSD's own files are read by
 :mod:`brain2image.nsd`.
 """
+
+from .decoder_file import DecoderFile
+from .feature_store import FeatureStore, feature_store_path, merge_stores
+from .predictions import read_predictions
+from .prepared import PreparedData, PreparedWriter
+from .recon_index import ReconFolder
+from .run_layout import RUN_FILES, RunLayout
+
+__all__ = ["DecoderFile", "FeatureStore", "PreparedData", "PreparedWriter", "RUN_FILES", "ReconFolder", "RunLayout",
+           "feature_store_path", "merge_stores", "read_predictions"]

@@ -82,7 +82,7 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def _write_layout(f: h5py.File, ids: np.ndarray, feature_shape: tuple[int, ...], attrs: dict,
+def _write_layout(f: h5py.File, ids: np.ndarray, feature_shape: tuple[int, ...], attrs: Mapping[str, Any],
                   done: bool) -> h5py.Dataset:
     """Create a store's datasets (``features`` chunked by row, ``ids``, ``done``) and attributes."""
     features = f.create_dataset("features", shape=(len(ids), *feature_shape), dtype=np.float32,
@@ -225,6 +225,15 @@ class FeatureStore:
         return self.path
 
     # ------------------------------------------------------------------ reading
+    @staticmethod
+    def is_feature_store(path: str | os.PathLike) -> bool:
+        """Whether ``path`` is an HDF5 file with a store's ``ids`` and ``features``."""
+        path = Path(path)
+        if not path.is_file() or not h5py.is_hdf5(path):
+            return False
+        with h5py.File(path, "r") as f:
+            return "ids" in f and "features" in f
+
     @classmethod
     def open(cls, path: str | os.PathLike) -> FeatureStore:
         """A finished store for reading.
@@ -254,11 +263,13 @@ class FeatureStore:
 
     @property
     def feature_shape(self) -> tuple[int, ...]:
+        """Shape of one image's feature."""
         with h5py.File(self._file(), "r") as f:
             return tuple(f["features"].shape[1:])
 
     @property
     def attrs(self) -> dict[str, Any]:
+        """Provenance attributes of the store."""
         with h5py.File(self._file(), "r") as f:
             return {k: _plain(v) for k, v in f.attrs.items()}
 

@@ -58,7 +58,7 @@ class PreparedData:
         If the file is absent, unreadable, or lacks the train/test groups.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise MissingFileError(f"prepared file {self.path} not found")
@@ -191,7 +191,7 @@ class PreparedData:
             return group["ijk"][()]
 
     def vertices(self, roi: str) -> tuple[np.ndarray, np.ndarray]:
-        """fsaverage vertex index and hemisphere (0 lh, 1 rh), each of shape (n_voxels,)."""
+        """Fsaverage vertex index and hemisphere (0 lh, 1 rh), each of shape (n_voxels,)."""
         with h5py.File(self.path, "r") as handle:
             group = self._roi(handle, roi)
             if "vertex" not in group:

@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .decoder_file import DecoderFile
 from .feature_store import feature_store_path
 
 __all__ = ["RunLayout", "RUN_FILES", "FEATURE_DATASET"]
@@ -86,6 +87,4 @@ class RunLayout:
 
     def decoder(self, target: str, roi: str) -> Path:
         """``decoders/subjXX_<target>_<roi>.h5``."""
-        from .decoder_file import DecoderFile
-
         return self.file("decoders") / DecoderFile.filename(self.subject, target, roi)

@@ -1,0 +1,1 @@
+"""The latent diffusion model: loading, image handling, z/c features and reconstruction."""

@@ -19,18 +19,21 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import FeatureConfig, config_to_json
-from ..errors import DataFormatError, MissingFileError
+from ..errors import DataFormatError, InvalidArgumentError, MissingFileError
 from ..formats.feature_store import FeatureStore, feature_store_path, shard_ids, shard_path
 from .images import CAPTIONS_RELDIR, STIM_INFO_RELPATH, iter_stimuli, stimuli_path
 from .loading import LatentDiffusionModel
 
-__all__ = ["FEATURES", "extract_features", "feature_store_path", "load_captions", "read_prepared_ids",
-           "image_seed"]
+__all__ = ["FEATURES", "CAPTION_REDUCTIONS", "extract_features", "feature_store_path", "load_captions",
+           "read_prepared_ids", "image_seed"]
 
 logger = logging.getLogger(__name__)
 
 #: Feature names.
 FEATURES = ("z", "c")
+#: How the embeddings of an image's captions are combined into c: ``mean`` over the captions (the
+#: paper) or the ``first`` caption in COCO annotation-id order.
+CAPTION_REDUCTIONS = ("mean", "first")
 
 
 def read_prepared_ids(prepared: str | os.PathLike) -> np.ndarray:
@@ -116,6 +119,28 @@ def _z_batches(model: LatentDiffusionModel, nsd_root, ids, config: FeatureConfig
         yield batch_ids, z.numpy()
 
 
+def _reduce_captions(hidden: torch.Tensor, owner: torch.Tensor, n_images: int, reduction: str) -> torch.Tensor:
+    """Combine the caption embeddings (n_captions, seq, width) of each image: mean or first."""
+    if reduction == "first":  # owner is sorted: each image's first caption is where its run starts
+        return hidden[torch.searchsorted(owner, torch.arange(n_images))]
+    summed = torch.zeros((n_images, *hidden.shape[1:]), dtype=hidden.dtype)
+    summed.index_add_(0, owner, hidden)
+    counts = torch.bincount(owner, minlength=n_images).to(hidden.dtype)
+    return summed / counts[:, None, None]
+
+
+def _c_batches(model: LatentDiffusionModel, nsd_root, ids: np.ndarray, config: FeatureConfig):
+    captions = load_captions(nsd_root, ids) if len(ids) else []
+    for start in range(0, len(ids), config.batch_size):
+        batch_ids = ids[start:start + config.batch_size]
+        batch_caps = captions[start:start + config.batch_size]
+        flat = [text for caps in batch_caps for text in caps]
+        owner = torch.repeat_interleave(torch.arange(len(batch_caps)),
+                                        torch.tensor([len(caps) for caps in batch_caps]))
+        hidden = model.encode_text(flat)
+        yield batch_ids, _reduce_captions(hidden, owner, len(batch_caps), config.caption_reduction).numpy()
+
+
 def extract_features(nsd_root: str | os.PathLike, ids: Sequence[int] | np.ndarray, model: LatentDiffusionModel,
                      feature: str, out_path: str | os.PathLike, config: FeatureConfig | None = None,
                      progress: bool = True, shard: tuple[int, int] | None = None) -> Path:
@@ -147,6 +172,9 @@ def extract_features(nsd_root: str | os.PathLike, ids: Sequence[int] | np.ndarra
     config = FeatureConfig() if config is None else config
     if feature not in FEATURES:
         raise ValueError(f"feature must be one of {FEATURES}, got {feature!r}")
+    if config.caption_reduction not in CAPTION_REDUCTIONS:
+        raise InvalidArgumentError(f"caption_reduction {config.caption_reduction!r}: expected one of "
+                                   f"{list(CAPTION_REDUCTIONS)}")
     ids = np.unique(np.asarray(ids, dtype=np.int64))
     path = Path(out_path)
     if shard is not None:
@@ -154,7 +182,7 @@ def extract_features(nsd_root: str | os.PathLike, ids: Sequence[int] | np.ndarra
         path = shard_path(path, shard)
     if feature == "z":
         resolution = int(config.z_resolution or model.z_resolution)
-        shape = model.z_shape(resolution)
+        shape: tuple[int, ...] = model.z_shape(resolution)
     else:
         resolution = 0
         shape = model.c_shape
@@ -174,18 +202,8 @@ def extract_features(nsd_root: str | os.PathLike, ids: Sequence[int] | np.ndarra
                 store.write(batch_ids, z)
                 bar.update(len(batch_ids))
         else:
-            captions = load_captions(nsd_root, todo) if len(todo) else []
-            for start in range(0, len(todo), config.batch_size):
-                batch_ids = todo[start:start + config.batch_size]
-                batch_caps = captions[start:start + config.batch_size]
-                flat = [text for caps in batch_caps for text in caps]
-                owner = torch.repeat_interleave(torch.arange(len(batch_caps)),
-                                                torch.tensor([len(caps) for caps in batch_caps]))
-                hidden = model.encode_text(flat)
-                summed = torch.zeros((len(batch_caps), *hidden.shape[1:]), dtype=hidden.dtype)
-                summed.index_add_(0, owner, hidden)
-                counts = torch.bincount(owner, minlength=len(batch_caps)).to(hidden.dtype)
-                store.write(batch_ids, (summed / counts[:, None, None]).numpy())
+            for batch_ids, c in _c_batches(model, nsd_root, todo, config):
+                store.write(batch_ids, c)
                 bar.update(len(batch_ids))
     bar.close()
     return store.finalize()

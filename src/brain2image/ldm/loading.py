@@ -82,6 +82,7 @@ class LatentDiffusionModel:
 
     @property
     def latent_channels(self) -> int:
+        """Channels of the VAE latent (4 for Stable Diffusion)."""
         return int(self.vae.config.latent_channels)
 
     @property
@@ -93,8 +94,10 @@ class LatentDiffusionModel:
 
     @property
     def z_resolution(self) -> int:
-        """Default side of the image z is computed from: 5/8 of the native size (320 for 512),
-        rounded to a multiple of ``vae_scale_factor``."""
+        """Default side of the image z is computed from.
+
+        5/8 of the native size (320 for 512), rounded to a multiple of ``vae_scale_factor``.
+        """
         f = self.vae_scale_factor
         return max(f, int(round(self.native_resolution * 5 / 8 / f)) * f)
 
@@ -122,8 +125,11 @@ class LatentDiffusionModel:
         return (self.text_seq_len, self.text_width)
 
     def fingerprint(self) -> str:
-        """A short hash of the weights (names, shapes and a strided sample of the values of the
-        VAE, U-Net and text encoder), to tell apart two models that share a name."""
+        """A short hash of the weights, to tell apart two models that share a name.
+
+        It covers the names, shapes and a strided sample of the values of the VAE, U-Net and text
+        encoder.
+        """
         import hashlib
 
         digest = hashlib.sha256()

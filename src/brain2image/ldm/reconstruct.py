@@ -1,7 +1,7 @@
 """Reconstructions from decoded z and c with diffusers' own pipelines (Takagi & Nishimoto).
 
-Methods:
-
+Methods
+-------
 - ``z_only``: the VAE decoding of z (an image at the z resolution);
 - ``c_only``: text-to-image from c (``StableDiffusionPipeline``, no init latent);
 - ``z_plus_c``: decode z, resize to the native size (LANCZOS), VAE-encode it as the init
@@ -172,15 +172,16 @@ def generate_reconstructions(model: LatentDiffusionModel, ids: Sequence[int] | n
     """
     config = ReconstructionConfig() if config is None else config
     ids = np.asarray(ids, dtype=np.int64)
-    out = {}
+    out: dict[str, np.ndarray] = {}
     for method in parse_methods(methods):
         zm, cm = _prepare_inputs(model, ids, method, z, c, z_true, c_true)
-        result = None
+        result: np.ndarray | None = None
         for row, s, image in _iter_method(model, method, ids, zm, cm, config, range(config.n_samples), progress):
             if result is None:
                 result = np.zeros((len(ids), config.n_samples, *image.shape), dtype=np.uint8)
             result[row, s] = image
-        out[method.value] = result
+        if result is not None:
+            out[method.value] = result
     return out
 
 

@@ -1,5 +1,7 @@
-"""NSD readers: paths, trial table, ROIs, masked betas, ``prepare`` and ``check``
-(the prepared file they write is :mod:`brain2image.formats.prepared`)."""
+"""NSD readers: paths, trial table, ROIs, masked betas, ``prepare`` and ``check``.
+
+The prepared file they write is :mod:`brain2image.formats.prepared`.
+"""
 
 from .check import CheckItem, CheckReport, check_nsd_tree
 from .design import ExpDesign, load_expdesign, read_responses, trial_table

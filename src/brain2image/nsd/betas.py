@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, cast
 
 import h5py
 import nibabel as nib
@@ -106,7 +106,7 @@ def beta_file_info(path: str | Path, beta_format: str) -> BetaFileInfo:
         if beta_format == "mgh":
             shape, dtype, _ = mgh_header(path)
         else:
-            image = nib.load(path)
+            image = cast(Any, nib.load(path))
             shape, dtype = image.shape, image.get_data_dtype()
     except Exception as error:
         raise DataFormatError(f"{path}: cannot be read as {beta_format} ({error})") from error
@@ -159,7 +159,7 @@ def _read_nifti(path: Path, ijk: np.ndarray) -> np.ndarray:
     _require(path)
     (x0, y0, z0), (x1, y1, z1) = _bounds(ijk)
     try:
-        image = nib.load(path)
+        image = cast(Any, nib.load(path))
         box = np.asarray(image.dataobj[x0:x1, y0:y1, z0:z1, :])
     except Exception as error:
         raise DataFormatError(f"{path}: cannot be read as NIfTI (truncated or corrupt?): "
@@ -246,7 +246,7 @@ def read_volume_map(path: str | Path, ijk: np.ndarray,
     path = Path(path)
     _require(path)
     try:
-        image = nib.load(path)
+        image = cast(Any, nib.load(path))
         shape = image.shape
         data = np.asarray(image.dataobj, dtype=np.float32)
     except Exception as error:

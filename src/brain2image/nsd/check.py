@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
@@ -88,28 +89,9 @@ def _check(items: list[CheckItem], role: str, path: Path, probe, optional: bool 
     return value
 
 
-def check_nsd_tree(layout: NSDLayout, sessions: Sequence[int], rois: Sequence[str],
-                   beta_format: str = "hdf5",
-                   trials_per_session: int = TRIALS_PER_SESSION) -> CheckReport:
-    """Check every file a prepare run needs, reading headers only.
-
-    Parameters
-    ----------
-    layout : NSDLayout
-    sessions : sequence of int
-        1-based sessions.
-    rois : sequence of str
-        ROI specs (``streams:early``, ``nsdgeneral``).
-    beta_format : {"hdf5", "nifti"}
-        Ignored on fsaverage (``.mgh``).
-    trials_per_session : int
-
-    Returns
-    -------
-    CheckReport
-        One item per file; ``report.ok`` is False if any is missing or malformed.
-    """
-    items: list[CheckItem] = []
+def _check_design(items: list[CheckItem], layout: NSDLayout, sessions: Sequence[int],
+                  trials_per_session: int) -> None:
+    """The experimental design (enough trials, a row for the subject) and the behaviour file."""
     n_needed = max(sessions) * trials_per_session if sessions else 0
 
     def design_probe():
@@ -134,9 +116,11 @@ def check_nsd_tree(layout: NSDLayout, sessions: Sequence[int], rois: Sequence[st
 
     _check(items, "behaviour", layout.responses(), responses_probe, optional=True)
 
-    specs = [parse_roi_spec(r) for r in rois]
+
+def _check_rois(items: list[CheckItem], layout: NSDLayout, rois: Sequence[str]) -> tuple[int, ...] | None:
+    """Every ROI atlas (and its label table); returns the atlases' shape, None if none could be read."""
     shape: tuple[int, ...] | None = None
-    for spec in specs:
+    for spec in [parse_roi_spec(r) for r in rois]:
         paths = ([layout.fsaverage_label(h, spec.atlas) for h in HEMIS] if layout.is_surface
                  else [layout.roi_volume(spec.atlas)])
         ctab = layout.label_ctab(spec.atlas)
@@ -154,27 +138,35 @@ def check_nsd_tree(layout: NSDLayout, sessions: Sequence[int], rois: Sequence[st
 
         found = _check(items, f"roi {spec}", paths[0], roi_probe)
         if found is not None and shape is None:
-            shape = found
+            shape = cast(tuple[int, ...], found)
+    return shape
 
+
+def _check_ncsnr(items: list[CheckItem], layout: NSDLayout, shape: tuple[int, ...] | None) -> None:
+    """The noise-ceiling SNR map(s), optional; their shape must match the atlases'."""
     if not layout.is_surface:
         def ncsnr_probe():
             import nibabel as nib
-            image_shape = nib.load(layout.ncsnr()).shape
+            image_shape = cast(Any, nib.load(layout.ncsnr())).shape
             if shape is not None and tuple(image_shape[:3]) != tuple(shape):
                 raise ValueError(f"shape {image_shape}, expected {shape}")
             return None, f"shape {image_shape}"
 
         _check(items, "ncsnr", layout.ncsnr(), ncsnr_probe, optional=True)
-    else:
-        for index, hemi in enumerate(HEMIS):
-            def surface_ncsnr_probe(hemi=hemi, index=index):
-                image_shape, _, _ = mgh_header(layout.surface_ncsnr(hemi))
-                if shape is not None and (image_shape[0] != shape[index] or any(n != 1 for n in image_shape[1:])):
-                    raise ValueError(f"shape {image_shape}, expected ({shape[index]}, 1, 1)")
-                return None, f"shape {image_shape}"
+        return
+    for index, hemi in enumerate(HEMIS):
+        def surface_ncsnr_probe(hemi=hemi, index=index):
+            image_shape, _, _ = mgh_header(layout.surface_ncsnr(hemi))
+            if shape is not None and (image_shape[0] != shape[index] or any(n != 1 for n in image_shape[1:])):
+                raise ValueError(f"shape {image_shape}, expected ({shape[index]}, 1, 1)")
+            return None, f"shape {image_shape}"
 
-            _check(items, f"ncsnr {hemi}", layout.surface_ncsnr(hemi), surface_ncsnr_probe, optional=True)
+        _check(items, f"ncsnr {hemi}", layout.surface_ncsnr(hemi), surface_ncsnr_probe, optional=True)
 
+
+def _check_betas(items: list[CheckItem], layout: NSDLayout, sessions: Sequence[int], beta_format: str,
+                 shape: tuple[int, ...] | None, trials_per_session: int) -> None:
+    """Each session's beta file(s): spatial shape, trial count and dtype, from the header."""
     fmt = "mgh" if layout.is_surface else beta_format
     for session in sessions:
         for index, path in enumerate(layout.session_files(session, beta_format)):
@@ -193,4 +185,32 @@ def check_nsd_tree(layout: NSDLayout, sessions: Sequence[int], rois: Sequence[st
                 return None, f"{info.spatial_shape} x {info.n_trials} trials{detail}"
 
             _check(items, f"betas s{session:02d}", path, beta_probe)
+
+
+def check_nsd_tree(layout: NSDLayout, sessions: Sequence[int], rois: Sequence[str],
+                   beta_format: str = "hdf5",
+                   trials_per_session: int = TRIALS_PER_SESSION) -> CheckReport:
+    """Check every file a prepare run needs, reading headers only.
+
+    Parameters
+    ----------
+    layout : NSDLayout
+    sessions : sequence of int
+        1-based sessions.
+    rois : sequence of str
+        ROI specs (``streams:early``, ``nsdgeneral``).
+    beta_format : {"hdf5", "nifti"}
+        Ignored on fsaverage (``.mgh``).
+    trials_per_session : int
+
+    Returns
+    -------
+    CheckReport
+        One item per file; ``report.ok`` is False if any is missing or malformed.
+    """
+    items: list[CheckItem] = []
+    _check_design(items, layout, sessions, trials_per_session)
+    shape = _check_rois(items, layout, rois)
+    _check_ncsnr(items, layout, shape)
+    _check_betas(items, layout, sessions, beta_format, shape, trials_per_session)
     return CheckReport(items)

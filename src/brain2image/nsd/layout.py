@@ -144,7 +144,7 @@ class NSDLayout:
         return self.root / f"nsddata/freesurfer/{self.subj}/label/{hemi}.{atlas}.mgz"
 
     def fsaverage_label(self, hemi: str, atlas: str) -> Path:
-        """fsaverage atlas ``nsddata/freesurfer/fsaverage/label/<hemi>.<atlas>.mgz``, shape (n_vertices, 1, 1)."""
+        """Fsaverage atlas ``nsddata/freesurfer/fsaverage/label/<hemi>.<atlas>.mgz``, shape (n_vertices, 1, 1)."""
         return self.root / f"nsddata/freesurfer/fsaverage/label/{hemi}.{atlas}.mgz"
 
     # ----------------------------------------------------------------- betas
@@ -160,7 +160,7 @@ class NSDLayout:
         return self.betas_dir() / f"betas_session{int(session):02d}{suffix}"
 
     def surface_betas(self, session: int, hemi: str) -> Path:
-        """fsaverage betas ``<hemi>.betas_sessionNN.mgh``, shape (n_vertices, 1, 1, n_trials)."""
+        """Fsaverage betas ``<hemi>.betas_sessionNN.mgh``, shape (n_vertices, 1, 1, n_trials)."""
         return self.betas_dir() / f"{hemi}.betas_session{int(session):02d}.mgh"
 
     def session_files(self, session: int, beta_format: str = "hdf5") -> list[Path]:
@@ -174,7 +174,7 @@ class NSDLayout:
         return self.betas_dir() / "ncsnr.nii.gz"
 
     def surface_ncsnr(self, hemi: str) -> Path:
-        """fsaverage noise-ceiling SNR ``<hemi>.ncsnr.mgh``, shape (n_vertices, 1, 1)."""
+        """Fsaverage noise-ceiling SNR ``<hemi>.ncsnr.mgh``, shape (n_vertices, 1, 1)."""
         return self.betas_dir() / f"{hemi}.ncsnr.mgh"
 
     def ncsnr_files(self) -> list[Path]:

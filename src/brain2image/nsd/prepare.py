@@ -129,7 +129,7 @@ def _read_session(layout: NSDLayout, session: int, beta_format: str, positions: 
     """Raw betas of one session at the union's positions, shape (n_trials, n_union)."""
     if not layout.is_surface:
         return read_volume_betas(layout.betas_session(session, beta_format), positions, beta_format,
-                                 n_trials=trials_per_session, volume_shape=shape)
+                                 n_trials=trials_per_session, volume_shape=_volume3(shape))
     return np.concatenate([read_surface_betas(layout.surface_betas(session, hemi), vertices,
                                               n_trials=trials_per_session, n_vertices=n_vertices)
                            for hemi, vertices, n_vertices in _per_hemisphere(positions, shape)], axis=1)
@@ -144,11 +144,11 @@ def _per_hemisphere(positions: np.ndarray, shape: tuple[int, ...]):
 
 
 def _read_ncsnr(layout: NSDLayout, positions: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
-    """ncsnr at the union's positions, or None when the space's ncsnr file(s) are not on disk."""
+    """Ncsnr at the union's positions, or None when the space's ncsnr file(s) are not on disk."""
     if not all(path.is_file() for path in layout.ncsnr_files()):
         return None
     if not layout.is_surface:
-        return read_volume_map(layout.ncsnr(), positions, shape)
+        return read_volume_map(layout.ncsnr(), positions, _volume3(shape))
     return np.concatenate([read_surface_map(layout.surface_ncsnr(hemi), vertices, n_vertices)
                            for hemi, vertices, n_vertices in _per_hemisphere(positions, shape)])
 
@@ -178,6 +178,27 @@ def _prepared_rois(masks: list[RoiMask], union: np.ndarray, positions: np.ndarra
             positions=_roi_positions(positions[columns], is_surface, shape),
             ncsnr=None if ncsnr is None else ncsnr[columns]))
     return rois
+
+
+def _volume3(shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """A volume shape (X, Y, Z) as a 3-tuple."""
+    x, y, z = shape
+    return x, y, z
+
+
+def _space_attrs(layout: NSDLayout, shape: tuple[int, ...], affine: np.ndarray | None) -> dict:
+    """``n_vertices`` per hemisphere (fsaverage), or the volume's ``volume_shape`` and ``affine``."""
+    if layout.is_surface:
+        return {"n_vertices": np.asarray(shape, dtype=np.int64)}
+    return {"volume_shape": np.asarray(shape, dtype=np.int64), "affine": affine}
+
+
+def _write_test_means(writer: PreparedWriter, test_table: pd.DataFrame, rois: list[PreparedRoi]) -> None:
+    """Average the shared-image trials written so far by image, and write the test split."""
+    test_ids = test_table["id73k"].to_numpy(np.int64)
+    unique_ids, counts = np.unique(test_ids, return_counts=True)
+    means = {roi.key: average_repeats(writer.read_test_trials(roi.key), test_ids)[0] for roi in rois}
+    writer.write_test(unique_ids, counts, means)
 
 
 def prepare_subject(
@@ -243,7 +264,7 @@ def prepare_subject(
     shared = table["is_shared"].to_numpy()
     train_table, test_table = table[~shared], table[shared]
     ncsnr = _read_ncsnr(layout, positions, shape)
-    rois = _prepared_rois(masks, union, positions, layout.is_surface, shape, ncsnr)
+    prepared_rois = _prepared_rois(masks, union, positions, layout.is_surface, shape, ncsnr)
     logger.info("subject %d: %d sessions, %d train trials, %d test trials, %d voxels in the ROI "
                 "union", subject, len(session_list), len(train_table), len(test_table), len(positions))
     attrs = {
@@ -251,25 +272,17 @@ def prepare_subject(
         "beta_format": "mgh" if layout.is_surface else beta_format,
         "sessions": np.asarray(session_list, dtype=np.int16), "scale": scale,
         "zscore_sessions": bool(zscore_sessions), "rois": keys, "roi_specs": [str(s) for s in specs],
-        "trials_per_session": trials_per_session}
-    if layout.is_surface:
-        attrs["n_vertices"] = np.asarray(shape, dtype=np.int64)
-    else:
-        attrs.update(volume_shape=np.asarray(shape, dtype=np.int64), affine=affine)
+        "trials_per_session": trials_per_session, **_space_attrs(layout, shape, affine)}
 
     out_path = Path(out_path)
-    with PreparedWriter(out_path, attrs, _trial_index(train_table), _trial_index(test_table), rois) as writer:
+    with PreparedWriter(out_path, attrs, _trial_index(train_table), _trial_index(test_table), prepared_rois) as writer:
         for session in tqdm(session_list, desc=f"prepare subj{subject:02d}", unit="session",
                             disable=not progress):
             betas = scale_betas(_read_session(layout, session, beta_format, positions, shape,
                                               trials_per_session), scale)
-            if zscore_sessions:
-                betas = zscore_trials(betas)
             in_session = shared[(table["session"] == session).to_numpy()]
+            betas = zscore_trials(betas) if zscore_sessions else betas
             writer.write_session(betas[~in_session], betas[in_session])
-        test_ids = test_table["id73k"].to_numpy(np.int64)
-        unique_ids, counts = np.unique(test_ids, return_counts=True)
-        means = {roi.key: average_repeats(writer.read_test_trials(roi.key), test_ids)[0] for roi in rois}
-        writer.write_test(unique_ids, counts, means)
+        _write_test_means(writer, test_table, prepared_rois)
     logger.info("wrote %s", out_path)
     return out_path

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import nibabel as nib
 import numpy as np
@@ -136,7 +137,7 @@ def _load_atlas(path: Path) -> tuple[np.ndarray, np.ndarray]:
         if is_mgh(path):
             data, affine = mgh_read(path), mgh_header(path)[2]
         else:
-            image = nib.load(path)
+            image = cast(Any, nib.load(path))
             data, affine = np.asarray(image.dataobj), np.asarray(image.affine, dtype=np.float64)
     except Exception as error:
         raise DataFormatError(f"{path}: cannot be read as an image ({error})") from error

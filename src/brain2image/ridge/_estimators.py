@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from .backend import BackendLike
 from ._solvers import DEFAULT_ALPHAS, DEFAULT_TARGET_CHUNK, RidgeResult, fit_ridge, fit_ridge_cv, predict_ridge
+from .backend import BackendLike
 
 __all__ = ["ImageRidge", "ImageRidgeCV"]
 

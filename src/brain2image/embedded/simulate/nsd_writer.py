@@ -260,6 +260,43 @@ def write_stim_info(path: str | os.PathLike, coco_ids: np.ndarray, coco_split: S
         frame.to_csv(tmp, index=True, float_format="%.6g", lineterminator="\n")
 
 
+def _repetition_history(ten_k: np.ndarray, session: np.ndarray
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per trial: ISOLD, ISOLDCURRENT, MEMORYRECENT and MEMORYFIRST of ``responses.tsv``.
+
+    Parameters
+    ----------
+    ten_k : ndarray of shape (n_trials,)
+        The image of every trial.
+    session : ndarray of shape (n_trials,)
+        The session of every trial.
+
+    Returns
+    -------
+    is_old, is_old_current : ndarray of shape (n_trials,), int64
+        1 when the image was shown before (in any session / in the same session).
+    memory_recent, memory_first : ndarray of shape (n_trials,), float64
+        Trials since the last / the first presentation (NaN for a first presentation).
+    """
+    n_trials = len(ten_k)
+    is_old = np.zeros(n_trials, dtype=np.int64)
+    is_old_current = np.zeros(n_trials, dtype=np.int64)
+    memory_recent = np.full(n_trials, np.nan)
+    memory_first = np.full(n_trials, np.nan)
+    last_seen: dict[int, int] = {}
+    first_seen: dict[int, int] = {}
+    for t, image in enumerate(ten_k.tolist()):
+        if image in last_seen:
+            is_old[t] = 1
+            memory_recent[t] = t - last_seen[image]
+            memory_first[t] = t - first_seen[image]
+            is_old_current[t] = int(session[last_seen[image]] == session[t])
+        else:
+            first_seen[image] = t
+        last_seen[image] = t
+    return is_old, is_old_current, memory_recent, memory_first
+
+
 def write_responses(path: str | os.PathLike, subject: int, masterordering: np.ndarray,
                     subjectim: np.ndarray, seed: int = 0,
                     trials_per_session: int = TRIALS_PER_SESSION) -> pd.DataFrame:
@@ -296,21 +333,7 @@ def write_responses(path: str | os.PathLike, subject: int, masterordering: np.nd
     run_start = np.concatenate([[0], np.cumsum(RUN_LENGTHS)[:-1]])
     run = np.searchsorted(run_start, in_session, side="right")
     trial = in_session - run_start[run - 1] + 1
-    is_old = np.zeros(n_trials, dtype=np.int64)
-    is_old_current = np.zeros(n_trials, dtype=np.int64)
-    memory_recent = np.full(n_trials, np.nan)
-    memory_first = np.full(n_trials, np.nan)
-    last_seen: dict[int, int] = {}
-    first_seen: dict[int, int] = {}
-    for t, image in enumerate(ten_k.tolist()):
-        if image in last_seen:
-            is_old[t] = 1
-            memory_recent[t] = t - last_seen[image]
-            memory_first[t] = t - first_seen[image]
-            is_old_current[t] = int(session[last_seen[image]] == session[t])
-        else:
-            first_seen[image] = t
-        last_seen[image] = t
+    is_old, is_old_current, memory_recent, memory_first = _repetition_history(ten_k, session)
     correct = (rng.random(n_trials) < 0.8).astype(np.int64)
     answer_old = np.where(correct == 1, is_old, 1 - is_old)
     missing = (rng.random(n_trials) < 0.01).astype(np.int64)

@@ -159,8 +159,8 @@ def render_scene(scene: Scene, size: int = 64, supersample: int = 3) -> np.ndarr
     big = size * supersample
     coords = (np.arange(big) + 0.5) / big
     yy, xx = np.meshgrid(coords, coords, indexing="ij")
-    _, top, bottom, horizon = BACKGROUNDS[scene.background]
-    top, bottom = np.asarray(top), np.asarray(bottom)
+    _, top_rgb, bottom_rgb, horizon = BACKGROUNDS[scene.background]
+    top, bottom = np.asarray(top_rgb), np.asarray(bottom_rgb)
     # Vertical gradient within each half gives the background some low-level structure.
     shade = np.where(yy < horizon, 0.85 + 0.3 * yy / horizon, 1.1 - 0.25 * (yy - horizon) / (1 - horizon))
     canvas = np.where((yy < horizon)[..., None], top, bottom) * shade[..., None]

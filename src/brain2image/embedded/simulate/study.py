@@ -31,8 +31,15 @@ from ..._io import atomic_path
 from ...errors import InvalidArgumentError
 from . import nsd_writer
 from .nsd_writer import BETA_SCALE, TRIALS_PER_SESSION
-from .scenes import label_names, render_scenes, sample_scenes, scene_captions, scene_labels
-from .subject import CHANNELS, DEFAULT_ROI_SIZES, STREAM_LABELS, SimulatedSubject, make_anatomy
+from .scenes import Scene, label_names, render_scenes, sample_scenes, scene_captions, scene_labels
+from .subject import (
+    CHANNELS,
+    DEFAULT_ROI_SIZES,
+    STREAM_LABELS,
+    SimulatedAnatomy,
+    SimulatedSubject,
+    make_anatomy,
+)
 
 __all__ = ["SimulatedStudy", "StudyDesign", "make_design", "simulate_study", "write_truth"]
 
@@ -216,6 +223,129 @@ def write_truth(path: str | os.PathLike, *, subject: SimulatedSubject, signal: n
         f.attrs["brain2image_version"] = __version__
 
 
+@dataclass(frozen=True)
+class _StudySettings:
+    """The arguments of :func:`simulate_study` that shape the data (recorded in the truth's attrs)."""
+
+    seed: int
+    n_images: int
+    n_shared: int
+    n_sessions: int
+    volume_shape: tuple[int, int, int]
+    roi_sizes: dict[str, int]
+    image_size: int
+    ncsnr: float
+    session_offset: float
+    val_fraction: float
+
+    def truth_attrs(self, anatomy: SimulatedAnatomy) -> dict[str, object]:
+        """The ``simulation_truth.h5`` attributes of these settings."""
+        return {"seed": self.seed, "n_images": self.n_images, "n_shared": self.n_shared,
+                "n_sessions": self.n_sessions, "volume_shape": list(anatomy.volume_shape),
+                "roi_sizes": json.dumps(self.roi_sizes), "image_size": self.image_size,
+                "ncsnr_target": self.ncsnr, "session_offset": self.session_offset,
+                "val_fraction": self.val_fraction}
+
+
+def _seed_of(sequence: np.random.SeedSequence) -> int:
+    """An int seed drawn from one of the study's seed sequences."""
+    return int(sequence.generate_state(1)[0])
+
+
+@dataclass(frozen=True)
+class _Stimuli:
+    """The study's images and what the NSD tree says about them (index = 0-based 73k id)."""
+
+    scenes: list[Scene]
+    images: np.ndarray
+    labels: np.ndarray
+    captions: list[list[str]]
+    coco_ids: np.ndarray
+    is_val: np.ndarray
+    crop_boxes: list[str]
+    losses: np.ndarray
+
+
+def _draw_stimuli(n_images: int, image_size: int, val_fraction: float, rng_scenes: np.random.SeedSequence,
+                  rng_coco: np.random.SeedSequence) -> _Stimuli:
+    """Scenes, their images, labels and captions, and the COCO-side fields of the stimulus table."""
+    scenes = sample_scenes(n_images, seed=_seed_of(rng_scenes))
+    caption_rng = np.random.default_rng(rng_scenes.spawn(1)[0])
+    coco = np.random.default_rng(rng_coco)
+    coco_ids = coco.choice(581929, size=n_images, replace=False) + 1
+    is_val = coco.random(n_images) < val_fraction
+    crop = coco.uniform(0.0, 0.2, n_images)
+    return _Stimuli(
+        scenes=scenes, images=render_scenes(scenes, image_size),
+        labels=np.stack([scene_labels(s) for s in scenes]),
+        captions=[scene_captions(s, caption_rng) for s in scenes],
+        coco_ids=coco_ids, is_val=is_val, crop_boxes=[f"(0, 0, {c:.7g}, {c:.7g})" for c in crop],
+        losses=np.where(crop > 0.1, coco.uniform(0, 0.1, n_images), 0.0))
+
+
+def _write_design_files(paths: Mapping[str, Path], stimuli: _Stimuli, design: StudyDesign,
+                        anatomy: SimulatedAnatomy, seed: int) -> None:
+    """Stimuli, captions, experimental design, stimulus table, behaviour and ROIs of the tree."""
+    n_images = len(stimuli.images)
+    nsd_writer.write_stimuli(paths["stimuli"], stimuli.images)
+    next_id = 1
+    for split, mask in (("train2017", ~stimuli.is_val), ("val2017", stimuli.is_val)):
+        idx = np.nonzero(mask)[0]
+        next_id = nsd_writer.write_captions(paths[f"captions_{split}"], stimuli.coco_ids[idx].tolist(),
+                                            [stimuli.captions[i] for i in idx], stimuli.images.shape[1],
+                                            next_id)
+    nsd_writer.write_expdesign(paths["expdesign"], design.masterordering,
+                               design.subjectim[None, :], design.sharedix)
+    shared = np.zeros(n_images, dtype=bool)
+    shared[design.sharedix - 1] = True
+    nsd_writer.write_stim_info(
+        paths["stim_info"], stimuli.coco_ids, np.where(stimuli.is_val, "val2017", "train2017").tolist(),
+        shared, {1: np.ones(n_images, dtype=bool)}, {1: design.repetition_trials(n_images)},
+        stimuli.crop_boxes, stimuli.losses)
+    nsd_writer.write_responses(paths["responses"], 1, design.masterordering, design.subjectim, seed=seed)
+    nsd_writer.write_rois(paths, anatomy.brainmask, anatomy.nsdgeneral, anatomy.streams,
+                          STREAM_LABELS, anatomy.affine)
+
+
+def _write_betas(paths: Mapping[str, Path], subject: SimulatedSubject, signal: np.ndarray,
+                 design: StudyDesign, noise_rng: np.random.Generator, *, session_offset: float,
+                 nifti: bool, progress: bool) -> np.ndarray:
+    """Write every session's betas and the ncsnr volume.
+
+    ROI voxels carry signal; other brain voxels noise around a flat baseline.
+
+    Returns
+    -------
+    roi_offsets : ndarray of shape (n_sessions, n_voxels)
+        The session offsets of the ROI voxels (for the ground truth).
+    """
+    anatomy = subject.anatomy
+    n_sessions = int(design.session.max())
+    brain_ijk = np.argwhere(anatomy.brainmask)
+    roi_index = np.full(anatomy.volume_shape, -1, dtype=np.int64)
+    roi_index[tuple(anatomy.voxel_ijk.T)] = np.arange(subject.n_voxels)
+    in_roi = roi_index[tuple(brain_ijk.T)]
+    roi_noise = subject.noise_sd
+    noise_sd = np.where(in_roi >= 0, roi_noise[np.maximum(in_roi, 0)], np.median(roi_noise))
+    baseline = np.where(in_roi >= 0, 0.0, noise_rng.normal(0.5, 0.5, len(brain_ijk)))
+    offsets = noise_rng.standard_normal((n_sessions, len(brain_ijk))) * session_offset * noise_sd
+    trial_ids = design.trial_ids
+    for s in tqdm(range(n_sessions), desc="simulate sessions", disable=not progress):
+        ids = trial_ids[s * TRIALS_PER_SESSION:(s + 1) * TRIALS_PER_SESSION]
+        clean = np.broadcast_to(baseline.astype(np.float32), (len(ids), len(brain_ijk))).copy()
+        clean[:, in_roi >= 0] = signal[ids][:, in_roi[in_roi >= 0]]
+        betas = _session_betas(clean, noise_sd, offsets[s], noise_rng)
+        volume = np.zeros((*anatomy.volume_shape, len(ids)), dtype=np.int16)
+        volume[tuple(brain_ijk.T)] = _to_int16(betas).T
+        nsd_writer.write_betas_session(paths["betas_dir"], s + 1, volume, anatomy.affine, nifti=nifti)
+    ncsnr_volume = np.zeros(anatomy.volume_shape, dtype=np.float32)
+    ncsnr_volume[tuple(anatomy.voxel_ijk.T)] = subject.ncsnr
+    nsd_writer.write_ncsnr(paths["ncsnr"], ncsnr_volume, anatomy.affine)
+    roi_offsets = np.zeros((n_sessions, subject.n_voxels))
+    roi_offsets[:, in_roi[in_roi >= 0]] = offsets[:, in_roi >= 0]
+    return roi_offsets
+
+
 def simulate_study(out_dir: str | os.PathLike, *, n_images: int = 1250, n_shared: int = 50,
                    n_sessions: int = 4, volume_shape: tuple[int, int, int] = (24, 30, 20),
                    roi_sizes: Mapping[str, int] | None = None, image_size: int = 64,
@@ -259,94 +389,39 @@ def simulate_study(out_dir: str | os.PathLike, *, n_images: int = 1250, n_shared
     -------
     SimulatedStudy
     """
-    start = time.perf_counter()
     if image_size % 2:
         raise InvalidArgumentError(f"image_size must be even, got {image_size}")
-    out_dir = Path(out_dir).expanduser().resolve()
+    settings = _StudySettings(
+        seed=seed, n_images=n_images, n_shared=n_shared, n_sessions=n_sessions, volume_shape=volume_shape,
+        roi_sizes=dict(DEFAULT_ROI_SIZES if roi_sizes is None else roi_sizes), image_size=image_size,
+        ncsnr=ncsnr, session_offset=session_offset, val_fraction=val_fraction)
+    return _run_study(Path(out_dir).expanduser().resolve(), settings, nifti_betas=nifti_betas, progress=progress)
+
+
+def _run_study(out_dir: Path, settings: _StudySettings, *, nifti_betas: bool, progress: bool) -> SimulatedStudy:
+    """Draw everything from ``settings.seed`` and write the tree and the truth (see simulate_study)."""
+    start = time.perf_counter()
     nsd_root = out_dir / "nsd"
     paths = nsd_writer.nsd_paths(nsd_root, subject=1)
-    streams = np.random.SeedSequence(seed).spawn(7)
+    streams = np.random.SeedSequence(settings.seed).spawn(7)
     rng_scenes, rng_design, rng_anat, rng_subject, rng_noise, rng_coco, rng_behav = streams
-    roi_sizes = dict(DEFAULT_ROI_SIZES if roi_sizes is None else roi_sizes)
 
     # Design first: it validates the sizes.
-    design = make_design(n_images, n_shared, n_sessions, seed=int(rng_design.generate_state(1)[0]))
-
-    # Stimuli, captions and semantic labels.
-    scenes = sample_scenes(n_images, seed=int(rng_scenes.generate_state(1)[0]))
-    images = render_scenes(scenes, image_size)
-    labels = np.stack([scene_labels(s) for s in scenes])
-    caption_rng = np.random.default_rng(rng_scenes.spawn(1)[0])
-    captions = [scene_captions(s, caption_rng) for s in scenes]
-    coco = np.random.default_rng(rng_coco)
-    coco_ids = coco.choice(581929, size=n_images, replace=False) + 1
-    is_val = coco.random(n_images) < val_fraction
-    crop = coco.uniform(0.0, 0.2, n_images)
-    crop_boxes = [f"(0, 0, {c:.7g}, {c:.7g})" for c in crop]
-    losses = np.where(crop > 0.1, coco.uniform(0, 0.1, n_images), 0.0)
-    logger.info("rendered %d scenes", n_images)
-
-    # Subject.
-    anatomy = make_anatomy(volume_shape, roi_sizes, seed=int(rng_anat.generate_state(1)[0]))
+    design = make_design(settings.n_images, settings.n_shared, settings.n_sessions, seed=_seed_of(rng_design))
+    stimuli = _draw_stimuli(settings.n_images, settings.image_size, settings.val_fraction, rng_scenes, rng_coco)
+    logger.info("rendered %d scenes", settings.n_images)
+    anatomy = make_anatomy(settings.volume_shape, settings.roi_sizes, seed=_seed_of(rng_anat))
     subject, signal = SimulatedSubject.sample(
-        anatomy, images, labels, ncsnr=ncsnr, seed=int(rng_subject.generate_state(1)[0]),
+        anatomy, stimuli.images, stimuli.labels, ncsnr=settings.ncsnr, seed=_seed_of(rng_subject),
         return_responses=True)
     logger.info("subject: %d ROI voxels", subject.n_voxels)
 
-    # Files of the tree.
-    nsd_writer.write_stimuli(paths["stimuli"], images)
-    next_id = 1
-    for split, mask in (("train2017", ~is_val), ("val2017", is_val)):
-        idx = np.nonzero(mask)[0]
-        next_id = nsd_writer.write_captions(paths[f"captions_{split}"], coco_ids[idx],
-                                            [captions[i] for i in idx], image_size, next_id)
-    nsd_writer.write_expdesign(paths["expdesign"], design.masterordering,
-                               design.subjectim[None, :], design.sharedix)
-    shared = np.zeros(n_images, dtype=bool)
-    shared[design.sharedix - 1] = True
-    nsd_writer.write_stim_info(
-        paths["stim_info"], coco_ids, np.where(is_val, "val2017", "train2017").tolist(), shared,
-        {1: np.ones(n_images, dtype=bool)}, {1: design.repetition_trials(n_images)}, crop_boxes,
-        losses)
-    nsd_writer.write_responses(paths["responses"], 1, design.masterordering, design.subjectim,
-                               seed=int(rng_behav.generate_state(1)[0]))
-    nsd_writer.write_rois(paths, anatomy.brainmask, anatomy.nsdgeneral, anatomy.streams,
-                          STREAM_LABELS, anatomy.affine)
-
-    # Betas: ROI voxels carry signal; other brain voxels noise around a flat baseline.
-    brain_ijk = np.argwhere(anatomy.brainmask)
-    roi_index = np.full(anatomy.volume_shape, -1, dtype=np.int64)
-    roi_index[tuple(anatomy.voxel_ijk.T)] = np.arange(subject.n_voxels)
-    in_roi = roi_index[tuple(brain_ijk.T)]
-    noise_rng = np.random.default_rng(rng_noise)
-    roi_noise = subject.noise_sd
-    noise_sd = np.where(in_roi >= 0, roi_noise[np.maximum(in_roi, 0)], np.median(roi_noise))
-    baseline = np.where(in_roi >= 0, 0.0, noise_rng.normal(0.5, 0.5, len(brain_ijk)))
-    offsets = noise_rng.standard_normal((n_sessions, len(brain_ijk))) * session_offset * noise_sd
-    trial_ids = design.trial_ids
-    for s in tqdm(range(n_sessions), desc="simulate sessions", disable=not progress):
-        ids = trial_ids[s * TRIALS_PER_SESSION:(s + 1) * TRIALS_PER_SESSION]
-        clean = np.broadcast_to(baseline.astype(np.float32), (len(ids), len(brain_ijk))).copy()
-        clean[:, in_roi >= 0] = signal[ids][:, in_roi[in_roi >= 0]]
-        betas = _session_betas(clean, noise_sd, offsets[s], noise_rng)
-        volume = np.zeros((*anatomy.volume_shape, len(ids)), dtype=np.int16)
-        volume[tuple(brain_ijk.T)] = _to_int16(betas).T
-        nsd_writer.write_betas_session(paths["betas_dir"], s + 1, volume, anatomy.affine,
-                                       nifti=nifti_betas)
-    ncsnr_volume = np.zeros(anatomy.volume_shape, dtype=np.float32)
-    ncsnr_volume[tuple(anatomy.voxel_ijk.T)] = subject.ncsnr
-    nsd_writer.write_ncsnr(paths["ncsnr"], ncsnr_volume, anatomy.affine)
-
+    _write_design_files(paths, stimuli, design, anatomy, seed=_seed_of(rng_behav))
+    roi_offsets = _write_betas(paths, subject, signal, design, np.random.default_rng(rng_noise),
+                               session_offset=settings.session_offset, nifti=nifti_betas, progress=progress)
     truth_path = out_dir / "simulation_truth.h5"
-    roi_offsets = np.zeros((n_sessions, subject.n_voxels))
-    roi_offsets[:, in_roi[in_roi >= 0]] = offsets[:, in_roi >= 0]
-    write_truth(truth_path, subject=subject, signal=signal, labels=labels,
-                scenes_json=json.dumps([s.to_dict() for s in scenes]), coco_ids=coco_ids,
-                design=design, session_offset=roi_offsets,
-                attrs={"seed": seed, "n_images": n_images, "n_shared": n_shared,
-                       "n_sessions": n_sessions, "volume_shape": list(anatomy.volume_shape),
-                       "roi_sizes": json.dumps(roi_sizes), "image_size": image_size,
-                       "ncsnr_target": ncsnr, "session_offset": session_offset,
-                       "val_fraction": val_fraction})
+    write_truth(truth_path, subject=subject, signal=signal, labels=stimuli.labels,
+                scenes_json=json.dumps([s.to_dict() for s in stimuli.scenes]), coco_ids=stimuli.coco_ids,
+                design=design, session_offset=roi_offsets, attrs=settings.truth_attrs(anatomy))
     logger.info("simulated study written to %s in %.1f s", out_dir, time.perf_counter() - start)
     return SimulatedStudy(out_dir=out_dir, nsd_root=nsd_root, truth_path=truth_path)

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, Literal, overload
 
 import h5py
 import numpy as np
@@ -241,6 +242,40 @@ def _gaussian_rfs(centres: np.ndarray, sizes: np.ndarray, grid: int) -> np.ndarr
     return (rf / rf.sum(0, keepdims=True)).astype(np.float32)
 
 
+def _draw_voxel_parameters(anatomy: SimulatedAnatomy, n_labels: int, ncsnr: float, ncsnr_spread: float,
+                           rng: np.random.Generator) -> dict[str, Any]:
+    """The random parameters of every ``nsdgeneral`` voxel (the fields of SimulatedSubject).
+
+    Draws from ``rng`` in a fixed order: the same generator state gives the same subject.
+    """
+    stream = anatomy.streams[tuple(anatomy.voxel_ijk.T)]
+    kind = np.array([_VOXEL_KIND[STREAM_LABELS[int(v)]] for v in stream])
+    n_vox = len(kind)
+    mix = np.where(kind == "early", 1.0, np.where(kind == "ventral", 0.0,
+                                                 rng.uniform(0.3, 0.7, n_vox)))
+    # Retinotopy: centres cover the image (a little beyond its border), size grows with eccentricity.
+    centre = rng.uniform(-0.05, 1.05, size=(n_vox, 2))
+    ecc = np.linalg.norm(centre - 0.5, axis=1)
+    size = np.clip((0.03 + 0.12 * ecc) * rng.lognormal(0, 0.25, n_vox), 0.025, 0.15)
+    n_ch = len(CHANNELS)
+    cw = rng.gamma(0.4, size=(n_vox, n_ch)) * (rng.random((n_vox, n_ch)) < 0.6)
+    cw[np.arange(n_vox), rng.integers(0, n_ch, n_vox)] += 1.0  # at least one channel
+    cw /= cw.sum(1, keepdims=True)
+    sw = rng.normal(0, 1, size=(n_vox, n_labels)) * (
+        rng.random((n_vox, n_labels)) < rng.uniform(3, 6, (n_vox, 1)) / n_labels)
+    sw[np.arange(n_vox), rng.integers(0, n_labels, n_vox)] += rng.choice([-1.5, 1.5], n_vox)
+    cw[mix == 0] = 0.0
+    sw[mix == 1] = 0.0
+    return {
+        "kind": kind, "mix": mix, "rf_centre": centre, "rf_size": size,
+        "channel_weights": cw.astype(np.float32), "semantic_weights": sw.astype(np.float32),
+        "layout_weight": np.where(mix < 1, rng.choice([-1.0, 1.0], n_vox) * 0.33, 0.0),
+        "layout_centre": rng.uniform(0.25, 0.75, size=(n_vox, 2)),
+        "baseline": rng.normal(1.5, 0.5, n_vox), "amplitude": rng.lognormal(0.0, 0.3, n_vox),
+        "ncsnr": ncsnr * rng.lognormal(0.0, ncsnr_spread, n_vox),
+    }
+
+
 @dataclass
 class SimulatedSubject:
     """Parameters of the encoding model of one simulated subject (see module docstring).
@@ -312,6 +347,18 @@ class SimulatedSubject:
         """Single-trial noise sd per voxel (% signal change), array of shape (n_voxels,)."""
         return self.amplitude / self.ncsnr
 
+    @overload
+    @classmethod
+    def sample(cls, anatomy: SimulatedAnatomy, images: np.ndarray, labels: np.ndarray, *,
+               ncsnr: float = ..., ncsnr_spread: float = ..., seed: int = ...,
+               return_responses: Literal[False] = ...) -> SimulatedSubject: ...
+
+    @overload
+    @classmethod
+    def sample(cls, anatomy: SimulatedAnatomy, images: np.ndarray, labels: np.ndarray, *,
+               ncsnr: float = ..., ncsnr_spread: float = ..., seed: int = ...,
+               return_responses: Literal[True]) -> tuple[SimulatedSubject, np.ndarray]: ...
+
     @classmethod
     def sample(cls, anatomy: SimulatedAnatomy, images: np.ndarray, labels: np.ndarray, *,
                ncsnr: float = 0.4, ncsnr_spread: float = 0.3, seed: int = 0,
@@ -342,50 +389,33 @@ class SimulatedSubject:
         """
         if ncsnr <= 0:
             raise ValueError(f"ncsnr must be > 0, got {ncsnr}")
-        rng = np.random.default_rng(seed)
-        ijk = anatomy.voxel_ijk
-        stream = anatomy.streams[tuple(ijk.T)]
-        kind = np.array([_VOXEL_KIND[STREAM_LABELS[int(v)]] for v in stream])
-        n_vox, n_labels = len(kind), labels.shape[1]
-        mix = np.where(kind == "early", 1.0, np.where(kind == "ventral", 0.0,
-                                                     rng.uniform(0.3, 0.7, n_vox)))
-        # Retinotopy: centres cover the image (a little beyond its border), size grows with eccentricity.
-        centre = rng.uniform(-0.05, 1.05, size=(n_vox, 2))
-        ecc = np.linalg.norm(centre - 0.5, axis=1)
-        size = np.clip((0.03 + 0.12 * ecc) * rng.lognormal(0, 0.25, n_vox), 0.025, 0.15)
-        n_ch = len(CHANNELS)
-        cw = rng.gamma(0.4, size=(n_vox, n_ch)) * (rng.random((n_vox, n_ch)) < 0.6)
-        cw[np.arange(n_vox), rng.integers(0, n_ch, n_vox)] += 1.0  # at least one channel
-        cw /= cw.sum(1, keepdims=True)
-        sw = rng.normal(0, 1, size=(n_vox, n_labels)) * (
-            rng.random((n_vox, n_labels)) < rng.uniform(3, 6, (n_vox, 1)) / n_labels)
-        sw[np.arange(n_vox), rng.integers(0, n_labels, n_vox)] += rng.choice([-1.5, 1.5], n_vox)
-        cw[mix == 0] = 0.0
-        sw[mix == 1] = 0.0
+        params = _draw_voxel_parameters(anatomy, labels.shape[1], ncsnr, ncsnr_spread,
+                                        np.random.default_rng(seed))
+        n_vox, n_ch = len(params["kind"]), len(CHANNELS)
         subject = cls(
-            anatomy=anatomy, kind=kind, mix=mix, rf_centre=centre, rf_size=size,
-            channel_weights=cw.astype(np.float32), semantic_weights=sw.astype(np.float32),
-            layout_weight=np.where(mix < 1, rng.choice([-1.0, 1.0], n_vox) * 0.33, 0.0),
-            layout_centre=rng.uniform(0.25, 0.75, size=(n_vox, 2)),
-            baseline=rng.normal(1.5, 0.5, n_vox), amplitude=rng.lognormal(0.0, 0.3, n_vox),
-            ncsnr=ncsnr * rng.lognormal(0.0, ncsnr_spread, n_vox),
+            anatomy=anatomy, **params,
             channel_mean=np.zeros(n_ch), channel_sd=np.ones(n_ch),
             drive_mean=np.zeros((n_vox, 3)), drive_sd=np.ones((n_vox, 3)),
             grid=images.shape[1] // 2,
         )
-        maps = image_feature_maps(images, subject.grid)
-        subject.channel_mean = maps.mean(axis=(0, 2, 3)).astype(np.float64)
-        subject.channel_sd = maps.std(axis=(0, 2, 3)).astype(np.float64) + 1e-8
-        raw = subject._raw_drives(maps, labels)
-        subject.drive_mean = raw.mean(0).astype(np.float64)
-        subject.drive_sd = raw.std(0).astype(np.float64) + 1e-6
-        subject.drive_norm = np.ones(n_vox)
-        first = subject._responses_from_drives(raw)
-        # Scale the combined drive to unit sd, so that ``amplitude`` is exactly the signal sd.
-        subject.drive_norm = (first.std(0) / subject.amplitude) + 1e-12
+        raw = subject._standardise(images, labels)
         if return_responses:
             return subject, subject._responses_from_drives(raw)
         return subject
+
+    def _standardise(self, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """Set the feature, drive and response scalings on ``images``; returns their raw drives."""
+        maps = image_feature_maps(images, self.grid)
+        self.channel_mean = maps.mean(axis=(0, 2, 3)).astype(np.float64)
+        self.channel_sd = maps.std(axis=(0, 2, 3)).astype(np.float64) + 1e-8
+        raw = self._raw_drives(maps, labels)
+        self.drive_mean = raw.mean(0).astype(np.float64)
+        self.drive_sd = raw.std(0).astype(np.float64) + 1e-6
+        self.drive_norm = np.ones(self.n_voxels)
+        first = self._responses_from_drives(raw)
+        # Scale the combined drive to unit sd, so that ``amplitude`` is exactly the signal sd.
+        self.drive_norm = (first.std(0) / self.amplitude) + 1e-12
+        return raw
 
     def _raw_drives(self, maps: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """Unstandardised drives, array of shape (n_images, n_voxels, 3).
@@ -460,7 +490,8 @@ class SimulatedSubject:
     def from_hdf5(cls, group: h5py.Group) -> SimulatedSubject:
         """Read back what :meth:`to_hdf5` wrote."""
         streams = group["streams"][()]
-        anatomy = SimulatedAnatomy(tuple(int(s) for s in streams.shape),
+        x, y, z = (int(s) for s in streams.shape)
+        anatomy = SimulatedAnatomy((x, y, z),
                                    group["brainmask"][()].astype(bool), streams,
                                    group["affine"][()])
         arrays = {name: group[name][()] for name in cls._ARRAYS}

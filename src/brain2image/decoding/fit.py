@@ -1,0 +1,225 @@
+"""Fit one decoder from files: prepared file + feature store in, decoder file out.
+
+Steps of :func:`fit_decoder_from_files`: read the ROI's single training trials and
+repeat-averaged test rows (:class:`~brain2image.formats.prepared.PreparedData`); align them to
+the feature store by 73k id and read the needed feature rows once, in contiguous row blocks;
+fit :class:`~brain2image.ridge.ImageRidgeCV` (targets once per image, rows mapped to images);
+predict the test images and score each target by Pearson r
+(:func:`~brain2image.stats.pearson_columns`); write the
+:class:`~brain2image.formats.decoder_file.DecoderFile`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from ..config import DecoderConfig
+from ..errors import DataFormatError, MissingFileError
+from ..formats.decoder_file import DecoderFile
+from ..formats.prepared import PreparedData
+from ..ridge import BackendLike, ImageRidgeCV, backend_name
+from ..stats import pearson_columns
+
+__all__ = ["fit_decoder_from_files", "load_decoder", "decoder_filename"]
+
+logger = logging.getLogger(__name__)
+
+#: Feature-store attributes copied into the decoder file (``feature_attrs``).
+_FEATURE_ATTRS = ("feature", "model", "resolution", "seed")
+
+
+@dataclass
+class _Features:
+    """Test features and the alignment of the training trials to the feature store."""
+
+    Y_test: np.ndarray           # (n_test, n_targets) float32, in the prepared file's test order
+    train_images: np.ndarray     # (n_train_images,) sorted unique training 73k ids (rows of Y_train)
+    row_image: np.ndarray        # (n_train_rows,) row of Y_train of each training trial
+    target_shape: tuple[int, ...]
+    attrs: dict[str, Any]        # provenance attributes of the store
+
+
+def decoder_filename(subject: int, target: str, roi: str) -> str:
+    """``subjXX_<target>_<roi>.h5`` (:meth:`DecoderFile.filename`)."""
+    return DecoderFile.filename(subject, target, roi)
+
+
+def load_decoder(path: str | os.PathLike, load_weights: bool = False) -> DecoderFile:
+    """Read a decoder file (:meth:`DecoderFile.read`).
+
+    Parameters
+    ----------
+    path : path-like
+    load_weights : bool
+        Also read ``coef`` (n_voxels, n_targets; large for c), ``intercept``, ``x_mean``, ``x_std``.
+
+    Returns
+    -------
+    DecoderFile
+    """
+    return DecoderFile.read(path, load_weights=load_weights)
+
+
+# ---------------------------------------------------------------------------------- inputs
+def _read_prepared(path: Path, roi: str) -> dict[str, Any]:
+    prepared = PreparedData(path)
+    X_train, train_ids = prepared.train(roi)
+    X_test, test_ids = prepared.test(roi)
+    return {"train_ids": train_ids, "test_ids": test_ids, "X_train": X_train, "X_test": X_test,
+            "subject": int(prepared.attrs.get("subject", 0))}
+
+
+def _store_rows(store_path: Path, store_ids: np.ndarray, wanted: np.ndarray, prepared_path: Path,
+                what: str) -> np.ndarray:
+    """Row of the feature store of each wanted 73k id (clear error if any is missing)."""
+    pos = np.searchsorted(store_ids, wanted)
+    if len(store_ids):
+        missing = (pos >= len(store_ids)) | (store_ids[np.minimum(pos, len(store_ids) - 1)] != wanted)
+    else:
+        missing = np.ones(len(wanted), dtype=bool)
+    if np.any(missing):
+        bad = np.unique(wanted[missing])
+        raise DataFormatError(
+            f"feature store {store_path} (field 'ids') lacks {len(bad)} {what} 73k id(s) of prepared "
+            f"file {prepared_path}, e.g. {bad[:5].tolist()}; expected every id to have features")
+    return pos
+
+
+def _read_feature_rows(ds: h5py.Dataset, rows: np.ndarray, block_bytes: int = 256 * 2**20) -> np.ndarray:
+    """``ds[rows]`` flattened to (len(rows), n_targets) float32, read in contiguous row blocks."""
+    n_targets = int(np.prod(ds.shape[1:]))
+    out = np.empty((len(rows), n_targets), dtype=np.float32)
+    order = np.argsort(rows)
+    sorted_rows = rows[order]
+    block = max(1, block_bytes // max(1, n_targets * 4))
+    i = 0
+    while i < len(sorted_rows):
+        lo = sorted_rows[i]
+        j = np.searchsorted(sorted_rows, lo + block, side="left")
+        slab = ds[lo:sorted_rows[j - 1] + 1].reshape(-1, n_targets)
+        out[order[i:j]] = slab[sorted_rows[i:j] - lo]
+        i = j
+    return out
+
+
+def _store_ids(f: h5py.File, store_path: Path) -> np.ndarray:
+    """The store's sorted 73k ids, after checking the layout (``features``, ``ids``)."""
+    for key in ("features", "ids"):
+        if key not in f:
+            raise DataFormatError(f"{store_path}: missing dataset /{key} (feature store layout)")
+    store_ids = f["ids"][()].astype(np.int64)
+    if len(store_ids) != f["features"].shape[0]:
+        raise DataFormatError(f"{store_path}: /ids has {len(store_ids)} entries but /features has "
+                              f"{f['features'].shape[0]} rows; expected equal")
+    if np.any(np.diff(store_ids) <= 0):
+        raise DataFormatError(f"{store_path}: /ids must be strictly increasing 73k ids")
+    return store_ids
+
+
+def _read_features(store_path: Path, prepared_path: Path, train_ids: np.ndarray, test_ids: np.ndarray
+                   ) -> tuple[np.ndarray, _Features]:
+    """Feature rows of every training image and every test image.
+
+    Returns
+    -------
+    Y_train : float32 ndarray of shape (n_train_images, n_targets)
+        Features of the sorted unique training ids.
+    features : _Features
+    """
+    if not store_path.is_file():
+        raise MissingFileError(f"feature store not found: {store_path}")
+    with h5py.File(store_path, "r") as f:
+        store_ids = _store_ids(f, store_path)
+        train_images, row_image = np.unique(train_ids, return_inverse=True)
+        train_rows = _store_rows(store_path, store_ids, train_images, prepared_path, "training")
+        test_rows = _store_rows(store_path, store_ids, test_ids, prepared_path, "test")
+        if "done" in f:
+            done = f["done"][()].astype(bool)
+            if not (done[train_rows].all() and done[test_rows].all()):
+                raise DataFormatError(f"{store_path}: field 'done' is False for some needed images; "
+                                      "expected a complete feature store (finish `brain2image features`)")
+        ds = f["features"]
+        return _read_feature_rows(ds, train_rows), _Features(
+            Y_test=_read_feature_rows(ds, test_rows), train_images=train_images, row_image=row_image.ravel(),
+            target_shape=tuple(int(n) for n in ds.shape[1:]),
+            attrs={k: f.attrs[k] for k in _FEATURE_ATTRS if k in f.attrs})
+
+
+# ---------------------------------------------------------------------------------- fit
+def _provenance(prep: dict[str, Any], features: _Features, ridge: ImageRidgeCV, *, roi: str, target: str,
+                fit_seconds: float, prepared_path: Path, store_path: Path) -> dict[str, Any]:
+    """Attributes of the decoder file that record how it was made."""
+    return {"alpha_grid": ridge.alpha_grid_, "roi": roi, "target": target, "subject": prep["subject"],
+            "n_train_rows": len(features.row_image), "n_train_images": len(features.train_images),
+            "fit_seconds": fit_seconds, "backend": backend_name(ridge.backend), "dtype": ridge.dtype,
+            "prepared_file": str(prepared_path.resolve()), "feature_store": str(store_path.resolve()),
+            "feature_attrs": json.dumps({k: (v.item() if hasattr(v, "item") else str(v))
+                                         for k, v in features.attrs.items()})}
+
+
+def fit_decoder_from_files(prepared_path: str | os.PathLike, feature_store_path: str | os.PathLike, roi: str,
+                           target_name: str, out_path: str | os.PathLike, config: DecoderConfig | None = None,
+                           *, backend: BackendLike | None = None, dtype: str | None = None,
+                           progress: bool = False) -> Path:
+    """Fit one decoder from a prepared file and a feature store; write the decoder file.
+
+    Parameters
+    ----------
+    prepared_path : path-like
+        ``prepared_subjXX.h5``: ``/rois/<roi>/train`` (single trials, ``/train/ids``) and the
+        repeat-averaged ``/rois/<roi>/test`` (``/test/ids``).
+    feature_store_path : path-like
+        Feature store HDF5 (``features`` (n_images, *target_shape), ``ids`` sorted). The rows
+        needed are read once, as float32 (~2 GB for 9,000 images of c).
+    roi : str
+        ROI key of the prepared file (``"early"``, ``"ventral"``).
+    target_name : str
+        Name of the feature (``"z"``, ``"c"``), stored as an attribute.
+    out_path : path-like
+        Decoder file to write (atomically), usually ``decoders/`` + :func:`decoder_filename`.
+    config : DecoderConfig, optional
+        ``alphas``, ``cv_folds``, ``target_chunk``, ``backend`` and ``ridge_dtype`` are used; stored
+        as JSON.
+    backend : str or module, optional
+        himalaya backend, used explicitly; default ``config.backend``.
+    dtype : {"float32", "float64"}, optional
+        Default ``config.ridge_dtype``.
+    progress : bool
+
+    Returns
+    -------
+    Path
+        The decoder file (layout: :mod:`brain2image.formats.decoder_file`).
+    """
+    config = DecoderConfig() if config is None else config
+    prepared_path, store_path = Path(prepared_path), Path(feature_store_path)
+    prep = _read_prepared(prepared_path, roi)
+    Y_train, features = _read_features(store_path, prepared_path, prep["train_ids"], prep["test_ids"])
+    ridge = ImageRidgeCV(alphas=config.alphas, n_folds=config.cv_folds, target_chunk=config.target_chunk,
+                         backend=config.backend if backend is None else backend,
+                         dtype=config.ridge_dtype if dtype is None else dtype, progress=progress)
+    t0 = time.perf_counter()
+    ridge.fit(prep["X_train"], Y_train, features.row_image)
+    fit_seconds = time.perf_counter() - t0
+    del Y_train
+    pred = ridge.predict(prep["X_test"])
+    decoder = DecoderFile(
+        test_ids=prep["test_ids"], test_pred=pred.reshape((len(pred),) + features.target_shape),
+        test_corr=pearson_columns(features.Y_test, pred), alphas=ridge.alphas_, cv_score=ridge.cv_scores_,
+        config=config, coef=ridge.coef_, intercept=ridge.intercept_, x_mean=ridge.x_mean_, x_std=ridge.x_std_,
+        attrs=_provenance(prep, features, ridge, roi=roi, target=target_name, fit_seconds=fit_seconds,
+                          prepared_path=prepared_path, store_path=store_path))
+    logger.info("decoder %s from %s: %d train rows (%d images), %d voxels, %d targets, "
+                "mean test r = %.3f, fit %.1f s", target_name, roi, len(features.row_image),
+                len(features.train_images), ridge.coef_.shape[0], ridge.coef_.shape[1],
+                decoder.summary()["mean_r"], fit_seconds)
+    return decoder.write(out_path)

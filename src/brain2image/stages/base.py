@@ -1,0 +1,336 @@
+"""The stage abstraction: :class:`Stage`, what it runs in (:class:`StageContext`), and :func:`run_stage`.
+
+A stage reads its settings from a :class:`~brain2image.config.RunConfig` and finds its files
+either in a run folder (:class:`~brain2image.formats.run_layout.RunLayout`: ``brain2image run``,
+``demo``, a cluster runner) or at the explicit paths of a stage command (``brain2image fit
+--prepared ... --out ...``). Both call the same :meth:`Stage.run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from .._io import atomic_write_text
+from ..config import RUN_SECTIONS, RunConfig, config_from_dict
+from ..errors import DataFormatError, InvalidArgumentError
+from ..formats.run_layout import RunLayout
+from .options import RUN, Option, merge_options, section_options, shard_option
+
+if TYPE_CHECKING:
+    from ..ldm.loading import LatentDiffusionModel
+
+__all__ = ["Stage", "StageContext", "Timings", "CommandOutput", "run_stage", "check_run_model"]
+
+logger = logging.getLogger(__name__)
+
+
+class Timings:
+    """Seconds per stage (or per part of a stage), kept in ``timings.json`` when ``path`` is given.
+
+    Parameters
+    ----------
+    path : Path, optional
+        The run folder's ``timings.json`` (read when present, so resumed runs keep earlier timings).
+    """
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
+        self.values: dict[str, float] = json.loads(path.read_text()) if path is not None and path.is_file() else {}
+        self.count = 0
+
+    def record(self, name: str, seconds: float) -> None:
+        """Record (and save) the time of ``name``."""
+        self.values[name] = round(float(seconds), 2)
+        self.count += 1
+        if self.path is not None:
+            atomic_write_text(self.path, json.dumps(self.values, indent=2))
+
+    @contextlib.contextmanager
+    def timed(self, name: str) -> Iterator[None]:
+        """Time the block as ``name`` (recorded only when the block finishes)."""
+        start = time.perf_counter()
+        yield
+        self.record(name, time.perf_counter() - start)
+
+
+def check_run_model(layout: RunLayout, name: str, fingerprint: str) -> None:
+    """Record the run's model in ``model.json``; refuse to resume a run folder made with other weights.
+
+    Resuming with other weights would silently reuse features, decoders and images of the first.
+
+    Raises
+    ------
+    DataFormatError
+        When ``model.json`` holds another fingerprint.
+    """
+    path = layout.file("model")
+    if path.is_file():
+        previous = json.loads(path.read_text())
+        if previous.get("fingerprint") != fingerprint:
+            raise DataFormatError(
+                f"{path}: this run folder was made with model {previous.get('model')!r} (fingerprint "
+                f"{previous.get('fingerprint')}), now {name!r} has fingerprint {fingerprint}; expected the "
+                f"same weights to resume. Use a new output folder or delete {layout.root}")
+    else:
+        atomic_write_text(path, json.dumps({"model": name, "fingerprint": fingerprint}, indent=2))
+
+
+class StageContext:
+    """What a stage runs with: the config, where its files are, the model and the timings.
+
+    Parameters
+    ----------
+    config : RunConfig
+        Settings (a stage command builds one from its options).
+    paths : mapping, optional
+        Explicit inputs and outputs of a stage command, by option key (``prepared``, ``out``,
+        ...). ``None``: the stage works in the run folder ``config.out_dir``.
+    extra : mapping, optional
+        Values of the command's own options (``target``, ``ids``, ``check``, ...).
+    progress : bool
+        Progress bars.
+    timings : Timings, optional
+        Where stage times go (default: kept in memory only).
+
+    Notes
+    -----
+    A context pickles without its loaded model, so a cluster runner can ship it to a worker that
+    calls ``stage.run(ctx, shard)``.
+    """
+
+    def __init__(self, config: RunConfig, *, paths: Mapping[str, Any] | None = None,
+                 extra: Mapping[str, Any] | None = None, progress: bool = True, timings: Timings | None = None):
+        self.config = config
+        self.paths = None if paths is None else dict(paths)
+        self.extra = dict(extra or {})
+        self.progress = progress
+        self.timings = timings if timings is not None else Timings()
+        self._model: LatentDiffusionModel | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_model": None}
+
+    @property
+    def in_run_folder(self) -> bool:
+        """Whether the stage reads and writes the run folder (no explicit paths)."""
+        return self.paths is None
+
+    @property
+    def layout(self) -> RunLayout:
+        """The run folder's layout (``config.out_dir``, subject, model)."""
+        return RunLayout.of(self.config.out_dir, self.config.subject, self.config.model)
+
+    def path(self, key: str, in_run_folder: Callable[[], Any]) -> Any:
+        """The explicit path ``key`` of a stage command, or, in a run folder, ``in_run_folder()``.
+
+        ``None`` when a command was not given that path.
+        """
+        if self.paths is None:
+            return in_run_folder()
+        return self.paths.get(key)
+
+    def timed(self, name: str) -> contextlib.AbstractContextManager[None]:
+        """Time a part of a stage as ``name`` (``features_z``, ``fit_c``, ...)."""
+        return self.timings.timed(name)
+
+    def model(self) -> LatentDiffusionModel:
+        """The latent diffusion model ``config.model``, loaded once.
+
+        In a run folder, its fingerprint must match the one the folder was made with
+        (:func:`check_run_model`).
+        """
+        if self._model is None:
+            from ..ldm.loading import load_ldm
+
+            self._model = load_ldm(self.config.model, device=self.config.device, dtype=self.config.dtype)
+            if self.in_run_folder:
+                check_run_model(self.layout, self.config.model, self._model.fingerprint())
+        return self._model
+
+
+@dataclass
+class CommandOutput:
+    """What a stage command prints: ``lines`` on stdout, ``errors`` on stderr, and its exit status."""
+
+    lines: list[str] = field(default_factory=list)
+    code: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class Stage:
+    """One stage of the method (docs/stages.md).
+
+    Subclass it, set the class attributes, implement :meth:`run` (and :meth:`outputs`), and
+    register it with :func:`~brain2image.stages.registry.register_stage`: ``brain2image run`` then
+    runs it in order, and ``brain2image <name>`` is its command.
+
+    Attributes
+    ----------
+    name : str
+        Stage name: the command (``_`` -> ``-``) and the key of its time in ``timings.json``.
+    help, description : str
+        One line for ``brain2image --help``; a paragraph for ``brain2image <name> --help``.
+    sections : tuple of str
+        The run-config sections it reads (:data:`~brain2image.config.RUN_SECTIONS` keys); every
+        field of each becomes an option of the command.
+    run_keys : tuple of str
+        Top-level run-config keys it reads (``nsd_root``, ``model``, ``device``, ...), also options.
+    path_options : tuple of Option
+        The command's explicit inputs and outputs (``role`` set).
+    extra_options : tuple of Option
+        Options of the command alone (no config key).
+    option_overrides : dict
+        Per key, changes to a generated option (``{"subject": {"required": True}}``).
+    settings_class : dataclass type, optional
+        The stage's own settings, for a stage defined outside :mod:`brain2image.config`: its fields
+        are options too, and a run config's ``[<name>]`` table sets them (:meth:`settings`).
+    shardable : bool
+        Whether :meth:`run` takes a shard ``(i, n)`` of the image ids (adds ``--shard``).
+    timed : bool
+        Whether ``run`` records the stage's time (parts timed with :meth:`StageContext.timed`
+        replace the whole).
+    """
+
+    name: ClassVar[str] = ""
+    help: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    sections: ClassVar[tuple[str, ...]] = ()
+    run_keys: ClassVar[tuple[str, ...]] = ()
+    path_options: ClassVar[tuple[Option, ...]] = ()
+    extra_options: ClassVar[tuple[Option, ...]] = ()
+    option_overrides: ClassVar[dict[str, dict[str, Any]]] = {}
+    settings_class: ClassVar[type | None] = None
+    shardable: ClassVar[bool] = False
+    timed: ClassVar[bool] = True
+
+    # ------------------------------------------------------------------ options
+    @classmethod
+    def options(cls) -> tuple[Option, ...]:
+        """Every option of the stage command: paths, run-wide keys, section keys, its own."""
+        generated = section_options(RunConfig, RUN, cls.run_keys)
+        for section in cls.sections:
+            generated += section_options(RUN_SECTIONS[section], section)
+        if cls.settings_class is not None:
+            generated += section_options(cls.settings_class, cls.name)
+        own = list(cls.extra_options) + ([shard_option] if cls.shardable else [])
+        return merge_options([*cls.path_options, *generated, *own], cls.option_overrides)
+
+    @classmethod
+    def command_name(cls) -> str:
+        """``brain2image <command_name>``."""
+        return cls.name.replace("_", "-")
+
+    def settings(self, config: RunConfig) -> Any:
+        """The stage's own settings (``settings_class``) from the run config's ``[<name>]`` table.
+
+        Raises
+        ------
+        DataFormatError
+            For an unknown key in the table.
+        """
+        if self.settings_class is None:
+            raise InvalidArgumentError(f"stage {self.name!r} has no settings_class; expected its settings in "
+                                       "the sections it reads")
+        return config_from_dict(self.settings_class, config.stage_settings.get(self.name, {}),
+                                where=f"the [{self.name}] table of the run config")
+
+    # ------------------------------------------------------------------ what it does
+    def enabled(self, config: RunConfig) -> bool:
+        """Whether ``run`` runs this stage with ``config`` (default: always)."""
+        return True
+
+    def needs_model(self, config: RunConfig) -> bool:
+        """Whether the stage uses the latent diffusion model with ``config``.
+
+        ``run`` then checks the run folder's model fingerprint before it, even when it is done.
+        """
+        return False
+
+    def inputs(self, ctx: StageContext) -> dict[str, Any]:
+        """Files the stage reads, by name."""
+        return {}
+
+    def outputs(self, ctx: StageContext) -> dict[str, Any]:
+        """Files the stage writes, by name."""
+        return {}
+
+    def is_done(self, ctx: StageContext) -> bool:
+        """Whether every output is on disk (``run`` then skips the stage)."""
+        outputs = self.outputs(ctx)
+        return bool(outputs) and all(Path(p).exists() for p in outputs.values())
+
+    def run(self, ctx: StageContext, shard: tuple[int, int] | None = None) -> Any:
+        """Run the stage (resumably).
+
+        Parameters
+        ----------
+        ctx : StageContext
+        shard : (i, n), optional
+            Only part ``i`` of ``n`` (1-based) of the image ids, for stages with ``shardable``.
+        """
+        raise NotImplementedError
+
+    def refuse_shard(self, shard: tuple[int, int] | None) -> None:
+        """Raise :class:`InvalidArgumentError` for a shard given to a stage that takes none."""
+        if shard is not None and not self.shardable:
+            raise InvalidArgumentError(f"stage {self.name!r} does not run on shards (got shard {shard[0]}/{shard[1]});"
+                                       " expected no shard: only features and reconstruct take one")
+
+    # ------------------------------------------------------------------ as a command
+    def context_from_args(self, args: argparse.Namespace, *, progress: bool = True) -> StageContext:
+        """The context of a stage command: a :class:`RunConfig` from the options, explicit paths."""
+        values = vars(args)
+        top: dict[str, Any] = {"nsd_root": None, "out_dir": ""}
+        sections: dict[str, dict[str, Any]] = {}
+        paths: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
+        for option in self.options():
+            value = values.get(option.key, option.default)
+            if option.role is not None:
+                if value is not None:
+                    paths[option.key] = value
+            elif not option.sections:
+                extra[option.key] = value
+            for section in option.sections:
+                (top if section == RUN else sections.setdefault(section, {}))[option.key] = value
+        built: dict[str, Any] = {name: config_from_dict(RUN_SECTIONS[name], given)
+                                 for name, given in sections.items() if name in RUN_SECTIONS}
+        own = {name: given for name, given in sections.items() if name not in RUN_SECTIONS}
+        config = config_from_dict(RunConfig, {**top, **built, "stage_settings": own})
+        return StageContext(config, paths=paths, extra=extra, progress=progress)
+
+    def command(self, ctx: StageContext) -> CommandOutput:
+        """Run as a stage command: the stage, then the paths it wrote (one per line)."""
+        self.run(ctx, ctx.extra.get("shard"))
+        return CommandOutput([str(path) for path in self.outputs(ctx).values()])
+
+
+def run_stage(stage: Stage, ctx: StageContext, shard: tuple[int, int] | None = None) -> Any:
+    """Run one stage in a run folder unless it is disabled or done; time it.
+
+    Returns
+    -------
+    What :meth:`Stage.run` returned, or ``None`` when it was skipped.
+    """
+    if not stage.enabled(ctx.config):
+        logger.info("stage %s: disabled by the config", stage.name)
+        return None
+    if stage.needs_model(ctx.config):
+        ctx.model()
+    if stage.is_done(ctx):
+        logger.info("stage %s: already done, skipped", stage.name)
+        return None
+    logger.info("stage %s ...", stage.name)
+    count, start = ctx.timings.count, time.perf_counter()
+    result = stage.run(ctx, shard)
+    if stage.timed and ctx.timings.count == count:
+        ctx.timings.record(stage.name, time.perf_counter() - start)
+    return result

@@ -1,0 +1,134 @@
+"""``encode``: encoding models from LDM components (z, c, z_c, U-Net) to visual cortex, with maps."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from ..config import RunConfig, ZcConfig
+from ..errors import MissingFileError
+from ..formats.run_layout import RUN_FILES
+from .base import Stage, StageContext
+from .options import Option
+from .registry import register_stage
+
+__all__ = ["EncodeStage", "zc_space_names"]
+
+logger = logging.getLogger(__name__)
+
+
+def _feature_arg(text: str) -> tuple[str, Path]:
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"--features {text!r}: expected NAME=STORE.h5, e.g. z=features/z.h5")
+    return name, Path(path)
+
+
+def zc_space_names(zc: ZcConfig | None) -> list[str]:
+    """Names of the feature spaces a :class:`ZcConfig` computes (``zc_<s>``, ``unet_<layer>_s<s>_t<f>``)."""
+    if zc is None:
+        return []
+    from ..encoding.unet_features import n_run_steps, unet_feature_name, zc_feature_name
+
+    names = []
+    for strength in zc.zc_strengths:
+        names.append(zc_feature_name(strength))
+        if n_run_steps(strength, zc.num_inference_steps) > 0:
+            names += [unet_feature_name(layer, strength, f) for layer in zc.unet_layers for f in zc.unet_steps]
+    return names
+
+
+@register_stage
+class EncodeStage(Stage):
+    """Voxelwise encoding models, variance partitioning and maps.
+
+    The z_c / U-Net feature stores the config names (``[zc]`` in a run, ``--model`` in the command)
+    are computed first, by :func:`brain2image.encoding.unet_features.extract_zc_stores`.
+    """
+
+    name = "encode"
+    help = "encoding models: which LDM component explains which voxels"
+    description = ("Fit voxelwise ridge encoding models from feature stores (z, c, and with --model z_c and U-Net "
+                   "features computed first) to an ROI of a prepared file; write results.h5, summary.json and "
+                   "maps into <out>/encoding/ (z_c / U-Net stores into <out>/features_zc/).")
+    sections = ("encoding", "zc")
+    run_keys = ("model", "device", "dtype")
+    path_options = (
+        Option("prepared", "prepared/subjXX.h5", type=Path, role="input", required=True),
+        Option("features", "a feature store (repeat); z and c are needed with --model", type=_feature_arg,
+               action="append", metavar="NAME=STORE", role="input", required=True),
+        Option("out", "output folder (results in OUT/encoding/, z_c / U-Net stores in OUT/features_zc/)",
+               type=Path, role="output", required=True),
+    )
+    option_overrides = {"model": {"default": None, "help": "compute the z_c / U-Net feature stores with this model "
+                                  "('bundled', a diffusers folder or a cached hub id) and model them too"}}
+
+    def context_from_args(self, args: argparse.Namespace, *, progress: bool = True) -> StageContext:
+        """As a command, z_c / U-Net spaces are computed only with ``--model``."""
+        ctx = super().context_from_args(args, progress=progress)
+        if ctx.config.model is None:
+            ctx.config.zc = None
+        return ctx
+
+    def enabled(self, config: RunConfig) -> bool:
+        """``[encoding] enabled``."""
+        return config.encoding.enabled
+
+    def needs_model(self, config: RunConfig) -> bool:
+        """When the config names z_c / U-Net spaces."""
+        return config.zc is not None
+
+    def _root(self, ctx: StageContext) -> Path:
+        return Path(ctx.path("out", lambda: ctx.layout.root))
+
+    def inputs(self, ctx: StageContext) -> dict[str, Any]:
+        """``prepared`` and the z, c (and any other given) feature stores."""
+        layout = ctx.layout
+        stores = ctx.path("features", lambda: [(f, layout.feature_store(f)) for f in ("z", "c")])
+        return {"prepared": ctx.path("prepared", lambda: layout.prepared),
+                **{f"features_{k}": Path(v) for k, v in stores}}
+
+    def outputs(self, ctx: StageContext) -> dict[str, Any]:
+        """``encoding``: the results folder (``summary.json``, ``results.h5``, maps)."""
+        return {"encoding": self._root(ctx) / RUN_FILES["encoding"]}
+
+    def is_done(self, ctx: StageContext) -> bool:
+        """``summary.json`` is there and covers every feature space the config names."""
+        path = self.outputs(ctx)["encoding"] / "summary.json"
+        if not path.is_file():
+            return False
+        wanted = {k.removeprefix("features_") for k in self.inputs(ctx) if k != "prepared"}
+        wanted |= set(zc_space_names(ctx.config.zc))
+        return wanted <= set(json.loads(path.read_text()).get("feature_stores", {}))
+
+    def _zc_stores(self, ctx: StageContext, stores: dict[str, Path]) -> dict[str, Path]:
+        """Compute (or resume) the z_c / U-Net feature stores; returns name -> store."""
+        from ..encoding.unet_features import extract_zc_stores
+
+        if "z" not in stores or "c" not in stores:
+            raise MissingFileError("encode: z_c / U-Net features need the z and c feature stores (--features "
+                                   "z=STORE --features c=STORE); their ids and values seed the z_c runs")
+        model = ctx.model()
+        with ctx.timed("features_zc"):
+            return extract_zc_stores(model.unet, model.vae, model.scheduler, model.empty_prompt_embedding(),
+                                     stores["z"], stores["c"], self._root(ctx) / RUN_FILES["features_zc"],
+                                     ctx.config.zc, model_name=model.name, progress=ctx.progress)
+
+    def run(self, ctx: StageContext, shard: tuple[int, int] | None = None) -> Any:
+        """Fit the encoding models; returns the :class:`~brain2image.encoding.analysis.EncodingResults`."""
+        from ..encoding.analysis import run_encoding_analysis
+
+        self.refuse_shard(shard)
+        inputs = self.inputs(ctx)
+        stores = {k.removeprefix("features_"): v for k, v in inputs.items() if k != "prepared"}
+        if ctx.config.zc is not None:
+            stores.update(self._zc_stores(ctx, stores))
+        with ctx.timed("encode"):
+            results = run_encoding_analysis(inputs["prepared"], {k: str(v) for k, v in stores.items()},
+                                            self._root(ctx), config=ctx.config.encoding.analysis_config())
+        for name, space in results.spaces.items():
+            logger.info("%s: mean r %.3f", name, float(space["r"].mean()))
+        return results

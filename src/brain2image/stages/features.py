@@ -1,0 +1,130 @@
+"""``features``: the z (VAE latent) and c (caption embedding) feature stores of a prepared file's images."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InvalidArgumentError
+from ..formats.run_layout import FEATURE_DATASET
+from .base import CommandOutput, Stage, StageContext
+from .options import Option
+from .registry import register_stage
+
+__all__ = ["FeaturesStage"]
+
+logger = logging.getLogger(__name__)
+
+
+def _merge_finished_shards(path: Path) -> bool:
+    """Join ``<name>.shard-i-of-n.h5`` into ``path`` when every shard of some ``n`` is finished."""
+    from ..formats.feature_store import merge_stores, shard_path
+
+    counts = {int(p.name.rsplit("-of-", 1)[1].split(".")[0]) for p in path.parent.glob(f"{path.stem}.shard-*-of-*.h5")}
+    for n in sorted(counts):
+        shards = [shard_path(path, (i, n)) for i in range(1, n + 1)]
+        if all(s.is_file() for s in shards):
+            merge_stores(shards, path)
+            logger.info("merged %d shards into %s", n, path)
+            return True
+    return False
+
+
+@register_stage
+class FeaturesStage(Stage):
+    """z and c of every image of a prepared file (or of explicit ids); resumable, shardable."""
+
+    name = "features"
+    help = "compute z (VAE latent) and c (caption embedding) feature stores"
+    description = ("Compute the z and c features of every image in a prepared file (or of explicit ids) into "
+                   "<out>/<dataset>_<model>_{z,c}.h5. Resumable; with --shard i/n only part i of the ids "
+                   "(a later run without --shard joins finished shards); no diffusion sampling.")
+    sections = ("features",)
+    run_keys = ("nsd_root", "model", "device", "dtype")
+    path_options = (
+        Option("prepared", "prepared/subjXX.h5 (its /train/ids and /test/ids are used)", type=Path, role="input"),
+        Option("out", "features folder", type=Path, role="output", required=True),
+    )
+    extra_options = (
+        Option("ids", "explicit 0-based 73k ids (instead of --prepared)", type=int, nargs="+", metavar="ID"),
+        Option("dataset", "dataset name in the store file names (default: the prepared file's stem without "
+                          "'prepared_', else 'ids')"),
+        Option("feature", "features to compute", default=["z", "c"], nargs="+", choices=("z", "c")),
+    )
+    option_overrides = {"nsd_root": {"required": True}}
+    shardable = True
+
+    def needs_model(self, config: Any) -> bool:
+        """Always: the model computes the features."""
+        return True
+
+    def _plan(self, ctx: StageContext) -> tuple[str, str, Path, tuple[str, ...]]:
+        """(dataset, model label in the file names, folder, features)."""
+        if ctx.in_run_folder:
+            return FEATURE_DATASET, ctx.config.model, ctx.layout.file("features"), ("z", "c")
+        prepared, ids = ctx.paths.get("prepared"), ctx.extra.get("ids")  # type: ignore[union-attr]
+        if (prepared is None) == (ids is None):
+            raise InvalidArgumentError("features: give exactly one of --prepared (a prepared file) and --ids "
+                                       "(73k ids)")
+        dataset = ctx.extra.get("dataset") or (Path(prepared).stem.removeprefix("prepared_") if prepared else "ids")
+        return dataset, ctx.model().name, Path(ctx.paths["out"]), tuple(ctx.extra.get("feature") or ("z", "c"))  # type: ignore[index]
+
+    def inputs(self, ctx: StageContext) -> dict[str, Any]:
+        """``prepared`` (absent with explicit ids)."""
+        prepared = ctx.path("prepared", lambda: ctx.layout.prepared)
+        return {} if prepared is None else {"prepared": prepared}
+
+    def outputs(self, ctx: StageContext) -> dict[str, Any]:
+        """One feature store per feature (``z``, ``c``)."""
+        from ..formats.feature_store import feature_store_path
+
+        dataset, label, folder, features = self._plan(ctx)
+        return {f: feature_store_path(folder, dataset, label, f) for f in features}
+
+    def _ids(self, ctx: StageContext) -> np.ndarray:
+        from ..ldm.features import read_prepared_ids
+
+        inputs = self.inputs(ctx)
+        if "prepared" in inputs:
+            return read_prepared_ids(inputs["prepared"])
+        return np.unique(np.asarray(ctx.extra["ids"], dtype=np.int64))
+
+    def run(self, ctx: StageContext, shard: tuple[int, int] | None = None) -> list[Path]:
+        """Write (or resume, or join the shards of) each store; returns the paths written."""
+        from ..ldm.features import extract_features
+
+        model, config, ids = ctx.model(), ctx.config.features, self._ids(ctx)
+        written = []
+        for feature, path in self.outputs(ctx).items():
+            if shard is None and (path.is_file() or _merge_finished_shards(path)):
+                written.append(path)
+                continue
+            with ctx.timed(f"features_{feature}"):
+                written.append(extract_features(ctx.config.nsd_root, ids, model, feature, path, config,
+                                                progress=ctx.progress, shard=shard))
+            logger.info("wrote %s", written[-1])
+        self._write_record(ctx, ids, written)
+        return written
+
+    def _write_record(self, ctx: StageContext, ids: np.ndarray, written: list[Path]) -> None:
+        """``<folder>/config.json``: the model, dataset and settings of the last run.
+
+        Each store also carries its settings in its attributes.
+        """
+        from .._io import atomic_write_text
+        from ..config import config_to_dict
+
+        dataset, _, folder, _ = self._plan(ctx)
+        model, config = ctx.model(), ctx.config.features
+        record = {"model": model.name, "dataset": dataset, "n_images": int(len(ids)),
+                  "config": config_to_dict(config), "stores": [p.name for p in written],
+                  "z_resolution": int(config.z_resolution or model.z_resolution)}
+        atomic_write_text(folder / "config.json", json.dumps(record, indent=2, sort_keys=True))
+
+    def command(self, ctx: StageContext) -> CommandOutput:
+        """Run, then print the stores written (shard stores with ``--shard``)."""
+        return CommandOutput([str(p) for p in self.run(ctx, ctx.extra.get("shard"))])

@@ -1,0 +1,77 @@
+"""``prepare``: NSD tree -> ``prepared/subjXX.h5`` (ROI-masked single-trial betas, train/test split)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..errors import InvalidArgumentError
+from ..nsd.layout import TRIALS_PER_SESSION
+from .base import CommandOutput, Stage, StageContext
+from .options import Option
+from .registry import register_stage
+
+__all__ = ["PrepareStage"]
+
+@register_stage
+class PrepareStage(Stage):
+    """Mask an NSD subject's single-trial betas to ROIs and split them into train and test."""
+
+    name = "prepare"
+    help = "mask NSD single-trial betas to ROIs and split train/test"
+    description = ("Read an NSD tree (betas, ROIs, design) and write prepared/subjXX.h5 with ROI-masked "
+                   "single-trial betas: train = non-shared trials, test = shared images averaged over "
+                   "repetitions. --check only checks the needed files.")
+    sections = ("prepare",)
+    run_keys = ("nsd_root", "subject")
+    path_options = (Option("out", "the prepared file to write, prepared/subjXX.h5 (required unless --check)",
+                           type=Path, role="output"),)
+    extra_options = (
+        Option("check", "only check the files the run needs (exists, opens, shape); exit 1 on problems",
+               default=False, action="store_true"),
+        Option("trials_per_session", "trials per session (750 in NSD; smaller in test trees)",
+               default=TRIALS_PER_SESSION, type=int, hidden=True),
+    )
+    option_overrides = {"nsd_root": {"help": "NSD root (default: $NSD_ROOT)"}, "subject": {"required": True}}
+
+    def outputs(self, ctx: StageContext) -> dict[str, Any]:
+        """``prepared``: the prepared file."""
+        return {"prepared": ctx.path("out", lambda: ctx.layout.prepared)}
+
+    def run(self, ctx: StageContext, shard: tuple[int, int] | None = None) -> Path:
+        """Write the prepared file; returns its path."""
+        from ..nsd.prepare import prepare_subject
+
+        self.refuse_shard(shard)
+        out = self.outputs(ctx)["prepared"]
+        if out is None:
+            raise InvalidArgumentError("prepare: --out is required unless --check; expected the path of "
+                                       "the prepared file (prepared/subjXX.h5)")
+        p = ctx.config.prepare
+        return prepare_subject(
+            ctx.config.nsd_root, ctx.config.subject, out, rois=tuple(p.rois), sessions=p.sessions,
+            beta_version=p.beta_version, beta_format=p.beta_format, space=p.space, scale=p.scale,
+            zscore_sessions=p.zscore_sessions,
+            trials_per_session=ctx.extra.get("trials_per_session") or TRIALS_PER_SESSION, progress=ctx.progress)
+
+    def command(self, ctx: StageContext) -> CommandOutput:
+        """``--check``: the table of needed files (exit 1 on problems); else prepare and print the path."""
+        if not ctx.extra.get("check"):
+            return super().command(ctx)
+        from ..nsd.check import check_nsd_tree
+        from ..nsd.layout import NSDLayout
+
+        p = ctx.config.prepare
+        layout = NSDLayout(ctx.config.nsd_root, ctx.config.subject, space=p.space, beta_version=p.beta_version)
+        sessions = p.sessions
+        if sessions is None:
+            sessions = layout.sessions_on_disk(p.beta_format)
+        elif isinstance(sessions, int):
+            sessions = list(range(1, sessions + 1))
+        report = check_nsd_tree(layout, sessions, list(p.rois), p.beta_format,
+                                trials_per_session=ctx.extra.get("trials_per_session") or TRIALS_PER_SESSION)
+        if not sessions:
+            return CommandOutput([report.format_table()], code=1,
+                                 errors=[f"no beta files found in {layout.betas_dir()}"])
+        return CommandOutput([report.format_table()], code=0 if report.ok else 1)
+

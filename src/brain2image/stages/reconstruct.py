@@ -1,0 +1,133 @@
+"""``reconstruct``: z only / c only / z + c (and oracle) images from decoded (or true) features."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataFormatError, MissingFileError
+from ..methods import needed_inputs
+from .base import Stage, StageContext
+from .options import Option, flag_of
+from .registry import register_stage
+
+__all__ = ["ReconstructStage", "read_aligned"]
+
+
+def read_aligned(path: Path, ids: np.ndarray | None, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, values) of a decoder file's test predictions or of a feature store.
+
+    With ``ids``, the rows are restricted to and ordered by them (a store reads only those rows).
+
+    Raises
+    ------
+    MissingFileError
+        When there is no file at ``path``.
+    DataFormatError
+        When the file has no row for some of ``ids``.
+    """
+    from ..formats.decoder_file import DecoderFile
+    from ..formats.feature_store import FeatureStore
+
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"{path} not found: expected {what} as a decoder file or a feature store")
+    values: np.ndarray | None
+    if DecoderFile.is_decoder_file(path):
+        file_ids, values = DecoderFile.read_predictions(path)
+    else:
+        store = FeatureStore.open(path)
+        file_ids = np.asarray(store.ids, dtype=np.int64)
+        values = None if ids is not None else store.read()
+    if ids is None:
+        return file_ids, np.asarray(values, dtype=np.float32)
+    missing = np.setdiff1d(ids, file_ids)
+    if len(missing):
+        raise DataFormatError(f"{path}: {what} has no rows for ids {missing[:5].tolist()}; expected every test id")
+    if values is None:
+        return ids, np.asarray(store.read(ids), dtype=np.float32)
+    order = np.argsort(file_ids)
+    return ids, values[order][np.searchsorted(file_ids[order], ids)]
+
+
+@register_stage
+class ReconstructStage(Stage):
+    """Images from decoded features with diffusers pipelines; resumable, shardable."""
+
+    name = "reconstruct"
+    help = "generate images from decoded z and c (z_only, c_only, z_plus_c, oracle)"
+    description = ("Generate reconstructions with diffusers pipelines into <out>/<method>/<73kid>_<sample>.png "
+                   "and <out>/index.csv. Inputs are decoder files (test/ids, test/pred) or feature stores. "
+                   "Resumable; with --shard i/n only part i of the test ids (a later run without --shard "
+                   "completes index.csv).")
+    sections = ("reconstruction",)
+    run_keys = ("model", "device", "dtype")
+    path_options = (
+        Option("z", "decoded z: decoder file or feature store", type=Path, role="input"),
+        Option("c", "decoded c: decoder file or feature store", type=Path, role="input"),
+        Option("z_true", "true z feature store (for --methods oracle)", type=Path, role="input"),
+        Option("c_true", "true c feature store (for --methods oracle)", type=Path, role="input"),
+        Option("out", "reconstruction folder (recon/ in a run)", type=Path, role="output", required=True),
+    )
+    extra_options = (Option("ids", "only these test ids (default: every id of the first input)", type=int,
+                            nargs="+", metavar="ID"),)
+    shardable = True
+
+    def needs_model(self, config: Any) -> bool:
+        """Always: the model draws the images."""
+        return True
+
+    def inputs(self, ctx: StageContext) -> dict[str, Any]:
+        """The features the methods need (:func:`brain2image.methods.needed_inputs`)."""
+        decoder, layout = ctx.config.decoder, ctx.layout
+        in_run = {"z": lambda: layout.decoder("z", decoder.z_roi), "c": lambda: layout.decoder("c", decoder.c_roi),
+                  "z_true": lambda: layout.feature_store("z"), "c_true": lambda: layout.feature_store("c")}
+        return {key: ctx.path(key, in_run[key]) for key in needed_inputs(ctx.config.reconstruction.methods)}
+
+    def outputs(self, ctx: StageContext) -> dict[str, Any]:
+        """``recon``: the reconstruction folder (``index.csv`` inside)."""
+        return {"recon": ctx.path("out", lambda: ctx.layout.file("recon"))}
+
+    def is_done(self, ctx: StageContext) -> bool:
+        """Never skipped: a run resumes it (images on disk are kept) and it checks the folder's settings."""
+        return False
+
+    @staticmethod
+    def _default_ids(ctx: StageContext, inputs: dict[str, Any]) -> np.ndarray:
+        """Every id of the first decoded input; in a run folder without one, the prepared test ids."""
+        first = next((key for key in inputs if key in ("z", "c")), None)
+        if first is None and ctx.in_run_folder:
+            from ..formats.prepared import PreparedData
+
+            return np.asarray(PreparedData(ctx.layout.prepared).trials("test")["ids"], dtype=np.int64)
+        first = first or next(iter(inputs))
+        return read_aligned(inputs[first], None, first)[0]
+
+    def _arrays(self, ctx: StageContext, shard: tuple[int, int] | None) -> tuple[np.ndarray, dict[str, Any]]:
+        """The test ids and the aligned feature arrays of each needed input."""
+        from ..formats.feature_store import shard_ids
+
+        inputs = self.inputs(ctx)
+        missing = [key for key, path in inputs.items() if path is None]
+        if missing:
+            raise MissingFileError(f"methods {list(ctx.config.reconstruction.methods)} need "
+                                   + ", ".join(flag_of(k) for k in missing))
+        ids = ctx.extra.get("ids")
+        ids = None if ids is None else np.asarray(ids, dtype=np.int64)
+        if ids is None:
+            ids = self._default_ids(ctx, inputs)
+        if shard is not None:
+            ids = shard_ids(ids, shard)
+        return ids, {key: read_aligned(path, ids, key)[1] for key, path in inputs.items()}
+
+    def run(self, ctx: StageContext, shard: tuple[int, int] | None = None) -> Path:
+        """Write the images not on disk yet and ``index.csv``; returns the index's path."""
+        from ..ldm.reconstruct import reconstruct
+
+        ids, arrays = self._arrays(ctx, shard)
+        config = ctx.config.reconstruction
+        return reconstruct(ctx.model(), ids, z=arrays.get("z"), c=arrays.get("c"), methods=config.methods,
+                           config=config, out_dir=self.outputs(ctx)["recon"], progress=ctx.progress,
+                           z_true=arrays.get("z_true"), c_true=arrays.get("c_true"))
