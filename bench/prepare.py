@@ -103,6 +103,20 @@ def worker(mode: str, root: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark: build the temporary tree, time each mode in a fresh process, print a line each.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        Command-line arguments (``--tmp``, ``--voxels``); ``sys.argv[1:]`` when None. The hidden
+        ``--worker MODE --root DIR`` pair runs one mode on an existing tree and prints its result
+        as JSON (used by the parent process).
+
+    Returns
+    -------
+    int
+        The exit status, 0.
+    """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tmp", default=None, help="folder for the temporary tree")
     parser.add_argument("--voxels", type=int, default=15000)

@@ -6,6 +6,7 @@ following docs/nsd_format.md (1-based ids on disk, HDF5 betas in (n_trials, Z, Y
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,19 +68,22 @@ def _blocks(shape: tuple[int, ...], values: list[int], rng: np.random.Generator)
     return out
 
 
-def write_nsd_tree(root: str | Path, subject: int = 1, n_sessions: int = 2,
-                   trials_per_session: int = 24, volume_shape: tuple[int, int, int] = (7, 9, 5),
-                   n_images: int = 40, n_shared: int = 6, formats: tuple[str, ...] = ("hdf5", "nifti"),
-                   n_vertices: tuple[int, int] = (30, 26), write_ctab: bool = True,
-                   write_responses: bool = True, write_ncsnr: bool = True,
-                   seed: int = 0) -> FakeNSD:
-    """Write a fake NSD tree under ``root``; returns what was written."""
-    rng = np.random.default_rng(seed)
-    root = Path(root)
-    subj = f"subj{subject:02d}"
-    n_trials = n_sessions * trials_per_session
+RESPONSES_HEADER = ["SUBJECT", "SESSION", "RUN", "TRIAL", "73KID", "10KID", "TIME", "ISOLD",
+                    "ISCORRECT", "RT", "CHANGEMIND", "MEMORYRECENT", "MEMORYFIRST", "ISOLDCURRENT",
+                    "ISCORRECTCURRENT", "TOTAL1", "TOTAL2", "BUTTON", "MISSINGDATA"]
+HEMISPHERES = ("lh", "rh")
 
-    # ---- design: subjectim 1-based, shared images first and sorted; masterordering 1-based
+
+def _hemispheres(data: np.ndarray, n_vertices: tuple[int, int]) -> Iterator[tuple[str, np.ndarray]]:
+    """``(hemi, rows)`` for lh then rh: the rows of ``data`` (vertices first) of each hemisphere."""
+    split = [0, n_vertices[0], sum(n_vertices)]
+    for h, hemi in enumerate(HEMISPHERES):
+        yield hemi, data[split[h]:split[h + 1]]
+
+
+def _draw_design(rng: np.random.Generator, n_images: int, n_shared: int,
+                 n_trials: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(masterordering, subjectim, sharedix)``, all 1-based; shared images first and sorted."""
     pool = rng.choice(np.arange(1, 73001), size=n_shared + 8 * (n_images - n_shared), replace=False)
     sharedix = np.sort(pool[:n_shared])
     own = pool[n_shared:].reshape(8, n_images - n_shared)
@@ -88,55 +92,66 @@ def write_nsd_tree(root: str | Path, subject: int = 1, n_sessions: int = 2,
     shared_draws = np.repeat(np.arange(1, n_shared + 1), 1 + np.arange(n_shared) % 3)
     others = rng.integers(n_shared + 1, n_images + 1, size=n_trials - shared_draws.size)
     masterordering = rng.permutation(np.concatenate([shared_draws, others]))
+    return masterordering, subjectim, sharedix
+
+
+def _write_design(root: Path, masterordering: np.ndarray, subjectim: np.ndarray,
+                  sharedix: np.ndarray) -> None:
+    """``nsd_expdesign.mat``: the 1-based design as float64 row vectors / matrix."""
     expdesign = root / "nsddata/experiments/nsd/nsd_expdesign.mat"
     expdesign.parent.mkdir(parents=True, exist_ok=True)
     scipy.io.savemat(expdesign, {"masterordering": masterordering[None, :].astype(np.float64),
                                  "subjectim": subjectim.astype(np.float64),
                                  "sharedix": sharedix[None, :].astype(np.float64)})
-    ids_all = subjectim[subject - 1, masterordering - 1] - 1
-    sessions = list(range(1, n_sessions + 1))
-    ids = {s: ids_all[(s - 1) * trials_per_session:s * trials_per_session] for s in sessions}
 
-    # ---- behaviour: 12 runs per session, TRIAL counted within the run
-    if write_responses:
-        rows = []
-        for s in sessions:
-            runs = np.array_split(np.arange(trials_per_session), min(12, trials_per_session))
-            for run, trials in enumerate(runs, start=1):
-                for t_in_run, t in enumerate(trials, start=1):
-                    rows.append([subject, s, run, t_in_run, ids[s][t] + 1,
-                                 int(masterordering[(s - 1) * trials_per_session + t]), 0.5, 0, 1,
-                                 700, 0, 0, 0, 0, 1, 0, 0, 1, 0])
-        header = ["SUBJECT", "SESSION", "RUN", "TRIAL", "73KID", "10KID", "TIME", "ISOLD",
-                  "ISCORRECT", "RT", "CHANGEMIND", "MEMORYRECENT", "MEMORYFIRST", "ISOLDCURRENT",
-                  "ISCORRECTCURRENT", "TOTAL1", "TOTAL2", "BUTTON", "MISSINGDATA"]
-        responses = root / f"nsddata/ppdata/{subj}/behav/responses.tsv"
-        responses.parent.mkdir(parents=True, exist_ok=True)
-        responses.write_text("\n".join(["\t".join(header)]
-                                       + ["\t".join(map(str, r)) for r in rows]) + "\n")
 
-    # ---- ROI atlases (X, Y, Z), int16
+def _write_responses(path: Path, subject: int, trials_per_session: int, ids: dict[int, np.ndarray],
+                     masterordering: np.ndarray) -> None:
+    """``responses.tsv``: 12 runs per session (fewer if fewer trials), TRIAL counted within the run."""
+    rows = []
+    for s in ids:
+        runs = np.array_split(np.arange(trials_per_session), min(12, trials_per_session))
+        for run, trials in enumerate(runs, start=1):
+            for t_in_run, t in enumerate(trials, start=1):
+                rows.append([subject, s, run, t_in_run, ids[s][t] + 1,
+                             int(masterordering[(s - 1) * trials_per_session + t]), 0.5, 0, 1,
+                             700, 0, 0, 0, 0, 1, 0, 0, 1, 0])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(["\t".join(RESPONSES_HEADER)]
+                              + ["\t".join(map(str, r)) for r in rows]) + "\n")
+
+
+def _volume_affine() -> np.ndarray:
+    """The 1.8 mm affine of every volume of the tree."""
     affine = np.diag([1.8, 1.8, 1.8, 1.0])
     affine[:3, 3] = [-10.0, -20.0, -5.0]
+    return affine
+
+
+def _write_roi_atlases(roi_dir: Path, volume_shape: tuple[int, int, int], affine: np.ndarray,
+                       rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``streams`` / ``nsdgeneral`` / ``prf-visualrois`` (X, Y, Z) int16 atlases; returns them."""
     streams = _blocks(volume_shape, [1, 5, 2, 6], rng)
     nsdgeneral = np.where(streams > 0, 1, rng.choice([-1, 0], size=volume_shape)).astype(np.int16)
     prf = _blocks(volume_shape, [1, 2, 3], rng)
-    roi_dir = root / f"nsddata/ppdata/{subj}/func1pt8mm/roi"
     roi_dir.mkdir(parents=True, exist_ok=True)
     for name, data in (("streams", streams), ("nsdgeneral", nsdgeneral), ("prf-visualrois", prf)):
         nib.save(nib.Nifti1Image(data, affine), roi_dir / f"{name}.nii.gz")
-    label_dir = root / "nsddata/freesurfer/fsaverage/label"
-    label_dir.mkdir(parents=True, exist_ok=True)
-    if write_ctab:
-        (label_dir / "streams.mgz.ctab").write_text(
-            "".join(f"{v} {n}\n" for v, n in STREAMS_CTAB.items()))
+    return streams, nsdgeneral, prf
 
-    # ---- volume betas: int16 (X, Y, Z, n_trials); HDF5 stores (n_trials, Z, Y, X)
-    beta_dir = root / f"nsddata_betas/ppdata/{subj}/func1pt8mm/{BETA_VERSION}"
-    beta_dir.mkdir(parents=True, exist_ok=True)
+
+def _write_streams_ctab(label_dir: Path) -> None:
+    """``streams.mgz.ctab``: one ``value name`` line per label of :data:`STREAMS_CTAB`."""
+    (label_dir / "streams.mgz.ctab").write_text("".join(f"{v} {n}\n" for v, n in STREAMS_CTAB.items()))
+
+
+def _write_volume_betas(beta_dir: Path, sessions: list[int], shape: tuple[int, int, int, int],
+                        affine: np.ndarray, formats: tuple[str, ...],
+                        rng: np.random.Generator) -> dict[int, np.ndarray]:
+    """Per session, int16 (X, Y, Z, n_trials) betas in each of ``formats``; HDF5 stores (n_trials, Z, Y, X)."""
     betas = {}
     for s in sessions:
-        data = rng.integers(-3000, 3000, size=(*volume_shape, trials_per_session), dtype=np.int16)
+        data = rng.integers(-3000, 3000, size=shape, dtype=np.int16)
         betas[s] = data
         if "hdf5" in formats:
             with h5py.File(beta_dir / f"betas_session{s:02d}.hdf5", "w") as handle:
@@ -145,32 +160,86 @@ def write_nsd_tree(root: str | Path, subject: int = 1, n_sessions: int = 2,
             image = nib.Nifti1Image(data, affine)
             image.header.set_data_dtype(np.int16)
             nib.save(image, beta_dir / f"betas_session{s:02d}.nii.gz")
-    ncsnr = rng.random(volume_shape).astype(np.float32)
-    if write_ncsnr:
-        nib.save(nib.Nifti1Image(ncsnr, affine), beta_dir / "ncsnr.nii.gz")
+    return betas
 
-    # ---- fsaverage: labels (n_vertices, 1, 1), betas (n_vertices, 1, 1, n_trials) float32
+
+def _write_surface_streams(label_dir: Path, n_vertices: tuple[int, int],
+                           rng: np.random.Generator) -> np.ndarray:
+    """``{lh,rh}.streams.mgz`` (n_vertices, 1, 1) labels; returns both hemispheres as int32."""
     surface_streams = np.concatenate([_blocks((n,), [1, 5], rng) for n in n_vertices]).astype(np.int32)
-    surf_dir = root / f"nsddata_betas/ppdata/{subj}/fsaverage/{BETA_VERSION}"
-    surf_dir.mkdir(parents=True, exist_ok=True)
-    split = [0, n_vertices[0], sum(n_vertices)]
-    for h, hemi in enumerate(("lh", "rh")):
-        part = surface_streams[split[h]:split[h + 1]]
+    for hemi, part in _hemispheres(surface_streams, n_vertices):
         nib.save(nib.MGHImage(part[:, None, None], np.eye(4)), label_dir / f"{hemi}.streams.mgz")
+    return surface_streams
+
+
+def _write_surface_betas(surf_dir: Path, sessions: list[int], n_vertices: tuple[int, int],
+                         trials_per_session: int, rng: np.random.Generator) -> dict[int, np.ndarray]:
+    """Per session, ``{lh,rh}.betas_sessionNN.mgh`` float32 (n_vertices, 1, 1, n_trials); returns them."""
     surface = {}
     for s in sessions:
         data = (rng.standard_normal((sum(n_vertices), trials_per_session)) * 2).astype(np.float32)
         surface[s] = data
-        for h, hemi in enumerate(("lh", "rh")):
-            part = data[split[h]:split[h + 1]]
+        for hemi, part in _hemispheres(data, n_vertices):
             nib.save(nib.MGHImage(part[:, None, None, :], np.eye(4)),
                      surf_dir / f"{hemi}.betas_session{s:02d}.mgh")
+    return surface
 
+
+def _write_surface_ncsnr(surf_dir: Path, surface_ncsnr: np.ndarray, n_vertices: tuple[int, int]) -> None:
+    """``{lh,rh}.ncsnr.mgh`` (n_vertices, 1, 1) float32."""
+    for hemi, part in _hemispheres(surface_ncsnr, n_vertices):
+        nib.save(nib.MGHImage(part[:, None, None], np.eye(4)), surf_dir / f"{hemi}.ncsnr.mgh")
+
+
+def write_nsd_tree(root: str | Path, subject: int = 1, n_sessions: int = 2,
+                   trials_per_session: int = 24, volume_shape: tuple[int, int, int] = (7, 9, 5),
+                   n_images: int = 40, n_shared: int = 6, formats: tuple[str, ...] = ("hdf5", "nifti"),
+                   n_vertices: tuple[int, int] = (30, 26), write_ctab: bool = True,
+                   write_responses: bool = True, write_ncsnr: bool = True,
+                   seed: int = 0) -> FakeNSD:
+    """Write a fake NSD tree under ``root``; returns what was written.
+
+    All random draws come from one generator seeded with ``seed``, in a fixed order (design, ROI
+    atlases, volume betas, volume ncsnr, surface labels, surface betas, surface ncsnr), so that the
+    same arguments always give the same tree; the ``write_*`` flags skip files, never draws.
+    """
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    subj = f"subj{subject:02d}"
+    sessions = list(range(1, n_sessions + 1))
+
+    masterordering, subjectim, sharedix = _draw_design(rng, n_images, n_shared,
+                                                       n_sessions * trials_per_session)
+    _write_design(root, masterordering, subjectim, sharedix)
+    ids_all = subjectim[subject - 1, masterordering - 1] - 1
+    ids = {s: ids_all[(s - 1) * trials_per_session:s * trials_per_session] for s in sessions}
+    if write_responses:
+        _write_responses(root / f"nsddata/ppdata/{subj}/behav/responses.tsv", subject,
+                         trials_per_session, ids, masterordering)
+
+    affine = _volume_affine()
+    streams, nsdgeneral, prf = _write_roi_atlases(root / f"nsddata/ppdata/{subj}/func1pt8mm/roi",
+                                                  volume_shape, affine, rng)
+    label_dir = root / "nsddata/freesurfer/fsaverage/label"
+    label_dir.mkdir(parents=True, exist_ok=True)
+    if write_ctab:
+        _write_streams_ctab(label_dir)
+
+    beta_dir = root / f"nsddata_betas/ppdata/{subj}/func1pt8mm/{BETA_VERSION}"
+    beta_dir.mkdir(parents=True, exist_ok=True)
+    betas = _write_volume_betas(beta_dir, sessions, (*volume_shape, trials_per_session), affine,
+                                formats, rng)
+    ncsnr = rng.random(volume_shape).astype(np.float32)
+    if write_ncsnr:
+        nib.save(nib.Nifti1Image(ncsnr, affine), beta_dir / "ncsnr.nii.gz")
+
+    surface_streams = _write_surface_streams(label_dir, n_vertices, rng)
+    surf_dir = root / f"nsddata_betas/ppdata/{subj}/fsaverage/{BETA_VERSION}"
+    surf_dir.mkdir(parents=True, exist_ok=True)
+    surface = _write_surface_betas(surf_dir, sessions, n_vertices, trials_per_session, rng)
     surface_ncsnr = rng.random(sum(n_vertices)).astype(np.float32)
     if write_ncsnr:
-        for h, hemi in enumerate(("lh", "rh")):
-            nib.save(nib.MGHImage(surface_ncsnr[split[h]:split[h + 1], None, None], np.eye(4)),
-                     surf_dir / f"{hemi}.ncsnr.mgh")
+        _write_surface_ncsnr(surf_dir, surface_ncsnr, n_vertices)
 
     return FakeNSD(root=root, subject=subject, sessions=sessions,
                    trials_per_session=trials_per_session, volume_shape=volume_shape, affine=affine,

@@ -71,7 +71,8 @@ def _png_data_uri(image: np.ndarray | Image.Image | Path, size: int | None = Non
         image = Image.fromarray(image)
     image = image.convert("RGB")
     if size is not None and image.size != (size, size):
-        image = image.resize((size, size), Image.NEAREST if image.size[0] < size else Image.LANCZOS)
+        resample = Image.Resampling.NEAREST if image.size[0] < size else Image.Resampling.LANCZOS
+        image = image.resize((size, size), resample)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
@@ -110,14 +111,15 @@ def _metric_table(metrics: Mapping[str, Mapping[str, float]]) -> str:
         values = {m: metrics[m][name] for m in methods if name in metrics[m] and m != "oracle"}
         if values:
             pick = min if METRIC_LABELS[name].endswith("↓") else max
-            best[name] = pick(values, key=values.get)
+            best[name] = pick(values, key=lambda m: values[m])
     head = '<tr><th class="l">method</th>' + "".join(f"<th>{METRIC_LABELS[n]}</th>" for n in names) + "</tr>"
     body = []
     for method in methods:
         cells = []
         for name in names:
             value = metrics[method].get(name)
-            text = "–" if value is None else (f"{100 * value:.1f}%" if name.startswith(("id_", "takagi")) else f"{value:.3f}")
+            percent = name.startswith(("id_", "takagi"))
+            text = "–" if value is None else (f"{100 * value:.1f}%" if percent else f"{value:.3f}")
             cls = ' class="best"' if best.get(name) == method else ""
             cells.append(f"<td{cls}>{text}</td>")
         body.append(f'<tr><td class="l">{html.escape(METHOD_LABELS.get(method, method))}</td>{"".join(cells)}</tr>')
@@ -127,12 +129,14 @@ def _metric_table(metrics: Mapping[str, Mapping[str, float]]) -> str:
 
 
 def _decoding_table(decoding: Mapping[str, Mapping[str, float]]) -> str:
-    head = '<tr><th class="l">target ← ROI</th><th>voxels</th><th>targets</th><th>mean r</th><th>median r</th><th>share r&gt;0.1</th><th>median α</th></tr>'
+    head = ('<tr><th class="l">target ← ROI</th><th>voxels</th><th>targets</th><th>mean r</th><th>median r</th>'
+            '<th>share r&gt;0.1</th><th>median α</th></tr>')
     rows = []
     for key, d in decoding.items():
         rows.append(f'<tr><td class="l">{html.escape(key)}</td><td>{d.get("n_voxels", "–")}</td>'
                     f'<td>{d.get("n_targets", "–")}</td><td>{d.get("mean_r", float("nan")):.3f}</td>'
-                    f'<td>{d.get("median_r", float("nan")):.3f}</td><td>{100 * d.get("frac_r_above_0.1", float("nan")):.0f}%</td>'
+                    f'<td>{d.get("median_r", float("nan")):.3f}</td>'
+                    f'<td>{100 * d.get("frac_r_above_0.1", float("nan")):.0f}%</td>'
                     f'<td>{d.get("median_alpha", float("nan")):.3g}</td></tr>')
     return (f"<table>{head}{''.join(rows)}</table>"
             '<p class="note">Pearson r between decoded and true features over the test images, per target.</p>')

@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
 from ..config import DecoderConfig
-from ..errors import DataFormatError, MissingFileError
+from ..errors import MissingFileError
 from ..formats.decoder_file import DecoderFile
+from ..formats.feature_store import FeatureStore
 from ..formats.prepared import PreparedData
 from ..ridge import BackendLike, ImageRidgeCV, backend_name
 from ..stats import pearson_columns
@@ -78,53 +78,6 @@ def _read_prepared(path: Path, roi: str) -> dict[str, Any]:
             "subject": int(prepared.attrs.get("subject", 0))}
 
 
-def _store_rows(store_path: Path, store_ids: np.ndarray, wanted: np.ndarray, prepared_path: Path,
-                what: str) -> np.ndarray:
-    """Row of the feature store of each wanted 73k id (clear error if any is missing)."""
-    pos = np.searchsorted(store_ids, wanted)
-    if len(store_ids):
-        missing = (pos >= len(store_ids)) | (store_ids[np.minimum(pos, len(store_ids) - 1)] != wanted)
-    else:
-        missing = np.ones(len(wanted), dtype=bool)
-    if np.any(missing):
-        bad = np.unique(wanted[missing])
-        raise DataFormatError(
-            f"feature store {store_path} (field 'ids') lacks {len(bad)} {what} 73k id(s) of prepared "
-            f"file {prepared_path}, e.g. {bad[:5].tolist()}; expected every id to have features")
-    return pos
-
-
-def _read_feature_rows(ds: h5py.Dataset, rows: np.ndarray, block_bytes: int = 256 * 2**20) -> np.ndarray:
-    """``ds[rows]`` flattened to (len(rows), n_targets) float32, read in contiguous row blocks."""
-    n_targets = int(np.prod(ds.shape[1:]))
-    out = np.empty((len(rows), n_targets), dtype=np.float32)
-    order = np.argsort(rows)
-    sorted_rows = rows[order]
-    block = max(1, block_bytes // max(1, n_targets * 4))
-    i = 0
-    while i < len(sorted_rows):
-        lo = sorted_rows[i]
-        j = np.searchsorted(sorted_rows, lo + block, side="left")
-        slab = ds[lo:sorted_rows[j - 1] + 1].reshape(-1, n_targets)
-        out[order[i:j]] = slab[sorted_rows[i:j] - lo]
-        i = j
-    return out
-
-
-def _store_ids(f: h5py.File, store_path: Path) -> np.ndarray:
-    """The store's sorted 73k ids, after checking the layout (``features``, ``ids``)."""
-    for key in ("features", "ids"):
-        if key not in f:
-            raise DataFormatError(f"{store_path}: missing dataset /{key} (feature store layout)")
-    store_ids = f["ids"][()].astype(np.int64)
-    if len(store_ids) != f["features"].shape[0]:
-        raise DataFormatError(f"{store_path}: /ids has {len(store_ids)} entries but /features has "
-                              f"{f['features'].shape[0]} rows; expected equal")
-    if np.any(np.diff(store_ids) <= 0):
-        raise DataFormatError(f"{store_path}: /ids must be strictly increasing 73k ids")
-    return store_ids
-
-
 def _read_features(store_path: Path, prepared_path: Path, train_ids: np.ndarray, test_ids: np.ndarray
                    ) -> tuple[np.ndarray, _Features]:
     """Feature rows of every training image and every test image.
@@ -137,24 +90,23 @@ def _read_features(store_path: Path, prepared_path: Path, train_ids: np.ndarray,
     """
     if not store_path.is_file():
         raise MissingFileError(f"feature store not found: {store_path}")
-    with h5py.File(store_path, "r") as f:
-        store_ids = _store_ids(f, store_path)
-        train_images, row_image = np.unique(train_ids, return_inverse=True)
-        train_rows = _store_rows(store_path, store_ids, train_images, prepared_path, "training")
-        test_rows = _store_rows(store_path, store_ids, test_ids, prepared_path, "test")
-        if "done" in f:
-            done = f["done"][()].astype(bool)
-            if not (done[train_rows].all() and done[test_rows].all()):
-                raise DataFormatError(f"{store_path}: field 'done' is False for some needed images; "
-                                      "expected a complete feature store (finish `brain2image features`)")
-        ds = f["features"]
-        return _read_feature_rows(ds, train_rows), _Features(
-            Y_test=_read_feature_rows(ds, test_rows), train_images=train_images, row_image=row_image.ravel(),
-            target_shape=tuple(int(n) for n in ds.shape[1:]),
-            attrs={k: f.attrs[k] for k in _FEATURE_ATTRS if k in f.attrs})
+    store = FeatureStore(store_path)
+    train_images, row_image = np.unique(train_ids, return_inverse=True)
+    Y_train = store.read_flat(train_images, needed_by=f"(training ids of prepared file {prepared_path})")
+    Y_test = store.read_flat(test_ids, needed_by=f"(test ids of prepared file {prepared_path})")
+    attrs = store.attrs
+    return Y_train, _Features(Y_test=Y_test, train_images=train_images, row_image=row_image.ravel(),
+                              target_shape=store.feature_shape,
+                              attrs={k: attrs[k] for k in _FEATURE_ATTRS if k in attrs})
 
 
 # ---------------------------------------------------------------------------------- fit
+def _json_value(value: Any) -> Any:
+    """A store attribute as a JSON value (numpy scalars unwrapped, anything else as text)."""
+    value = value.item() if hasattr(value, "item") else value
+    return value if isinstance(value, (bool, int, float, str)) else str(value)
+
+
 def _provenance(prep: dict[str, Any], features: _Features, ridge: ImageRidgeCV, *, roi: str, target: str,
                 fit_seconds: float, prepared_path: Path, store_path: Path) -> dict[str, Any]:
     """Attributes of the decoder file that record how it was made."""
@@ -162,8 +114,7 @@ def _provenance(prep: dict[str, Any], features: _Features, ridge: ImageRidgeCV, 
             "n_train_rows": len(features.row_image), "n_train_images": len(features.train_images),
             "fit_seconds": fit_seconds, "backend": backend_name(ridge.backend), "dtype": ridge.dtype,
             "prepared_file": str(prepared_path.resolve()), "feature_store": str(store_path.resolve()),
-            "feature_attrs": json.dumps({k: (v.item() if hasattr(v, "item") else str(v))
-                                         for k, v in features.attrs.items()})}
+            "feature_attrs": json.dumps({k: _json_value(v) for k, v in features.attrs.items()})}
 
 
 def fit_decoder_from_files(prepared_path: str | os.PathLike, feature_store_path: str | os.PathLike, roi: str,

@@ -306,6 +306,76 @@ class FeatureStore:
             rows = f["features"][pos]  # sorted unique indices, as h5py requires
         return rows[inverse.reshape(-1)]
 
+    def read_flat(self, ids: np.ndarray, *, needed_by: str = "", block_bytes: int = 256 * 2**20) -> np.ndarray:
+        """Rows of ``ids`` flattened to (n_ids, n_values) float32, read in contiguous row blocks.
+
+        Memory stays at the output plus one block (``block_bytes``), however scattered the ids are:
+        what the ridge decoders need for tens of thousands of c targets.
+
+        Parameters
+        ----------
+        ids : array of shape (n_ids,)
+            73k ids, any order, duplicates allowed.
+        needed_by : str
+            Who needs them (named in the error, e.g. "training ids of prepared file X").
+        block_bytes : int
+
+        Raises
+        ------
+        DataFormatError
+            When the store's layout is broken, lacks an id, or an id is not computed yet (``done``).
+        """
+        ids = np.asarray(ids, dtype=np.int64)
+        with h5py.File(self._file(), "r") as f:
+            store_ids = self._checked_ids(f)
+            rows = self._rows_of(store_ids, ids, needed_by)
+            if "done" in f and not f["done"][()].astype(bool)[rows].all():
+                raise DataFormatError(f"{self.path}: field 'done' is False for some needed images; "
+                                      "expected a complete feature store (finish `brain2image features`)")
+            return _read_row_blocks(f["features"], rows, block_bytes)
+
+    def _checked_ids(self, f: h5py.File) -> np.ndarray:
+        for key in ("features", "ids"):
+            if key not in f:
+                raise DataFormatError(f"{self.path}: missing dataset /{key} (feature store layout)")
+        store_ids = f["ids"][()].astype(np.int64)
+        if len(store_ids) != f["features"].shape[0]:
+            raise DataFormatError(f"{self.path}: /ids has {len(store_ids)} entries but /features has "
+                                  f"{f['features'].shape[0]} rows; expected equal")
+        if np.any(np.diff(store_ids) <= 0):
+            raise DataFormatError(f"{self.path}: /ids must be strictly increasing 73k ids")
+        return store_ids
+
+    def _rows_of(self, store_ids: np.ndarray, wanted: np.ndarray, needed_by: str) -> np.ndarray:
+        pos = np.searchsorted(store_ids, wanted)
+        if len(store_ids):
+            missing = (pos >= len(store_ids)) | (store_ids[np.minimum(pos, len(store_ids) - 1)] != wanted)
+        else:
+            missing = np.ones(len(wanted), dtype=bool)
+        if np.any(missing):
+            bad = np.unique(wanted[missing])
+            raise DataFormatError(f"feature store {self.path} (field 'ids') lacks {len(bad)} 73k id(s)"
+                                  f"{' ' + needed_by if needed_by else ''}, e.g. {bad[:5].tolist()}; "
+                                  "expected every id to have features")
+        return pos
+
+
+def _read_row_blocks(ds: h5py.Dataset, rows: np.ndarray, block_bytes: int) -> np.ndarray:
+    """``ds[rows]`` flattened to (len(rows), n_values) float32, read in contiguous row blocks."""
+    n_values = int(np.prod(ds.shape[1:]))
+    out = np.empty((len(rows), n_values), dtype=np.float32)
+    order = np.argsort(rows)
+    sorted_rows = rows[order]
+    block = max(1, block_bytes // max(1, n_values * 4))
+    i = 0
+    while i < len(sorted_rows):
+        lo = sorted_rows[i]
+        j = np.searchsorted(sorted_rows, lo + block, side="left")
+        slab = ds[lo:sorted_rows[j - 1] + 1].reshape(-1, n_values)
+        out[order[i:j]] = slab[sorted_rows[i:j] - lo]
+        i = j
+    return out
+
 
 def merge_stores(paths: Sequence[str | os.PathLike], out: str | os.PathLike) -> Path:
     """Join finished shard stores (disjoint ids, same provenance and shape) into one store.
