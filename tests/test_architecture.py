@@ -1,0 +1,55 @@
+"""The package's layering rules, checked on the source (docs/architecture.md)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import brain2image
+
+PACKAGE = Path(brain2image.__file__).parent
+
+#: Modules that may open HDF5 files: the format owners, NSD's own readers (betas, the stimuli
+#: brick), the simulated-NSD writer and the encoding results file.
+H5PY_ALLOWED = ("formats/", "nsd/", "embedded/simulate/", "ldm/images.py", "encoding/analysis.py")
+
+
+def _imports(path: Path) -> set[str]:
+    """Absolute names of every module (and imported name) ``path`` imports, relative ones resolved."""
+    is_init = path.name == "__init__.py"
+    parts = ["brain2image", *path.relative_to(PACKAGE).with_suffix("").parts]
+    package = parts[:-1] if is_init else parts
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package[:len(package) - node.level + is_init] if node.level else []
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            names.add(module)
+            names.update(f"{module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def _core_modules() -> list[Path]:
+    skip = ("embedded", "commands")
+    return [p for p in PACKAGE.rglob("*.py") if p.relative_to(PACKAGE).parts[0] not in skip
+            and p.name != "cli.py"]
+
+
+def test_core_never_imports_the_embedded_world():
+    offenders = {str(p.relative_to(PACKAGE)): sorted(n for n in _imports(p) if n.startswith("brain2image.embedded"))
+                 for p in _core_modules()}
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_only_format_owners_open_hdf5():
+    users = [str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if "h5py" in _imports(p)]
+    assert users, "the scan found no h5py user at all: it is broken"
+    assert [u for u in users if not u.startswith(H5PY_ALLOWED)] == []
+
+
+def test_import_scan_resolves_relative_imports():
+    names = _imports(PACKAGE / "formats" / "predictions.py")
+    assert "brain2image.formats.decoder_file" in names and "brain2image.errors" in names
+    assert "brain2image.formats.prepared.PreparedData" in _imports(PACKAGE / "formats" / "__init__.py")
