@@ -10,8 +10,8 @@ import brain2image
 PACKAGE = Path(brain2image.__file__).parent
 
 #: Modules that may open HDF5 files: the format owners, NSD's own readers (betas, the stimuli
-#: brick), the simulated-NSD writer and the encoding results file.
-H5PY_ALLOWED = ("formats/", "nsd/", "embedded/simulate/", "ldm/images.py", "encoding/analysis.py")
+#: brick) and the simulated-NSD writer.
+H5PY_ALLOWED = ("formats/", "nsd/", "embedded/simulate/")
 
 
 def _imports(path: Path) -> set[str]:

@@ -15,7 +15,8 @@ from brain2image.config import FeatureConfig
 from brain2image.errors import DataFormatError, InvalidArgumentError
 from brain2image.formats import feature_store as fs_module
 from brain2image.formats.feature_store import FeatureStore, feature_store_path, merge_stores, shard_path
-from brain2image.ldm.features import extract_features, load_captions
+from brain2image.ldm.features import extract_features
+from brain2image.nsd.stimuli import load_captions
 
 
 @pytest.fixture(scope="module")

@@ -17,13 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
-from .. import __version__
 from .._io import atomic_path, atomic_write_text
 from ..config import EncodingConfig
 from ..errors import DataFormatError
+from ..formats.encoding_results import write_encoding_results
 from ..formats.prepared import PreparedData
 from ..stats import pearson_columns
 from .models import fit_banded, fit_space, prepare_space, reduce_trials
@@ -194,32 +193,9 @@ def summarise(results: EncodingResults, masks: Mapping[str, np.ndarray]) -> dict
 
 def write_results(results: EncodingResults, path: str | os.PathLike, *, roi_data: dict | None = None,
                   attrs: Mapping | None = None) -> Path:
-    """Write ``results.h5``.
-
-    Layout: ``/spaces/<name>/{r,r2,alpha,nc_fraction}``,
-    ``/partitions/<a>|<b>/{r2_a,r2_b,r2_joint,unique_a,unique_b,shared,r_joint,weight_a,weight_b}``
-    (``a``, ``b`` in attrs), ``/noise_ceiling``, ``/voxels/{ijk | vertex,hemi}``.
-    """
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        for name, values in results.spaces.items():
-            g = f.create_group(f"spaces/{name}")
-            for key, arr in values.items():
-                g.create_dataset(key, data=np.asarray(arr, dtype=np.float32))
-        for key, values in results.partitions.items():
-            g = f.create_group(f"partitions/{key.replace('|', '__')}")
-            g.attrs["a"], g.attrs["b"] = key.split("|")
-            for q, arr in values.items():
-                g.create_dataset(q, data=np.asarray(arr, dtype=np.float32))
-        if results.noise_ceiling is not None:
-            f.create_dataset("noise_ceiling", data=results.noise_ceiling.astype(np.float32))
-        if roi_data is not None:
-            for key in ("ijk", "vertex", "hemi"):
-                if roi_data.get(key) is not None:
-                    f.create_dataset(f"voxels/{key}", data=roi_data[key])
-        for key, value in (attrs or {}).items():
-            f.attrs[key] = value
-        f.attrs["brain2image_version"] = __version__
-    return Path(path)
+    """Write ``results.h5`` (:func:`brain2image.formats.encoding_results.write_encoding_results`)."""
+    return write_encoding_results(results.spaces, results.partitions, results.noise_ceiling, path,
+                                  roi_data=roi_data, attrs=attrs)
 
 
 def _write_maps(results: EncodingResults, roi_data: dict, out_dir: Path, summary: dict) -> list[Path]:

@@ -241,7 +241,7 @@ def load_real_images(nsd_root: str | Path, ids: Iterable[int]) -> tuple[np.ndarr
     ids : array of shape (n_images,), int64, sorted unique
     images : array of shape (n_images, height, width, 3), uint8
     """
-    from ..ldm.images import read_stimuli, stimuli_path
+    from ..nsd.stimuli import read_stimuli, stimuli_path
 
     ids = np.unique(np.asarray(list(ids), dtype=np.int64))
     return ids, read_stimuli(stimuli_path(nsd_root), ids)

@@ -9,6 +9,7 @@ module                     file
 :mod:`.recon_index`        the reconstruction folder (PNGs, ``index.csv``)
 :mod:`.run_layout`         the run folder (where each of the above lives)
 :mod:`.predictions`        reading features to reconstruct from (decoder file or store)
+:mod:`.encoding_results`   the encoding results (per-voxel scores of each feature space)
 ========================== ===================================================
 
 Nothing outside this package opens these files with h5py. NSD's own files are read by

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -19,12 +18,12 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import FeatureConfig, config_to_json
-from ..errors import DataFormatError, InvalidArgumentError, MissingFileError
+from ..errors import InvalidArgumentError
 from ..formats.feature_store import FeatureStore, feature_store_path, shard_ids, shard_path
-from .images import CAPTIONS_RELDIR, STIM_INFO_RELPATH, iter_stimuli, stimuli_path
+from ..nsd.stimuli import iter_stimuli, load_captions, stimuli_path
 from .loading import LatentDiffusionModel
 
-__all__ = ["FEATURES", "CAPTION_REDUCTIONS", "extract_features", "feature_store_path", "load_captions",
+__all__ = ["FEATURES", "CAPTION_REDUCTIONS", "extract_features", "feature_store_path",
            "read_prepared_ids", "image_seed"]
 
 logger = logging.getLogger(__name__)
@@ -51,62 +50,6 @@ def read_prepared_ids(prepared: str | os.PathLike) -> np.ndarray:
 def image_seed(seed: int, image_id: int) -> int:
     """A 32-bit seed derived from (``seed``, ``image_id``)."""
     return int(np.random.SeedSequence([int(seed), int(image_id)]).generate_state(1)[0])
-
-
-def load_captions(nsd_root: str | os.PathLike, ids: np.ndarray) -> list[list[str]]:
-    """COCO captions of each 73k id, matched through ``nsd_stim_info_merged.csv``.
-
-    Parameters
-    ----------
-    nsd_root : path-like
-    ids : array of shape (n_images,)
-
-    Returns
-    -------
-    list (n_images) of lists of captions, in COCO annotation-id order.
-
-    Raises
-    ------
-    MissingFileError, DataFormatError
-        Missing csv / captions JSON, or an id with no captions (naming the file and the id).
-    """
-    import pandas as pd
-
-    root = Path(nsd_root).expanduser()
-    csv = root / STIM_INFO_RELPATH
-    if not csv.is_file():
-        raise MissingFileError(f"stimulus info {csv} not found")
-    info = pd.read_csv(csv, index_col=0)
-    for column in ("cocoId", "cocoSplit"):
-        if column not in info.columns:
-            raise DataFormatError(f"{csv}: no column '{column}' (expected nsd_stim_info_merged.csv)")
-    ids = np.asarray(ids, dtype=np.int64)
-    absent = ids[~np.isin(ids, info.index.to_numpy())]
-    if len(absent):
-        raise DataFormatError(f"{csv}: no row for 73k ids {absent[:5].tolist()} (0-based first column)")
-    rows = info.loc[ids]
-    by_split: dict[str, dict[int, list[tuple[int, str]]]] = {}
-    for split in sorted(set(rows["cocoSplit"].astype(str))):
-        path = root / CAPTIONS_RELDIR / f"captions_{split}.json"
-        if not path.is_file():
-            raise MissingFileError(f"COCO captions {path} not found (NSD does not ship them: download "
-                                   f"annotations_trainval2017.zip from cocodataset.org and copy captions_{split}.json)")
-        try:
-            annotations = json.loads(path.read_text())["annotations"]
-        except (KeyError, json.JSONDecodeError) as error:
-            raise DataFormatError(f"{path}: expected a COCO captions JSON with 'annotations'") from error
-        table: dict[int, list[tuple[int, str]]] = {}
-        for ann in annotations:
-            table.setdefault(int(ann["image_id"]), []).append((int(ann.get("id", 0)), str(ann["caption"]).strip()))
-        by_split[split] = table
-    captions = []
-    for image_id, coco_id, split in zip(ids, rows["cocoId"].astype(np.int64), rows["cocoSplit"].astype(str)):
-        found = by_split[split].get(int(coco_id))
-        if not found:
-            path = root / CAPTIONS_RELDIR / f"captions_{split}.json"
-            raise DataFormatError(f"{path}: no captions for cocoId {coco_id} (73k id {image_id})")
-        captions.append([text for _, text in sorted(found)])
-    return captions
 
 
 def _z_batches(model: LatentDiffusionModel, nsd_root, ids, config: FeatureConfig, resolution: int):
