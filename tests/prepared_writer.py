@@ -1,4 +1,4 @@
-"""Write small prepared files (the layout of ``brain2image prepare``) with chosen contents.
+"""Write small prepared files (through the format's own writer) with chosen contents.
 
 Tests of the stages after ``prepare`` (decoding, features, encoding) build their inputs with
 this writer instead of running ``prepare`` on a fake NSD tree, so they can plant known signals.
@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-import h5py
 import numpy as np
+
+from brain2image.formats.prepared import PreparedRoi, PreparedWriter, TrialIndex
 
 __all__ = ["write_prepared"]
 
@@ -36,22 +37,23 @@ def write_prepared(path: str | Path, train_ids, test_ids, rois: Mapping[str, Map
     """
     train_ids = np.asarray(train_ids, dtype=np.int64)
     test_ids = np.asarray(test_ids, dtype=np.int64)
-    with h5py.File(path, "w") as f:
-        f.attrs.update({"subject": 1, "space": "func1pt8mm", "rois": list(rois), **(attrs or {})})
-        f["train/ids"] = train_ids
-        f["train/session"] = np.ones(len(train_ids), np.int16)
-        f["train/trial"] = np.arange(1, len(train_ids) + 1, dtype=np.int32)
-        f["test/ids"] = test_ids
-        f["test/n_repeats"] = np.full(len(test_ids), n_repeats, np.int16)
-        f["test_trials/ids"] = np.repeat(test_ids, n_repeats)
-        f["test_trials/session"] = np.ones(len(test_ids) * n_repeats, np.int16)
-        f["test_trials/trial"] = np.arange(1, len(test_ids) * n_repeats + 1, dtype=np.int32)
-        for key, data in rois.items():
-            group = f.create_group(f"rois/{key}")
-            group["train"] = np.asarray(data["train"], np.float32)
-            group["test"] = np.asarray(data["test"], np.float32)
-            group["test_trials"] = np.repeat(group["test"][()], n_repeats, axis=0)
-            for name in ("ijk", "vertex", "hemi", "ncsnr"):
-                if name in data:
-                    group[name] = data[name]
+    n_test_trials = len(test_ids) * n_repeats
+    train = TrialIndex(train_ids, np.ones(len(train_ids), np.int16), np.arange(1, len(train_ids) + 1))
+    test_trials = TrialIndex(np.repeat(test_ids, n_repeats), np.ones(n_test_trials, np.int16),
+                             np.arange(1, n_test_trials + 1))
+    prepared_rois, start = [], 0
+    for key, data in rois.items():
+        n_vox = np.shape(data["train"])[1]
+        prepared_rois.append(PreparedRoi(
+            key=key, atlas=key, label="", label_values=np.zeros(0, np.int64),
+            columns=np.arange(start, start + n_vox), ncsnr=data.get("ncsnr"),
+            positions={name: data[name] for name in ("ijk", "vertex", "hemi") if name in data}))
+        start += n_vox
+    file_attrs = {"subject": 1, "space": "func1pt8mm", "rois": list(rois), **(attrs or {})}
+    with PreparedWriter(path, file_attrs, train, test_trials, prepared_rois) as writer:
+        train_rows = np.concatenate([np.asarray(d["train"], np.float32) for d in rois.values()], axis=1)
+        test_rows = np.concatenate([np.asarray(d["test"], np.float32) for d in rois.values()], axis=1)
+        writer.write_session(train_rows, np.repeat(test_rows, n_repeats, axis=0))
+        writer.write_test(test_ids, np.full(len(test_ids), n_repeats),
+                          {key: np.asarray(d["test"], np.float32) for key, d in rois.items()})
     return Path(path)
