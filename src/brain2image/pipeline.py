@@ -30,7 +30,6 @@ from pathlib import Path
 from ._io import atomic_write_text
 from .config import (
     EncodingOptions,
-    EvaluationConfig,
     RunConfig,
     load_run_config,
     run_config_from_dict,
@@ -41,9 +40,6 @@ __all__ = ["RunConfig", "EncodingOptions", "load_run_config", "run_config_from_d
            "build_report", "RUN_FILES"]
 
 logger = logging.getLogger(__name__)
-
-#: Former name of :class:`~brain2image.config.EvaluationConfig`.
-EvaluationOptions = EvaluationConfig
 
 
 def build_report(run_dir: str | os.PathLike, *, n_images: int | None = None) -> Path:

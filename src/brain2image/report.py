@@ -20,6 +20,7 @@ import pandas as pd
 from PIL import Image
 
 from ._io import atomic_write_text
+from .methods import Method
 
 __all__ = ["write_report", "render_report", "METRIC_LABELS", "METHOD_LABELS"]
 
@@ -45,10 +46,10 @@ METRIC_LABELS = {
 }
 
 METHOD_LABELS = {
-    "z_only": "z only",
-    "c_only": "c only",
-    "z_plus_c": "z + c",
-    "oracle": "oracle (true z + c)",
+    Method.Z_ONLY.value: "z only",
+    Method.C_ONLY.value: "c only",
+    Method.Z_PLUS_C.value: "z + c",
+    Method.ORACLE.value: "oracle (true z + c)",
 }
 
 _CSS = """
@@ -103,12 +104,12 @@ def _grid_section(seen: Mapping[int, np.ndarray], recon_index: pd.DataFrame, rec
 
 
 def _metric_table(metrics: Mapping[str, Mapping[str, float]]) -> str:
-    methods = [m for m in ("z_only", "c_only", "z_plus_c", "oracle") if m in metrics] + [
+    methods = [m.value for m in Method if m.value in metrics] + [
         m for m in metrics if m not in METHOD_LABELS]
     names = [k for k in METRIC_LABELS if any(k in metrics[m] for m in methods)]
     best = {}
     for name in names:
-        values = {m: metrics[m][name] for m in methods if name in metrics[m] and m != "oracle"}
+        values = {m: metrics[m][name] for m in methods if name in metrics[m] and m != Method.ORACLE.value}
         if values:
             pick = min if METRIC_LABELS[name].endswith("↓") else max
             best[name] = pick(values, key=lambda m: values[m])
@@ -180,7 +181,7 @@ def render_report(*, title: str, seen: Mapping[int, np.ndarray], recon_index: pd
     n_images, thumb : int
         How many test images the grid shows, and the thumbnail size in pixels.
     """
-    methods = [m for m in ("z_only", "c_only", "z_plus_c", "oracle") if m in set(recon_index.method)]
+    methods = [m.value for m in Method if m.value in set(recon_index.method)]
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
              f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
     parts += [f"<p>{html.escape(n)}</p>" for n in notes]

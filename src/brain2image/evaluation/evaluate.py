@@ -28,6 +28,7 @@ import numpy as np
 
 from .._io import atomic_write_text
 from ..errors import DataFormatError, InvalidArgumentError, MissingFileError
+from ..formats.recon_index import ReconFolder
 from ..stats import pearson_matrix
 from .feature_spaces import FeatureExtractor, FeatureSpace, LoadOptions, load_extractors, resolve_feature_spaces
 from .identification import takagi_from_mean_corr, two_way_from_corr
@@ -37,9 +38,7 @@ __all__ = [
     "EMBEDDED_SPACES",
     "FULL_SPACES",
     "METRIC_SETS",
-    "INDEX_COLUMNS",
     "evaluate_reconstructions",
-    "read_recon_index",
     "load_real_images",
     "evaluate_recon_dir",
 ]
@@ -49,7 +48,6 @@ logger = logging.getLogger(__name__)
 EMBEDDED_SPACES = ("pixel", "scene")
 FULL_SPACES = ("alexnet2", "alexnet5", "inception", "clip", "effnet", "swav")
 METRIC_SETS = {"embedded": EMBEDDED_SPACES, "full": FULL_SPACES}
-INDEX_COLUMNS = ("test_id", "method", "sample", "seed", "path")
 
 
 class _Accumulator:
@@ -185,48 +183,6 @@ def _optional_path(path: str | Path | None) -> Path | None:
     return None if path is None else Path(path)
 
 
-def read_recon_index(recon_dir: str | Path) -> dict[str, dict[int, list[Path]]]:
-    """Read ``recon/index.csv``.
-
-    Returns
-    -------
-    index : dict method → {test_id → list of PNG paths ordered by sample}
-
-    Raises
-    ------
-    MissingFileError, DataFormatError
-    """
-    import pandas as pd
-
-    recon_dir = Path(recon_dir)
-    index_path = recon_dir / "index.csv"
-    if not index_path.is_file():
-        raise MissingFileError(f"{index_path} not found: run `brain2image reconstruct` first")
-    table = pd.read_csv(index_path)
-    missing = [c for c in INDEX_COLUMNS if c not in table.columns]
-    if missing:
-        raise DataFormatError(f"{index_path}: missing columns {missing}; expected {list(INDEX_COLUMNS)}")
-    if table.empty:
-        raise DataFormatError(f"{index_path}: no rows")
-    out: dict[str, dict[int, list[Path]]] = {}
-    for method, rows in table.groupby("method", sort=True):
-        per_id: dict[int, list[Path]] = {}
-        for test_id, group in rows.sort_values(["test_id", "sample"]).groupby("test_id", sort=True):
-            paths = []
-            for p in group["path"]:
-                path = Path(p)
-                if not path.is_absolute():
-                    path = recon_dir / path
-                paths.append(path)
-            per_id[int(test_id)] = paths
-        counts = {len(v) for v in per_id.values()}
-        if len(counts) != 1:
-            raise DataFormatError(f"{index_path}: method {method!r} has a varying number of samples "
-                                  f"per test image ({sorted(counts)}); expected the same for all")
-        out[str(method)] = per_id
-    return out
-
-
 def load_real_images(nsd_root: str | Path, ids: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
     """Read stimuli from ``nsd_stimuli.hdf5['imgBrick']`` (one sorted h5py read).
 
@@ -286,7 +242,7 @@ def evaluate_recon_dir(recon_dir: str | Path, nsd_root: str | Path, out: str | P
         raise InvalidArgumentError(f"metrics must be one of {sorted(METRIC_SETS)}, got {metrics!r}")
     names = METRIC_SETS[metrics]
     spaces = resolve_feature_spaces(names, device=device)
-    index = read_recon_index(recon_dir)
+    index = ReconFolder(recon_dir).read_index()
     all_ids = sorted({i for per_id in index.values() for i in per_id})
     ids, real = load_real_images(nsd_root, all_ids)
     row_of = {int(i): r for r, i in enumerate(ids)}

@@ -43,6 +43,7 @@ from .. import __version__
 from .._io import atomic_path
 from ..config import DecoderConfig, config_from_dict, config_to_json
 from ..errors import DataFormatError, InvalidArgumentError, MissingFileError
+from ._hdf5 import has_datasets
 
 __all__ = ["DecoderFile", "DECODER_DATASETS", "WEIGHT_DATASETS"]
 
@@ -234,11 +235,7 @@ class DecoderFile:
     @staticmethod
     def is_decoder_file(path: str | os.PathLike) -> bool:
         """Whether ``path`` is an HDF5 file with a decoder file's ``test/ids`` and ``test/pred``."""
-        path = Path(path)
-        if not path.is_file() or not h5py.is_hdf5(path):
-            return False
-        with h5py.File(path, "r") as f:
-            return "test/ids" in f and "test/pred" in f
+        return has_datasets(path, ("test/ids", "test/pred"))
 
     @staticmethod
     def read_predictions(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:

@@ -20,6 +20,7 @@ import numpy as np
 from .. import __version__
 from .._io import atomic_path
 from ..errors import DataFormatError, MissingFileError
+from ._hdf5 import has_datasets
 
 __all__ = ["FeatureStore", "merge_stores", "partial_path", "shard_path", "parse_shard", "shard_ids",
            "PROVENANCE_KEYS", "model_slug", "feature_store_path"]
@@ -228,11 +229,7 @@ class FeatureStore:
     @staticmethod
     def is_feature_store(path: str | os.PathLike) -> bool:
         """Whether ``path`` is an HDF5 file with a store's ``ids`` and ``features``."""
-        path = Path(path)
-        if not path.is_file() or not h5py.is_hdf5(path):
-            return False
-        with h5py.File(path, "r") as f:
-            return "ids" in f and "features" in f
+        return has_datasets(path, ("ids", "features"))
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> FeatureStore:

@@ -62,13 +62,6 @@ class ReconFolder:
         return np.array([not all(self.image_path(method, i, s).exists() for s in range(n_samples))
                          for i in ids], dtype=bool)
 
-    def is_complete(self, methods: Iterable[str], ids: Iterable[int], n_samples: int) -> bool:
-        """Whether every sample of every id and method is on disk and listed in ``index.csv``."""
-        ids = list(ids)
-        if not self.index_path.is_file():
-            return False
-        return not any(self.missing(str(m), ids, n_samples).any() for m in methods)
-
     # ------------------------------------------------------------------ config.json
     def check_config(self, record: Mapping[str, Any]) -> None:
         """Refuse to resume a folder written with another model or pixel-changing settings.

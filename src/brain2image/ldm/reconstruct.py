@@ -24,19 +24,17 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..config import ReconstructionConfig, config_to_dict
+from ..config import DECODED_METHODS, ReconstructionConfig, config_to_dict
 from ..errors import DataFormatError
 from ..formats.recon_index import ReconFolder
 from ..methods import Method, parse_methods
 from .images import resize_images
 from .loading import LatentDiffusionModel
 
-__all__ = ["METHODS", "sample_seed", "generate_reconstructions", "reconstruct"]
+__all__ = ["sample_seed", "generate_reconstructions", "reconstruct"]
 
 logger = logging.getLogger(__name__)
 
-#: Reconstruction method names (see :class:`brain2image.methods.Method`).
-METHODS = tuple(m.value for m in Method)
 
 
 def sample_seed(seed: int, test_id: int, sample: int) -> int:
@@ -144,7 +142,7 @@ def _prepare_inputs(model: LatentDiffusionModel, ids: np.ndarray, method: Method
 
 
 def generate_reconstructions(model: LatentDiffusionModel, ids: Sequence[int] | np.ndarray, z=None, c=None,
-                             methods: Sequence[str] = ("z_only", "c_only", "z_plus_c"),
+                             methods: Sequence[str] = DECODED_METHODS,
                              config: ReconstructionConfig | None = None, progress: bool = True,
                              z_true=None, c_true=None) -> dict[str, np.ndarray]:
     """Reconstructions as arrays (no files), e.g. for benchmarks.

@@ -3,17 +3,29 @@
 The prepared file they write is :mod:`brain2image.formats.prepared`.
 """
 
-from .check import CheckItem, CheckReport, check_nsd_tree
-from .design import ExpDesign, load_expdesign, read_responses, trial_table
-from .layout import (
-    DEFAULT_BETA_VERSION,
-    SESSIONS_PER_SUBJECT,
-    TRIALS_PER_SESSION,
-    NSDLayout,
-    resolve_nsd_root,
-)
-from .prepare import DEFAULT_ROIS, prepare_subject, resolve_sessions
-from .rois import RoiSpec, parse_roi_spec
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: Public name -> submodule. Submodules load on first use, so that importing a light one
+#: (``brain2image.nsd.layout``, e.g. for the CLI's option defaults) does not pull in pandas and
+#: scipy.io through the others.
+_EXPORTS = {
+    "CheckItem": "check", "CheckReport": "check", "check_nsd_tree": "check",
+    "ExpDesign": "design", "load_expdesign": "design", "read_responses": "design", "trial_table": "design",
+    "DEFAULT_BETA_VERSION": "layout", "SESSIONS_PER_SUBJECT": "layout", "TRIALS_PER_SESSION": "layout",
+    "NSDLayout": "layout", "resolve_nsd_root": "layout",
+    "DEFAULT_ROIS": "prepare", "prepare_subject": "prepare", "resolve_sessions": "prepare",
+    "RoiSpec": "rois", "parse_roi_spec": "rois",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+
 
 __all__ = [
     "CheckItem",
