@@ -6,7 +6,8 @@ following docs/nsd_format.md (1-based ids on disk, HDF5 betas in (n_trials, Z, Y
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,9 @@ __all__ = ["FakeNSD", "STREAMS_CTAB", "write_nsd_tree"]
 STREAMS_CTAB = {0: "Unknown", 1: "early", 2: "midventral", 3: "midlateral", 4: "midparietal",
                 5: "ventral", 6: "lateral", 7: "parietal"}
 BETA_VERSION = "betas_fithrf_GLMdenoise_RR"
+#: Images in the stimulus brick (as many as NSD's 73k ids; each image is tiny).
+N_STIMULI = 73000
+STIMULUS_SIZE = 4
 
 
 @dataclass
@@ -47,6 +51,8 @@ class FakeNSD:
     surface_streams: np.ndarray
     surface: dict[int, np.ndarray] = field(default_factory=dict)
     surface_ncsnr: np.ndarray | None = None
+    coco_ids: dict[int, int] = field(default_factory=dict)
+    coco_split: dict[int, str] = field(default_factory=dict)
 
     def path(self, relative: str) -> Path:
         """Absolute path of a file of the tree."""
@@ -56,6 +62,33 @@ class FakeNSD:
         """Path of a session's volume betas."""
         return (self.root / f"nsddata_betas/ppdata/subj{self.subject:02d}/func1pt8mm/"
                 f"{BETA_VERSION}/betas_session{session:02d}{suffix}")
+
+    def surface_betas_file(self, session: int, hemi: str) -> Path:
+        """Path of a session's fsaverage betas of one hemisphere."""
+        return (self.root / f"nsddata_betas/ppdata/subj{self.subject:02d}/fsaverage/"
+                f"{BETA_VERSION}/{hemi}.betas_session{session:02d}.mgh")
+
+    def roi_file(self, atlas: str) -> Path:
+        """Path of a volume ROI atlas."""
+        return self.root / f"nsddata/ppdata/subj{self.subject:02d}/func1pt8mm/roi/{atlas}.nii.gz"
+
+    def stimuli_file(self) -> Path:
+        """Path of ``nsd_stimuli.hdf5``."""
+        return self.root / "nsddata_stimuli/stimuli/nsd/nsd_stimuli.hdf5"
+
+    def captions_file(self, split: str) -> Path:
+        """Path of COCO ``captions_<split>.json``."""
+        return self.root / f"nsddata_stimuli/stimuli/nsd/annotations/captions_{split}.json"
+
+    def write_betas(self, session: int, data: np.ndarray, formats: Sequence[str] = ("hdf5", "nifti")) -> None:
+        """Overwrite a session's volume betas with ``data`` (X, Y, Z, n_trials), in its own dtype."""
+        if "hdf5" in formats:
+            with h5py.File(self.betas_file(session), "w") as handle:
+                handle.create_dataset("betas", data=data.transpose(3, 2, 1, 0))
+        if "nifti" in formats:
+            image = nib.Nifti1Image(data, self.affine)
+            image.header.set_data_dtype(data.dtype)
+            nib.save(image, self.betas_file(session, ".nii.gz"))
 
 
 def _blocks(shape: tuple[int, ...], values: list[int], rng: np.random.Generator) -> np.ndarray:
@@ -191,17 +224,58 @@ def _write_surface_ncsnr(surf_dir: Path, surface_ncsnr: np.ndarray, n_vertices: 
         nib.save(nib.MGHImage(part[:, None, None], np.eye(4)), surf_dir / f"{hemi}.ncsnr.mgh")
 
 
+def _write_stimuli(path: Path, ids: np.ndarray) -> None:
+    """``imgBrick`` (73000, 4, 4, 3) uint8; the images of ``ids`` filled with ``id % 251 + 1``, others 0."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ids = np.unique(ids)
+    with h5py.File(path, "w") as handle:
+        brick = handle.create_dataset("imgBrick", shape=(N_STIMULI, STIMULUS_SIZE, STIMULUS_SIZE, 3),
+                                      dtype=np.uint8, chunks=(64, STIMULUS_SIZE, STIMULUS_SIZE, 3),
+                                      compression="gzip")
+        pixels = (ids % 251 + 1).astype(np.uint8)[:, None, None, None]
+        brick[ids] = np.broadcast_to(pixels, (len(ids), STIMULUS_SIZE, STIMULUS_SIZE, 3))
+
+
+def _coco_of(ids: np.ndarray) -> tuple[dict[int, int], dict[int, str]]:
+    """A made-up COCO id (``500000 + id``) and split (val2017 for every fifth id) of each 73k id."""
+    ids = np.unique(ids)
+    return ({int(i): 500000 + int(i) for i in ids},
+            {int(i): "val2017" if i % 5 == 0 else "train2017" for i in ids})
+
+
+def _write_stim_info(path: Path, coco_ids: dict[int, int], coco_split: dict[int, str]) -> None:
+    """``nsd_stim_info_merged.csv``: unnamed 0-based id column, ``cocoId``, ``cocoSplit``, ``nsdId``."""
+    lines = [",cocoId,cocoSplit,nsdId"]
+    lines += [f"{i},{coco_ids[i]},{coco_split[i]},{i}" for i in sorted(coco_ids)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _write_captions(folder: Path, coco_ids: dict[int, int], coco_split: dict[int, str]) -> None:
+    """``captions_{train,val}2017.json``: two captions per image, annotation ids counting up."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for split in ("train2017", "val2017"):
+        chosen = [coco_ids[i] for i in sorted(coco_ids) if coco_split[i] == split]
+        annotations = [{"image_id": c, "id": 2 * n + k, "caption": f"image {c} caption {k}"}
+                       for n, c in enumerate(chosen) for k in range(2)]
+        images = [{"id": c, "file_name": f"{c:012d}.jpg"} for c in chosen]
+        (folder / f"captions_{split}.json").write_text(json.dumps({"images": images,
+                                                                   "annotations": annotations}))
+
+
 def write_nsd_tree(root: str | Path, subject: int = 1, n_sessions: int = 2,
                    trials_per_session: int = 24, volume_shape: tuple[int, int, int] = (7, 9, 5),
                    n_images: int = 40, n_shared: int = 6, formats: tuple[str, ...] = ("hdf5", "nifti"),
                    n_vertices: tuple[int, int] = (30, 26), write_ctab: bool = True,
                    write_responses: bool = True, write_ncsnr: bool = True,
-                   seed: int = 0) -> FakeNSD:
+                   write_stimuli: bool = True, seed: int = 0) -> FakeNSD:
     """Write a fake NSD tree under ``root``; returns what was written.
 
     All random draws come from one generator seeded with ``seed``, in a fixed order (design, ROI
     atlases, volume betas, volume ncsnr, surface labels, surface betas, surface ncsnr), so that the
-    same arguments always give the same tree; the ``write_*`` flags skip files, never draws.
+    same arguments always give the same tree; the ``write_*`` flags skip files, never draws. The
+    brainmask (all ones), stimulus brick, stimulus table and COCO captions (``write_stimuli``) are
+    derived from those draws without drawing.
     """
     rng = np.random.default_rng(seed)
     root = Path(root)
@@ -220,6 +294,8 @@ def write_nsd_tree(root: str | Path, subject: int = 1, n_sessions: int = 2,
     affine = _volume_affine()
     streams, nsdgeneral, prf = _write_roi_atlases(root / f"nsddata/ppdata/{subj}/func1pt8mm/roi",
                                                   volume_shape, affine, rng)
+    nib.save(nib.Nifti1Image(np.ones(volume_shape, np.int16), affine),
+             root / f"nsddata/ppdata/{subj}/func1pt8mm/brainmask.nii.gz")
     label_dir = root / "nsddata/freesurfer/fsaverage/label"
     label_dir.mkdir(parents=True, exist_ok=True)
     if write_ctab:
@@ -241,8 +317,15 @@ def write_nsd_tree(root: str | Path, subject: int = 1, n_sessions: int = 2,
     if write_ncsnr:
         _write_surface_ncsnr(surf_dir, surface_ncsnr, n_vertices)
 
+    coco_ids, coco_split = _coco_of(subjectim.ravel() - 1)
+    if write_stimuli:
+        _write_stimuli(root / "nsddata_stimuli/stimuli/nsd/nsd_stimuli.hdf5", subjectim.ravel() - 1)
+        _write_stim_info(root / "nsddata/experiments/nsd/nsd_stim_info_merged.csv", coco_ids, coco_split)
+        _write_captions(root / "nsddata_stimuli/stimuli/nsd/annotations", coco_ids, coco_split)
+
     return FakeNSD(root=root, subject=subject, sessions=sessions,
                    trials_per_session=trials_per_session, volume_shape=volume_shape, affine=affine,
                    betas=betas, ids=ids, shared_ids=sharedix - 1, streams=streams,
                    nsdgeneral=nsdgeneral, prf=prf, ncsnr=ncsnr, n_vertices=n_vertices,
-                   surface_streams=surface_streams, surface=surface, surface_ncsnr=surface_ncsnr)
+                   surface_streams=surface_streams, surface=surface, surface_ncsnr=surface_ncsnr,
+                   coco_ids=coco_ids, coco_split=coco_split)

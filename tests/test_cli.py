@@ -78,4 +78,15 @@ def test_argparse_errors_also_exit_2():
 def test_sessions_parse_error_is_clear(capsys):
     with pytest.raises(SystemExit):
         main(["prepare", "--subject", "1", "--sessions", "1-x"])
-    assert "sessions '1-x': expected a count (37) or a list" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("brain2image prepare: error: argument --sessions: ")
+    assert "sessions '1-x': expected a count (37) or a list" in err and "see brain2image prepare --help" in err
+
+
+def test_a_bad_config_value_is_one_line_naming_key_value_and_expected(tmp_path, capsys):
+    path = tmp_path / "run.toml"
+    path.write_text('nsd_root = "nsd"\nout_dir = "out"\n[reconstruction]\nn_samples = "5"\n')
+    assert main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err == f'brain2image run: error: {path}: [reconstruction] n_samples = "5": expected an integer ≥ 1\n'
+    assert not (tmp_path / "out").exists()

@@ -89,6 +89,17 @@ def test_missing_captions_name_file_and_id(tmp_path, model):
         load_captions(tmp_path / "nsd", np.array([99]))
 
 
+def test_bad_captions_or_stimuli_leave_no_partial_store(tmp_path, model):
+    write_fake_stimuli(tmp_path / "nsd", skip_captions_of=3)
+    out = tmp_path / "features" / "c.h5"
+    with pytest.raises(DataFormatError, match=r"cocoId 1003"):
+        extract_features(tmp_path / "nsd", np.array([1, 3]), model, "c", out, progress=False)
+    with pytest.raises(DataFormatError, match=r"imgBrick|ids"):
+        extract_features(tmp_path / "nsd", np.array([1, 10**6]), model, "z", tmp_path / "features" / "z.h5",
+                         progress=False)
+    assert not (tmp_path / "features").exists() or not any((tmp_path / "features").iterdir())
+
+
 def test_interrupted_extraction_resumes(tmp_path, model, monkeypatch):
     write_fake_stimuli(tmp_path / "nsd")
     ids = np.arange(6)

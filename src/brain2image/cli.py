@@ -4,7 +4,8 @@ The command of each registered stage (:mod:`brain2image.stages`) is generated fr
 the other commands live in ``brain2image.commands.<name>`` and expose
 ``register(subparsers) -> None``, which adds the parser and sets ``func(args) -> int``.
 ``-v`` and ``--no-progress`` are accepted before or after the command. A
-:class:`~brain2image.errors.Brain2ImageError` is printed as one line and exits with status 2.
+:class:`~brain2image.errors.Brain2ImageError` is printed as one line and exits with status 2; so is
+a usage error (an unknown option, a value argparse cannot convert).
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from . import __version__
 from .commands._common import HelpFormatter, register_stage_command, verbosity
 from .errors import Brain2ImageError
 
-__all__ = ["main", "build_parser", "COMMANDS_BEFORE_STAGES", "COMMANDS_AFTER_STAGES", "ERROR_STATUS"]
+__all__ = ["main", "build_parser", "OneLineParser", "COMMANDS_BEFORE_STAGES", "COMMANDS_AFTER_STAGES", "ERROR_STATUS"]
 
 #: Command modules listed before the stage commands in ``--help``.
 COMMANDS_BEFORE_STAGES = ("simulate",)
@@ -27,6 +29,17 @@ COMMANDS_BEFORE_STAGES = ("simulate",)
 COMMANDS_AFTER_STAGES = ("demo", "run", "train_bundled")
 #: Exit status of a command stopped by a :class:`~brain2image.errors.Brain2ImageError` (as argparse's usage errors).
 ERROR_STATUS = 2
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line (no usage dump), exit status 2.
+
+    The command parsers are made by ``add_subparsers`` of this class, so they are of it too.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``<prog>: error: <message>; see <prog> --help`` on stderr and exit with status 2."""
+        self.exit(ERROR_STATUS, f"{self.prog}: error: {_one_line(message)}; see {self.prog} --help\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     """
     from .stages import pipeline_stages
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="brain2image", formatter_class=HelpFormatter,
         description="Reconstruct seen images from fMRI with a latent diffusion model "
         "(Takagi & Nishimoto, CVPR 2023).")
@@ -54,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line(error: BaseException) -> str:
+def _one_line(error: BaseException | str) -> str:
     return " ".join(str(error).split())
 
 

@@ -16,10 +16,15 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import json
+import math
+import numbers
 import os
 import tomllib
-from collections.abc import Callable
+import types
+import typing
+from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -41,10 +46,12 @@ __all__ = [
     "RENAMED_KEYS",
     "BundledTrainingConfig",
     "ENCODING_ALPHAS",
+    "BACKEND_CHOICES",
     "DEFAULT_ROIS",
     "RECONSTRUCTION_METHODS",
     "DECODED_METHODS",
     "parse_sessions",
+    "check_config",
     "run_config_from_dict",
     "load_run_config",
     "config_to_dict",
@@ -62,11 +69,20 @@ RECONSTRUCTION_METHODS: tuple[str, ...] = tuple(m.value for m in Method)
 DECODED_METHODS: tuple[str, ...] = tuple(m.value for m in Method if m is not Method.ORACLE)
 
 
+#: Values of ``[decoder] backend`` and ``[encoding] backend`` (:mod:`brain2image.ridge.backend`).
+BACKEND_CHOICES: tuple[str, ...] = ("auto", "numpy", "torch", "torch_cuda")
+_BACKEND_HELP = "himalaya compute backend; auto: torch_cuda when device is CUDA, numpy otherwise"
+
+
 def _field(default: Any = MISSING, *, help: str, factory: Callable[[], Any] | None = None, **cli: Any) -> Any:
-    """A dataclass field with its help text and CLI hints in ``metadata``.
+    """A dataclass field with its help text, CLI hints and checks in ``metadata``.
 
     ``cli`` may hold ``choices``, ``nargs`` (``"*"`` to allow an empty list), ``parse`` (a
-    converter of one command-line token), ``metavar`` and ``cli=False`` (a config-only key).
+    converter of one command-line token, also applied to a string in a config file), ``metavar``
+    and ``cli=False`` (a config-only key); and the checks :func:`check_config` makes on top of the
+    type: ``min`` / ``max`` (inclusive) and ``gt`` (exclusive) bounds of a number or of each
+    number of a list, ``min_len`` (of a list: default 1, 0 with ``nargs="*"``), ``item_len`` (of
+    each list of a list of lists) and ``expected`` (the error's wording of what is expected).
     """
     metadata = {"help": help, **cli}
     if factory is not None:
@@ -112,7 +128,9 @@ class PrepareConfig:
     rois: list[str] = _field(factory=lambda: list(DEFAULT_ROIS), metavar="SPEC",
                              help="ROIs to prepare, atlas:label or an atlas alone (every value > 0); "
                                   "must include the decoder and encoding ROIs")
-    sessions: int | list[int] | None = _field(None, parse=parse_sessions,
+    sessions: int | list[int] | None = _field(None, parse=parse_sessions, min=1,
+                                              expected='a count (37), a list of sessions ([1, 2, 5]) or '
+                                                       'a string of sessions and ranges ("1-3,7")',
                                               help="a count (37) or a list (1,2,5 / 1-3); default: all on disk")
     beta_format: str = _field("hdf5", choices=("hdf5", "nifti"),
                               help="file format of the betas to read (volume spaces)")
@@ -127,15 +145,15 @@ class PrepareConfig:
 class FeatureConfig:
     """How the z and c features of an image are computed."""
 
-    z_resolution: int | None = _field(None, help="side (pixels) the image is resized to before VAE encoding; "
+    z_resolution: int | None = _field(None, min=8, help="side (pixels) the image is resized to before VAE encoding; "
                                                  "default: the model's (320 for Stable Diffusion, 5/8 of the "
                                                  "native size for the bundled model)")
     caption_reduction: str = _field("mean", choices=("mean", "first"),
                                     help="how the text embeddings of an image's captions are combined into c")
     latent_sample: str = _field("mean", choices=("mean", "sample"),
                                 help="z is the VAE posterior mean, or a seeded draw")
-    batch_size: int = _field(32, help="images per model call")
-    seed: int = _field(0, help="seed of the latent draws (latent_sample = sample)")
+    batch_size: int = _field(32, min=1, help="images per model call")
+    seed: int = _field(0, min=0, help="seed of the latent draws (latent_sample = sample)")
 
 
 @dataclass
@@ -148,11 +166,12 @@ class DecoderConfig:
 
     z_roi: str = _field("early", help="ROI key of the prepared file decoded into z")
     c_roi: str = _field("ventral", help="ROI key of the prepared file decoded into c")
-    alphas: list[float] = _field(factory=lambda: [float(10.0**k) for k in range(0, 7)],
+    alphas: list[float] = _field(factory=lambda: [float(10.0**k) for k in range(0, 7)], gt=0,
                                  help="ridge grid, after voxel standardisation")
-    cv_folds: int = _field(5, help="folds (grouped by image) of the cross-validation that picks each alpha")
-    target_chunk: int = _field(8192, help="targets solved at a time (bounds peak memory)")
-    backend: str = _field("numpy", choices=("numpy", "torch", "torch_cuda"), help="himalaya compute backend")
+    cv_folds: int = _field(5, min=2, help="folds (grouped by image) of the cross-validation that picks each alpha")
+    target_chunk: int = _field(8192, min=1, help="targets solved at a time (bounds peak memory); with backend "
+                                          "torch_cuda, fewer when the free GPU memory holds fewer")
+    backend: str = _field("auto", choices=BACKEND_CHOICES, help=_BACKEND_HELP)
     ridge_dtype: str = _field("float32", choices=("float32", "float64"), help="float type of the ridge solve")
 
 
@@ -160,13 +179,13 @@ class DecoderConfig:
 class ReconstructionConfig:
     """img2img generation from decoded z and c; defaults are the paper's."""
 
-    num_inference_steps: int = _field(50, help="DDIM schedule length")
-    strength: float = _field(0.8, help="img2img noise strength (strength × steps denoising steps)")
-    guidance_scale: float = _field(5.0, help="classifier-free guidance scale")
-    eta: float = _field(0.0, help="DDIM eta")
-    n_samples: int = _field(5, help="samples per test image")
-    seed: int = _field(0, help="seed of the samples (each one seeded from seed, 73k id and sample)")
-    batch_size: int = _field(10, help="images per pipeline call")
+    num_inference_steps: int = _field(50, min=1, help="DDIM schedule length")
+    strength: float = _field(0.8, gt=0, max=1, help="img2img noise strength (strength × steps denoising steps)")
+    guidance_scale: float = _field(5.0, min=0, help="classifier-free guidance scale")
+    eta: float = _field(0.0, min=0, max=1, help="DDIM eta")
+    n_samples: int = _field(5, min=1, help="samples per test image")
+    seed: int = _field(0, min=0, help="seed of the samples (each one seeded from seed, 73k id and sample)")
+    batch_size: int = _field(10, min=1, help="images per pipeline call")
     methods: tuple[str, ...] = _field(DECODED_METHODS, choices=RECONSTRUCTION_METHODS,
                                       help="reconstruction methods (oracle uses the true z and c)")
 
@@ -182,15 +201,19 @@ class EncodingConfig:
     roi: str = _field("nsdgeneral", help="ROI key of the prepared file whose voxels are modelled")
     summary_rois: list[str] = _field(factory=lambda: ["early", "ventral"], nargs="*",
                                      help="ROI keys summarised (mean r per ROI) in summary.json and the plots")
-    alphas: list[float] = _field(factory=lambda: list(ENCODING_ALPHAS),
+    alphas: list[float] = _field(factory=lambda: list(ENCODING_ALPHAS), gt=0,
                                  help="ridge grid (features standardised and scaled by 1/sqrt(n_features))")
-    cv_folds: int = _field(5, help="cross-validation folds over unique training images")
-    banded_n_iter: int = _field(20, help="random-search draws of the banded ridge kernel weights")
+    cv_folds: int = _field(5, min=2, help="cross-validation folds over unique training images")
+    banded_n_iter: int = _field(20, min=1, help="random-search draws of the banded ridge kernel weights")
     partition_pairs: list[list[str]] | None = _field(
-        None, parse=_parse_pair, nargs="+", metavar="A:B",
+        None, parse=_parse_pair, nargs="+", metavar="A:B", min_len=0, item_len=2,
+        expected='a list of pairs of feature spaces, e.g. [["z", "c"]] or ["z:c"] ([]: none)',
         help="pairs of feature spaces to partition; default: z:c plus consecutive zc_<strength> levels")
-    target_chunk: int | None = _field(None, help="voxels solved at a time (bounds memory); default: all")
-    seed: int = _field(0, help="seed of the CV splits and the random search")
+    target_chunk: int | None = _field(None, min=1,
+                                      help="voxels solved at a time (bounds memory); default: all, or with "
+                                           "backend torch_cuda what the free GPU memory holds (a value caps that)")
+    backend: str = _field("auto", choices=BACKEND_CHOICES, help=_BACKEND_HELP)
+    seed: int = _field(0, min=0, help="seed of the CV splits and the random search")
     maps: bool = _field(True, help="write NIfTI / PNG maps")
 
 
@@ -198,31 +221,33 @@ class EncodingConfig:
 class ZcConfig:
     """How z_c and U-Net feature stores (encoding feature spaces) are computed."""
 
-    zc_strengths: list[float] = _field(factory=lambda: [0.25, 0.5, 0.75],
+    zc_strengths: list[float] = _field(factory=lambda: [0.25, 0.5, 0.75], min=0, max=1,
                                        help="noise strengths in [0, 1] of the z_c runs (s runs "
                                             "int(num_inference_steps * s) steps)")
-    num_inference_steps: int = _field(50, help="DDIM schedule length")
-    guidance_scale: float = _field(5.0, help="classifier-free guidance scale")
+    num_inference_steps: int = _field(50, min=1, help="DDIM schedule length")
+    guidance_scale: float = _field(5.0, min=0, help="classifier-free guidance scale")
     unet_layers: list[str] = _field(factory=lambda: ["down_blocks.2", "mid_block", "up_blocks.1"], nargs="*",
                                     help="U-Net submodules (unet.get_submodule names) whose outputs are captured")
-    unet_steps: list[float] = _field(factory=lambda: [0.0, 0.5, 1.0], nargs="*",
+    unet_steps: list[float] = _field(factory=lambda: [0.0, 0.5, 1.0], nargs="*", min=0, max=1,
                                      help="where in each run activations are taken, as fractions of its steps "
                                           "(0 first, 1 last)")
-    pool_size: int = _field(1, help="side of the spatial average-pooling grid (1: per-channel means)")
-    max_dim: int | None = _field(None, help="random-project U-Net features longer than this (seeded)")
-    batch_size: int = _field(8, help="images per denoising run")
-    seed: int = _field(0, help="seed of the noise (torch.Generator(seed + 73k id))")
+    pool_size: int = _field(1, min=1, help="side of the spatial average-pooling grid (1: per-channel means)")
+    max_dim: int | None = _field(None, min=1, help="random-project U-Net features longer than this (seeded)")
+    batch_size: int = _field(8, min=1, help="images per denoising run")
+    seed: int = _field(0, min=0, help="seed of the noise (torch.Generator(seed + 73k id))")
 
 
 @dataclass
 class EvaluationConfig:
     """Which metric set the evaluation computes."""
 
-    metrics: str = _field("embedded", help="embedded: pixels + the scene evaluator (simulated study); "
-                                           "full: AlexNet, Inception-v3, CLIP, EfficientNet-B1, SwAV (real images)")
+    metrics: str = _field("embedded", choices=("embedded", "full"),
+                          help="embedded: pixels + the scene evaluator (simulated study); "
+                               "full: AlexNet, Inception-v3, CLIP, EfficientNet-B1, SwAV (real images)")
     weights_dir: str | None = _field(None, help="folder with the feature networks' checkpoints "
                                                 "(default: the local caches)")
-    size: int = _field(425, help="PixCorr/SSIM comparison size (capped at the real images' size)")
+    size: int = _field(425, min=11, expected="an integer ≥ 11 (the SSIM window is 11 pixels)",
+                       help="PixCorr/SSIM comparison size (capped at the real images' size)")
 
 
 @dataclass
@@ -240,7 +265,7 @@ class EncodingOptions(EncodingConfig):
 class ReportConfig:
     """What the report shows."""
 
-    n_images: int = _field(8, help="test images shown in the report's grid")
+    n_images: int = _field(8, min=1, help="test images shown in the report's grid")
 
 
 @dataclass
@@ -255,13 +280,15 @@ class RunConfig:
 
     nsd_root: str = _field(help="NSD root (holds nsddata/, nsddata_betas/, nsddata_stimuli/)")
     out_dir: str = _field(help="run folder")
-    subject: int = _field(1, help="NSD subject (1..8)")
-    model: str = _field("bundled", help="'bundled', a diffusers hub id in the local cache, or a local "
-                                        "diffusers folder")
-    device: str = _field("cpu", help="torch device of the model")
+    subject: int = _field(1, min=1, max=8, expected="an NSD subject 1..8", help="NSD subject (1..8)")
+    model: str = _field("bundled", help="'bundled', a diffusers hub id in the local cache, a local diffusers "
+                                        "folder, or 'random:sd-v1-4' (SD v1.4's architecture with random "
+                                        "weights, to measure a run's sizes; docs/random_model.md)")
+    device: str = _field("cpu", help="torch device of the run ('cpu', 'cuda', 'cuda:1'): the model, the ridge "
+                                     "decoders and encoding models (backend auto) and the evaluation's networks")
     dtype: str | None = _field(None, choices=("float32", "float16", "bfloat16"),
                                help="torch dtype of the model (default: float32 on CPU, float16 on CUDA)")
-    threads: int | None = _field(None, help="torch CPU threads (default: all)")
+    threads: int | None = _field(None, min=1, help="torch CPU threads (default: all)")
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
@@ -336,6 +363,249 @@ def config_to_json(config: Any) -> str:
     return json.dumps(config_to_dict(config), indent=2, sort_keys=True)
 
 
+# ---------------------------------------------------------------------------------- checks
+class _Invalid(Exception):
+    """A value that does not fit its field; ``expected`` says what would."""
+
+    def __init__(self, expected: str) -> None:
+        super().__init__(expected)
+        self.expected = expected
+
+
+@dataclass(frozen=True)
+class _Checking:
+    """Where the values being checked come from (a file, or None) and whether ``None`` means unset."""
+
+    where: str | None
+    allow_none: bool
+
+
+_NOUNS: dict[Any, tuple[str, str]] = {bool: ("true or false", "booleans"), int: ("an integer", "integers"),
+                                      float: ("a number", "numbers"), str: ("a string", "strings")}
+
+
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    """The resolved field types of a dataclass (empty when they cannot be resolved)."""
+    try:
+        return typing.get_type_hints(cls)
+    except (NameError, TypeError):
+        return {}
+
+
+def _alternatives(hint: Any) -> tuple[Any, ...] | None:
+    """The members of a union type (``X | None`` included), or None for another type."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return typing.get_args(hint)
+    return None
+
+
+def _bounds_text(meta: Mapping[str, Any]) -> str:
+    """`` ≥ 1``, `` > 0``, `` in [0, 1]``, `` in (0, 1]`` (empty without bounds)."""
+    low, high, above = meta.get("min"), meta.get("max"), meta.get("gt")
+    if high is not None and (low is not None or above is not None):
+        return f" in [{low}, {high}]" if above is None else f" in ({above}, {high}]"
+    if low is not None:
+        return f" ≥ {low}"
+    if above is not None:
+        return f" > {above}"
+    return f" ≤ {high}" if high is not None else ""
+
+
+def _describe(hint: Any, meta: Mapping[str, Any], plural: bool = False) -> str:
+    """What a value of type ``hint`` with the checks of ``meta`` is, in words."""
+    alternatives = _alternatives(hint)
+    if alternatives is not None:
+        return " or ".join(_describe(a, meta, plural) for a in alternatives if a is not type(None))
+    origin = typing.get_origin(hint)
+    if origin in (list, tuple):
+        items = _describe(typing.get_args(hint)[0], meta, plural=True)
+        if plural:
+            size = meta.get("item_len")
+            return f"lists of {size} {items}" if size is not None else f"lists of {items}"
+        at_least = meta.get("min_len", 0 if meta.get("nargs") == "*" else 1)
+        kind = {0: "a list", 1: "a non-empty list"}.get(at_least, f"a list of at least {at_least}")
+        return f"{kind} of {items}"
+    if dataclasses.is_dataclass(hint) or origin is dict or hint is dict:
+        return "tables" if plural else "a table of keys"
+    if meta.get("choices"):
+        names = ", ".join(json.dumps(c) for c in meta["choices"])
+        return f"items from {names}" if plural else f"one of {names}"
+    single, many = _NOUNS.get(hint, (f"a {getattr(hint, '__name__', hint)}", f"{getattr(hint, '__name__', hint)}s"))
+    return (many if plural else single) + (_bounds_text(meta) if hint in (int, float) else "")
+
+
+def _fits_type(value: Any, hint: Any) -> bool:
+    """Whether ``value`` is of the scalar type ``hint`` (an int for a float; never a bool for a number)."""
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+def _fits_bounds(value: Any, meta: Mapping[str, Any]) -> bool:
+    """Whether the number ``value`` is within the ``min`` / ``max`` / ``gt`` bounds of ``meta``."""
+    low, high, above = meta.get("min"), meta.get("max"), meta.get("gt")
+    return ((low is None or value >= low) and (high is None or value <= high)
+            and (above is None or value > above))
+
+
+def _parse_text(value: str, hint: Any, meta: Mapping[str, Any]) -> Any:
+    """``meta["parse"](value)`` (the command-line form of a value), an error as :class:`_Invalid`."""
+    try:
+        return meta["parse"](value)
+    except (ValueError, TypeError):
+        raise _Invalid(_describe(hint, meta)) from None
+
+
+def _check_list(value: Any, hint: Any, meta: Mapping[str, Any], checking: _Checking, item: bool) -> Any:
+    """A list (or tuple) value: each item checked; a tuple for a ``tuple[...]`` field."""
+    inner = typing.get_args(hint)[0]
+    if not isinstance(value, (list, tuple)):
+        example = f", e.g. [{json.dumps(value)}]" if isinstance(value, str) and inner is str else ""
+        raise _Invalid(_describe(hint, meta) + example)
+    if item:
+        bad_length = meta.get("item_len") is not None and len(value) != meta["item_len"]
+    else:
+        bad_length = len(value) < meta.get("min_len", 0 if meta.get("nargs") == "*" else 1)
+    if bad_length:
+        raise _Invalid(_describe(hint, meta))
+    items = []
+    for entry in value:
+        try:
+            if isinstance(entry, str) and inner is not str and "parse" in meta and "nargs" in meta:
+                entry = _parse_text(entry, inner, meta)
+            items.append(_check_value(entry, inner, meta, checking, item=True))
+        except _Invalid:
+            raise _Invalid(_describe(hint, meta)) from None
+    if typing.get_origin(hint) is tuple:
+        return tuple(items)
+    return items if any(a is not b for a, b in zip(items, value, strict=True)) else value
+
+
+def _check_union(value: Any, hint: Any, meta: Mapping[str, Any], checking: _Checking, item: bool) -> Any:
+    """``value`` checked against the first member of the union ``hint`` it fits (None when one is None)."""
+    alternatives = typing.get_args(hint)
+    if value is None and type(None) in alternatives:
+        return None
+    for alternative in alternatives:
+        try:
+            return _check_value(value, alternative, meta, checking, item)
+        except _Invalid:
+            continue
+    raise _Invalid(_describe(hint, meta))
+
+
+def _check_table(value: Any, hint: Any, checking: _Checking) -> Any:
+    """A section (a dataclass instance, checked in turn) or a table of tables (``stage_settings``)."""
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, hint):  # type: ignore[arg-type]
+            raise _Invalid(f"a {hint.__name__}")  # type: ignore[union-attr]
+        check_config(value, checking.where, allow_none=checking.allow_none)
+    elif not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise _Invalid("a table of tables")
+    return value
+
+
+def _check_value(value: Any, hint: Any, meta: Mapping[str, Any], checking: _Checking, item: bool = False) -> Any:
+    """``value`` checked against ``hint`` and the checks of ``meta``; raises :class:`_Invalid`."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return _check_union(value, hint, meta, checking, item)
+    if origin in (list, tuple):
+        return _check_list(value, hint, meta, checking, item)
+    if dataclasses.is_dataclass(hint) or origin is dict or hint is dict:
+        return _check_table(value, hint, checking)
+    if hint is Any:
+        return value
+    fits = _fits_type(value, hint)
+    if fits and meta.get("choices"):
+        fits = value in meta["choices"]
+    if fits and hint in (int, float):
+        fits = _fits_bounds(value, meta)
+    if not fits:
+        raise _Invalid(_describe(hint, meta))
+    return value
+
+
+def _section_of(cls: type) -> str | None:
+    """The run-config table of a config class (``""``: the top level; None: none)."""
+    if cls is RunConfig:
+        return ""
+    if cls is EncodingConfig:
+        return "encoding"
+    return next((name for name, section in RUN_SECTIONS.items() if section is cls), None)
+
+
+def _shown(value: Any) -> str:
+    """A value as a config file writes it (``"5"``, ``true``, ``[1, 2]``), shortened."""
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _value_message(cls: type, f: dataclasses.Field, value: Any, expected: str, where: str | None) -> str:
+    """``<where>: [section] key = value (--flag): expected ...`` (the flag when not from a file)."""
+    section = _section_of(cls)
+    label = f"[{section}] {f.name}" if section else f.name
+    flag = ""
+    if where is None and "help" in f.metadata and f.metadata.get("cli", True):
+        flag = f" (--{f.name.replace('_', '-')})"
+    return f"{where + ': ' if where else ''}{label} = {_shown(value)}{flag}: expected {expected}"
+
+
+def _checked_values(cls: type, values: Mapping[str, Any], checking: _Checking) -> dict[str, Any]:
+    """The values of known fields of ``cls``, each checked (tuple fields as tuples)."""
+    from .errors import InvalidArgumentError
+
+    hints = _type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    out = dict(values)
+    for key, value in values.items():
+        f = fields[key]
+        if value is None and checking.allow_none:
+            continue
+        hint = hints.get(key, Any)
+        try:
+            if isinstance(value, str) and "parse" in f.metadata and "nargs" not in f.metadata:
+                value = _parse_text(value, hint, f.metadata)
+            out[key] = _check_value(value, hint, f.metadata, checking)
+        except _Invalid as invalid:
+            expected = f.metadata.get("expected", invalid.expected)
+            raise InvalidArgumentError(_value_message(cls, f, values[key], expected, checking.where)) from None
+    return out
+
+
+def check_config(config: Any, where: str | None = None, *, allow_none: bool = False) -> None:
+    """Check every field of a config dataclass (sections included) against its type and checks.
+
+    The type comes from the annotation (``int``, ``float`` (an int is one), ``bool``, ``str``,
+    ``X | None``, lists, tuples, sections), the rest from the field's metadata (:func:`_field`:
+    ``choices``, ``min`` / ``max`` / ``gt``, ``min_len``, ``item_len``).
+
+    Parameters
+    ----------
+    config : dataclass instance
+        A :class:`RunConfig`, a section, or a stage's settings.
+    where : str, optional
+        What the values come from (a file), for the message; None: the message names the flag.
+    allow_none : bool
+        Accept ``None`` in any field (an option a stage command leaves unset, e.g. ``nsd_root``).
+
+    Raises
+    ------
+    InvalidArgumentError
+        For the first value that does not fit, naming ``[section] key``, the value and what is expected.
+    """
+    values = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    _checked_values(type(config), values, _Checking(where, allow_none))
+
+
 def _unknown_key_message(key: str, names: list[str], where: str) -> str:
     """``unknown key 'n_folds' in <where>; did you mean 'cv_folds'?`` (or the list of known keys)."""
     hint = RENAMED_KEYS.get(key)
@@ -346,37 +616,59 @@ def _unknown_key_message(key: str, names: list[str], where: str) -> str:
     return f"unknown key {key!r} in {where}" + (f"; did you mean {hint!r}?" if hint else "") + known
 
 
-def config_from_dict(cls: type[T], values: dict, where: str | None = None) -> T:
-    """Build ``cls`` from a dict, rejecting unknown keys with a clear message.
+def _location(cls: type, where: str | None) -> str:
+    """Where an unknown key is: ``<where> [decoder]``, ``<where> (top level)``, or the class name."""
+    if where is None:
+        return cls.__name__
+    section = _section_of(cls)
+    if section is None:
+        return where
+    return f"{where} [{section}]" if section else f"{where} (top level)"
+
+
+def config_from_dict(cls: type[T], values: dict, where: str | None = None, *, allow_none: bool = True) -> T:
+    """Build ``cls`` from a dict, rejecting unknown keys and values that do not fit (:func:`check_config`).
 
     Parameters
     ----------
     cls : dataclass type
     values : dict
     where : str, optional
-        What ``values`` come from (a file and table) for the error message; default the class name.
+        What ``values`` come from (a file) for the error message (the table is added for a
+        section of a run config); None: a stage command's options or the Python API (the message
+        names the flag).
+    allow_none : bool
+        Accept ``None`` for any key, meaning the option was left unset (a stage command's
+        ``--nsd-root``); a run config read from a file is checked with ``False``.
 
     Raises
     ------
     DataFormatError
         For an unknown key (the message names the key, the new name of a renamed key, and the
         known keys).
+    InvalidArgumentError
+        For a value of the wrong type, out of range or not one of the choices (the message names
+        the key, the value and what is expected).
     """
     names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
     unknown = sorted(set(values) - set(names))
     if unknown:
         from .errors import DataFormatError
 
-        raise DataFormatError(_unknown_key_message(unknown[0], names, where or cls.__name__))
-    kwargs = dict(values)
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        if f.name in kwargs and isinstance(kwargs[f.name], list) and "tuple" in str(f.type):
-            kwargs[f.name] = tuple(kwargs[f.name])
-    return cls(**kwargs)
+        raise DataFormatError(_unknown_key_message(unknown[0], names, _location(cls, where)))
+    return cls(**_checked_values(cls, values, _Checking(where, allow_none)))
+
+
+def _resolved_path(text: str, base_dir: Path | None) -> str:
+    """``text`` with ``~`` expanded, relative to ``base_dir`` when relative and given."""
+    path = Path(text).expanduser()
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    return str(path)
 
 
 def run_config_from_dict(values: dict, base_dir: Path | None = None, where: str = "the run config") -> RunConfig:
-    """Build a :class:`RunConfig` from nested dicts (one per section).
+    """Build a :class:`RunConfig` from nested dicts (one per section), every value checked.
 
     Parameters
     ----------
@@ -394,6 +686,9 @@ def run_config_from_dict(values: dict, base_dir: Path | None = None, where: str 
     DataFormatError
         For a missing required key or an unknown key (the message names the file, the table and
         the key, and the new name of a renamed key).
+    InvalidArgumentError
+        For a value of the wrong type, out of range or not one of the choices
+        (``run.toml: [reconstruction] n_samples = "5": expected an integer ≥ 1``).
     """
     from .errors import DataFormatError
 
@@ -408,16 +703,13 @@ def run_config_from_dict(values: dict, base_dir: Path | None = None, where: str 
         if given is not None:
             if not isinstance(given, dict):
                 raise DataFormatError(f"{where}: [{name}] must be a table of keys, got {given!r}")
-            sections[name] = config_from_dict(cls, given, where=f"{where} [{name}]")
+            sections[name] = config_from_dict(cls, given, where=where, allow_none=False)
     for key in ("nsd_root", "out_dir"):
         if key not in values:
             raise DataFormatError(f"{where}: missing required key {key!r}; expected a path")
-        path = Path(values[key]).expanduser()
-        if not path.is_absolute() and base_dir is not None:
-            path = base_dir / path
-        values[key] = str(path)
-    config = config_from_dict(RunConfig, values, where=f"{where} (top level)")
-    return dataclasses.replace(config, **sections)
+    config = config_from_dict(RunConfig, values, where=where, allow_none=False)
+    return dataclasses.replace(config, nsd_root=_resolved_path(config.nsd_root, base_dir),
+                               out_dir=_resolved_path(config.out_dir, base_dir), **sections)
 
 
 def load_run_config(path: str | os.PathLike) -> RunConfig:
@@ -429,6 +721,8 @@ def load_run_config(path: str | os.PathLike) -> RunConfig:
         When there is no file at ``path``.
     DataFormatError
         For invalid TOML, a missing or an unknown key.
+    InvalidArgumentError
+        For a value of the wrong type, out of range or not one of the choices.
     """
     from .errors import DataFormatError, MissingFileError
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-__all__ = ["Brain2ImageError", "DataFormatError", "InvalidArgumentError", "MissingFileError", "MissingWeightsError"]
+__all__ = ["Brain2ImageError", "DataFormatError", "InvalidArgumentError", "MissingFileError", "MissingWeightsError",
+           "ResourceError"]
 
 
 class Brain2ImageError(Exception):
@@ -23,3 +24,7 @@ class MissingFileError(Brain2ImageError, FileNotFoundError):
 
 class MissingWeightsError(Brain2ImageError, FileNotFoundError):
     """Pretrained weights are not in the local cache and the network is off."""
+
+
+class ResourceError(Brain2ImageError, RuntimeError):
+    """A stage ran out of memory (GPU or host); the message names the option that bounds it."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,13 +32,15 @@ from ._io import atomic_write_text
 from .config import (
     EncodingOptions,
     RunConfig,
+    check_config,
     load_run_config,
     run_config_from_dict,
 )
+from .errors import MissingFileError
 from .formats.run_layout import RUN_FILES, RunLayout
 
 __all__ = ["RunConfig", "EncodingOptions", "load_run_config", "run_config_from_dict", "run_pipeline",
-           "build_report", "RUN_FILES"]
+           "check_run_inputs", "build_report", "RUN_FILES"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +53,35 @@ def build_report(run_dir: str | os.PathLike, *, n_images: int | None = None) -> 
     from .stages.report import build_report as build
 
     return build(run_dir, n_images=n_images)
+
+
+#: A model name that is not a path: ``bundled``, ``random:...``, or a hub id ``name`` / ``owner/name``.
+_NAME_PATTERN = re.compile(r"random:.*|[\w.-]+(/[\w.-]+)?")
+
+
+def check_run_inputs(config: RunConfig) -> None:
+    """Check what a run reads before it writes anything: the NSD root and a model folder.
+
+    A ``model`` that can only be a path (it starts with ``/``, ``.`` or ``~``, or is not of the form
+    ``owner/name``) must be an existing folder; a hub id or ``random:`` name is checked when it loads.
+
+    Raises
+    ------
+    MissingFileError
+        When ``nsd_root`` is not a folder holding ``nsddata/``, or the ``model`` folder is missing.
+    """
+    expected = "expected the NSD root, the folder holding nsddata/, nsddata_betas/ and nsddata_stimuli/"
+    root = Path(config.nsd_root)
+    if not root.is_dir():
+        raise MissingFileError(f"nsd_root = {config.nsd_root!r}: folder not found; {expected}")
+    if not (root / "nsddata").is_dir():
+        raise MissingFileError(f"nsd_root = {config.nsd_root!r}: no nsddata/ folder in it; {expected}")
+    model = config.model
+    path_like = model.startswith((".", "~", "/")) or not _NAME_PATTERN.fullmatch(model)
+    if path_like and not Path(model).expanduser().is_dir():
+        raise MissingFileError(
+            f"model = {model!r}: folder not found; expected 'bundled', a diffusers hub id in the local cache "
+            "(owner/name), 'random:sd-v1-4' or an existing local diffusers folder")
 
 
 def run_pipeline(config: RunConfig, *, progress: bool = True, timer_seed: dict[str, float] | None = None,
@@ -69,11 +101,30 @@ def run_pipeline(config: RunConfig, *, progress: bool = True, timer_seed: dict[s
     Returns
     -------
     Path of ``report.html``.
+
+    Raises
+    ------
+    InvalidArgumentError
+        Before anything is written: a value that does not fit its key (:func:`~brain2image.config.check_config`),
+        or a stage refuses the config (:meth:`Stage.check <brain2image.stages.Stage.check>`): a
+        ``device`` this machine lacks (``"cuda"`` without CUDA), a ``backend = "torch_cuda"``
+        without a CUDA device.
+    DataFormatError
+        Before anything is written, for a table of a stage's settings with an unknown key.
+    MissingFileError
+        Before anything is written, for a missing NSD root or model folder (:func:`check_run_inputs`).
     """
     from .stages import StageContext, Timings, get_stage, pipeline_stages, run_stage
     from .stages.registry import check_stage_settings
 
+    check_config(config)
     check_stage_settings(config)
+    wanted = None if stages is None else {get_stage(name).name for name in stages}
+    chosen = [stage for stage in pipeline_stages() if wanted is None or stage.name in wanted]
+    for stage in chosen:
+        if stage.enabled(config):
+            stage.check(config)
+    check_run_inputs(config)
     if config.threads:
         import torch
 
@@ -84,8 +135,6 @@ def run_pipeline(config: RunConfig, *, progress: bool = True, timer_seed: dict[s
     timings = Timings(layout.file("timings"))
     timings.values.update(timer_seed or {})
     ctx = StageContext(config, progress=progress, timings=timings)
-    wanted = None if stages is None else {get_stage(name).name for name in stages}
-    for stage in pipeline_stages():
-        if wanted is None or stage.name in wanted:
-            run_stage(stage, ctx)
+    for stage in chosen:
+        run_stage(stage, ctx)
     return layout.file("report")

@@ -3,7 +3,9 @@
 The page embeds every image as a base64 PNG, so it can be mailed or archived as one file.
 Sections: reconstructions (seen image | z only | c only | z + c, with the samples), the
 metric table per method, decoding accuracy per ROI and target, the encoding analysis
-(maps and ROI summary, when present), the run's configuration and the stage timings.
+(maps and ROI summary, when present), the run's configuration and the stage timings. A run made
+with a ``random:`` model (seeded random weights) carries a banner saying so, and a warning when
+its NSD root holds real data.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import pandas as pd
 from PIL import Image
 
 from ._io import atomic_write_text
+from .ldm.random_model import RANDOM_WEIGHTS_LABEL, random_weights_marking
 from .methods import Method
 
 __all__ = ["write_report", "render_report", "METRIC_LABELS", "METHOD_LABELS"]
@@ -62,6 +65,7 @@ th{background:#f4f4f4} td.l,th.l{text-align:left}
 .samples img{margin-right:1px} .best{font-weight:700} .note{color:#666;font-size:.9em}
 pre{background:#f7f7f7;padding:1em;overflow:auto;font-size:.85em}
 .figs img{max-width:100%;border:1px solid #eee;margin:.3em 0}
+.warn{background:#fff3cd;border:1px solid #e0b400;padding:.5em .8em}
 """
 
 
@@ -149,6 +153,18 @@ def _figures(paths: Sequence[Path]) -> str:
     ) + "</div>"
 
 
+def _weights_banner(config: Mapping) -> str:
+    """Banner of a run made with a ``random:`` model (plus its warnings on real NSD data); "" otherwise."""
+    marking = random_weights_marking(config.get("model"), config.get("nsd_root"))
+    if not marking:
+        return ""
+    model = html.escape(str(config.get("model")))
+    parts = [f"<p class='warn'><b>{RANDOM_WEIGHTS_LABEL}</b>: model {model} has seeded random weights; the images "
+             "and metrics below measure shapes, memory and time only, not reconstruction quality.</p>"]
+    parts += [f"<p class='warn'><b>warning</b>: {html.escape(w)}</p>" for w in marking.get("warnings", [])]
+    return "".join(parts)
+
+
 def render_report(*, title: str, seen: Mapping[int, np.ndarray], recon_index: pd.DataFrame,
                   recon_root: Path, metrics: Mapping[str, Mapping[str, float]],
                   decoding: Mapping[str, Mapping[str, float]], config: Mapping,
@@ -171,7 +187,8 @@ def render_report(*, title: str, seen: Mapping[int, np.ndarray], recon_index: pd
     decoding : mapping
         ``{"z ← early": {"mean_r": ..., ...}}``.
     config, timings : mapping
-        The run's configuration and each stage's wall time in seconds.
+        The run's configuration and each stage's wall time in seconds. A ``random:`` ``model``
+        adds a "random weights" banner (and a warning when ``nsd_root`` is real NSD data).
     encoding_summary : mapping, optional
         ``{feature_space: {roi: mean r}}`` of the encoding analysis.
     encoding_figures : sequence of Path
@@ -183,7 +200,7 @@ def render_report(*, title: str, seen: Mapping[int, np.ndarray], recon_index: pd
     """
     methods = [m.value for m in Method if m.value in set(recon_index.method)]
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-             f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
+             f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>" + _weights_banner(config)]
     parts += [f"<p>{html.escape(n)}</p>" for n in notes]
     parts.append("<h2>Reconstructions</h2>")
     parts.append(_grid_section(seen, recon_index, recon_root, methods, n_images, thumb))

@@ -99,8 +99,18 @@ def register_stage_command(subparsers: argparse._SubParsersAction, stage: Any) -
 
 
 def _run_stage_command(stage: Any, args: argparse.Namespace) -> int:
+    """Run the command inside :func:`~brain2image.stages.base.stage_guard` (device checked, OOM as one line).
+
+    The config the command built is checked first (:func:`~brain2image.config.check_config`; an
+    option left unset, ``None``, passes), so a bad value stops it before it reads or writes a file.
+    """
+    from ..config import check_config
+    from ..stages.base import stage_guard
+
     ctx = stage.context_from_args(args, progress=show_progress(args))
-    output = stage.command(ctx)
+    check_config(ctx.config, allow_none=True)
+    with stage_guard(stage, ctx):
+        output = stage.command(ctx)
     for line in output.lines:
         print(line)
     for line in output.errors:

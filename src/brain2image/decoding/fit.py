@@ -22,11 +22,14 @@ from typing import Any
 import numpy as np
 
 from ..config import DecoderConfig
+from ..devices import device_scope
 from ..errors import MissingFileError
 from ..formats.decoder_file import DecoderFile
 from ..formats.feature_store import FeatureStore
 from ..formats.prepared import PreparedData
 from ..ridge import BackendLike, ImageRidgeCV, backend_name
+from ..ridge.backend import resolve_backend
+from ..ridge.memory import decoder_target_chunk
 from ..stats import pearson_columns
 
 __all__ = ["fit_decoder_from_files", "load_decoder", "decoder_filename"]
@@ -113,6 +116,7 @@ def _provenance(prep: dict[str, Any], features: _Features, ridge: ImageRidgeCV, 
     return {"alpha_grid": ridge.alpha_grid_, "roi": roi, "target": target, "subject": prep["subject"],
             "n_train_rows": len(features.row_image), "n_train_images": len(features.train_images),
             "fit_seconds": fit_seconds, "backend": backend_name(ridge.backend), "dtype": ridge.dtype,
+            "target_chunk": -1 if ridge.target_chunk is None else int(ridge.target_chunk),
             "prepared_file": str(prepared_path.resolve()), "feature_store": str(store_path.resolve()),
             "feature_attrs": json.dumps({k: _json_value(v) for k, v in features.attrs.items()})}
 
@@ -120,7 +124,7 @@ def _provenance(prep: dict[str, Any], features: _Features, ridge: ImageRidgeCV, 
 def fit_decoder_from_files(prepared_path: str | os.PathLike, feature_store_path: str | os.PathLike, roi: str,
                            target_name: str, out_path: str | os.PathLike, config: DecoderConfig | None = None,
                            *, backend: BackendLike | None = None, dtype: str | None = None,
-                           progress: bool = False) -> Path:
+                           device: str = "cpu", progress: bool = False) -> Path:
     """Fit one decoder from a prepared file and a feature store; write the decoder file.
 
     Parameters
@@ -139,11 +143,16 @@ def fit_decoder_from_files(prepared_path: str | os.PathLike, feature_store_path:
         Decoder file to write (atomically), usually ``decoders/`` + :func:`decoder_filename`.
     config : DecoderConfig, optional
         ``alphas``, ``cv_folds``, ``target_chunk``, ``backend`` and ``ridge_dtype`` are used; stored
-        as JSON.
+        as JSON (the backend and target chunk the fit used are the attributes ``backend`` and
+        ``target_chunk``).
     backend : str or module, optional
-        himalaya backend, used explicitly; default ``config.backend``.
+        himalaya backend, used explicitly; default ``config.backend`` (``"auto"``: ``torch_cuda``
+        on a CUDA ``device``, else ``numpy``; :func:`~brain2image.ridge.backend.resolve_backend`).
     dtype : {"float32", "float64"}, optional
         Default ``config.ridge_dtype``.
+    device : str
+        The run's torch device: picks the ``auto`` backend; on ``torch_cuda`` the fit runs on it
+        and an unset ``target_chunk`` is sized from its free memory (:mod:`brain2image.ridge.memory`).
     progress : bool
 
     Returns
@@ -152,15 +161,20 @@ def fit_decoder_from_files(prepared_path: str | os.PathLike, feature_store_path:
         The decoder file (layout: :mod:`brain2image.formats.decoder_file`).
     """
     config = DecoderConfig() if config is None else config
+    backend = resolve_backend(config.backend if backend is None else backend, device, option="[decoder] backend")
+    dtype = config.ridge_dtype if dtype is None else dtype
     prepared_path, store_path = Path(prepared_path), Path(feature_store_path)
     prep = _read_prepared(prepared_path, roi)
     Y_train, features = _read_features(store_path, prepared_path, prep["train_ids"], prep["test_ids"])
-    ridge = ImageRidgeCV(alphas=config.alphas, n_folds=config.cv_folds, target_chunk=config.target_chunk,
-                         backend=config.backend if backend is None else backend,
-                         dtype=config.ridge_dtype if dtype is None else dtype, progress=progress)
-    t0 = time.perf_counter()
-    ridge.fit(prep["X_train"], Y_train, features.row_image)
-    fit_seconds = time.perf_counter() - t0
+    with device_scope(device):
+        chunk = decoder_target_chunk(config.target_chunk, backend, n_rows=len(prep["X_train"]),
+                                     n_images=len(Y_train), n_features=prep["X_train"].shape[1],
+                                     n_targets=Y_train.shape[1], dtype=dtype)
+        ridge = ImageRidgeCV(alphas=config.alphas, n_folds=config.cv_folds, target_chunk=chunk, backend=backend,
+                             dtype=dtype, progress=progress)
+        t0 = time.perf_counter()
+        ridge.fit(prep["X_train"], Y_train, features.row_image)
+        fit_seconds = time.perf_counter() - t0
     del Y_train
     pred = ridge.predict(prep["X_test"])
     decoder = DecoderFile(

@@ -10,7 +10,7 @@ import os
 import time
 from pathlib import Path
 
-from ..config import ReconstructionConfig, RunConfig
+from ..config import ReconstructionConfig, RunConfig, check_config
 from ..methods import ALL_METHODS
 from ..pipeline import run_pipeline
 from .simulate.study import simulate_study
@@ -73,11 +73,12 @@ def run_demo(out_dir: str | os.PathLike, *, seed: int = 0, progress: bool = True
     -------
     Path of the report.
     """
+    config = demo_config(out_dir, seed=seed, threads=threads, n_samples=n_samples)
+    check_config(config)  # a bad option fails before the study is simulated
     study_dir = Path(out_dir) / "study"
     timings: dict[str, float] = {}
     if not (study_dir / "simulation_truth.h5").is_file():
         start = time.perf_counter()
         simulate_study(study_dir, seed=seed, progress=progress, **{**DEMO_STUDY, **(simulate_options or {})})
         timings["simulate"] = round(time.perf_counter() - start, 2)
-    config = demo_config(out_dir, seed=seed, threads=threads, n_samples=n_samples)
     return run_pipeline(config, progress=progress, timer_seed=timings)

@@ -21,9 +21,11 @@ import numpy as np
 
 from .._io import atomic_path, atomic_write_text
 from ..config import EncodingConfig
+from ..devices import device_scope
 from ..errors import DataFormatError
 from ..formats.encoding_results import write_encoding_results
 from ..formats.prepared import PreparedData
+from ..ridge.backend import resolve_backend
 from ..stats import pearson_columns
 from .models import fit_banded, fit_space, prepare_space, reduce_trials
 from .noise_ceiling import nc_fraction, noise_ceiling, signed_r2
@@ -76,7 +78,7 @@ def _space_pair(pair: Sequence[str], names: Sequence[str]) -> tuple[str, str]:
 def encode_arrays(features: Mapping[str, np.ndarray], train_index: np.ndarray, Y_train: np.ndarray,
                   test_index: np.ndarray, Y_test: np.ndarray, *, ncsnr: np.ndarray | None = None,
                   n_test_repeats: float | np.ndarray = 3, config: EncodingConfig | None = None,
-                  partition_pairs: Sequence[Sequence[str]] | None = None) -> EncodingResults:
+                  partition_pairs: Sequence[Sequence[str]] | None = None, device: str = "cpu") -> EncodingResults:
     """Fit every feature space to every voxel and partition variance between pairs.
 
     Parameters
@@ -98,6 +100,9 @@ def encode_arrays(features: Mapping[str, np.ndarray], train_index: np.ndarray, Y
     config : EncodingConfig, optional
     partition_pairs : sequence of (str, str), optional
         Overrides ``config.partition_pairs``.
+    device : str
+        The run's torch device: ``config.backend = "auto"`` fits on ``torch_cuda`` there when it is
+        a CUDA device, else on ``numpy`` (:func:`~brain2image.ridge.backend.resolve_backend`).
 
     Returns
     -------
@@ -114,14 +119,16 @@ def encode_arrays(features: Mapping[str, np.ndarray], train_index: np.ndarray, Y
     design = reduce_trials(train_index, Y_train)
     nc = None if ncsnr is None else noise_ceiling(ncsnr, n_test_repeats)
     fit_kw: dict[str, Any] = dict(alphas=config.alphas, n_folds=config.cv_folds, random_state=config.seed,
-                                  target_chunk=config.target_chunk)
+                                  target_chunk=config.target_chunk,
+                                  backend=resolve_backend(config.backend, device, option="[encoding] backend"))
     in_pairs = {n for pair in pairs for n in pair}
     spaces: dict[str, dict[str, np.ndarray]] = {}
     kernels = {}
     for name in names:
         # Spaces that enter a banded model are built as kernels once and reused there.
         space = prepare_space(features[name], design, test_index, kernel=True if name in in_pairs else None)
-        pred, alphas = fit_space(space, design, **fit_kw)
+        with device_scope(device):
+            pred, alphas = fit_space(space, design, **fit_kw)
         r = pearson_columns(Y_test, pred, fill=0.0)
         spaces[name] = {"r": r, "r2": signed_r2(r), "alpha": alphas.astype(np.float64)}
         if nc is not None:
@@ -131,7 +138,8 @@ def encode_arrays(features: Mapping[str, np.ndarray], train_index: np.ndarray, Y
         logger.info("encoding %s (%s, %d features): mean r %.3f", name, space.kind, space.n_features, r.mean())
     partitions = {}
     for a, b in pairs:
-        pred, weights = fit_banded([kernels[a], kernels[b]], design, n_iter=config.banded_n_iter, **fit_kw)
+        with device_scope(device):
+            pred, weights = fit_banded([kernels[a], kernels[b]], design, n_iter=config.banded_n_iter, **fit_kw)
         r_joint = pearson_columns(Y_test, pred, fill=0.0)
         part = partition_variance(spaces[a]["r"], spaces[b]["r"], r_joint)
         part.update(r_joint=r_joint, weight_a=weights[0], weight_b=weights[1])
@@ -236,7 +244,7 @@ def _write_maps(results: EncodingResults, roi_data: dict, out_dir: Path, summary
 
 def run_encoding_analysis(prepared_path: str | os.PathLike, feature_stores: Mapping[str, str | os.PathLike],
                           out_dir: str | os.PathLike, rois: str | None = None,
-                          config: EncodingConfig | None = None) -> EncodingResults:
+                          config: EncodingConfig | None = None, device: str = "cpu") -> EncodingResults:
     """Fit encoding models of each feature store to the ROI's voxels and write results and maps.
 
     Parameters
@@ -251,6 +259,8 @@ def run_encoding_analysis(prepared_path: str | os.PathLike, feature_stores: Mapp
     rois : str, optional
         ROI key to model (default ``config.roi``).
     config : EncodingConfig, optional
+    device : str
+        The run's torch device (picks the ``auto`` backend; see :func:`encode_arrays`).
 
     Returns
     -------
@@ -267,7 +277,7 @@ def run_encoding_analysis(prepared_path: str | os.PathLike, feature_stores: Mapp
     features = {name: FeatureStore.open(path).read(ids) for name, path in feature_stores.items()}
     results = encode_arrays(features, np.searchsorted(ids, data["train_ids"]), data["Y_train"],
                             np.searchsorted(ids, data["test_ids"]), data["Y_test"], ncsnr=data["ncsnr"],
-                            n_test_repeats=data["n_repeats"], config=config)
+                            n_test_repeats=data["n_repeats"], config=config, device=device)
     out = Path(out_dir) / "encoding"
     masks = _summary_masks(prepared_path, data, config.summary_rois)
     summary = summarise(results, masks)

@@ -13,12 +13,13 @@ cross-validation folds are grouped by image (no image in both a training and a v
 The ridge core (:mod:`brain2image.ridge`) gives the reduction of trials to unique images
 (:func:`~brain2image.ridge.repeated_rows`), the folds (:func:`~brain2image.ridge.grouped_folds`,
 shuffled over unique images with ``random_state``), the target chunk
-(:func:`~brain2image.ridge.check_target_chunk`) and the backend
-(:func:`~brain2image.ridge.himalaya_backend`, given explicitly as ``backend``). The solvers
-themselves stay himalaya's (``RidgeCV`` with its SVD solver, ``KernelRidgeCV`` with its
-eigenvalue solver, ``MultipleKernelRidgeCV`` with random search over kernel weights): they pick
-alpha by the mean over folds of the per-fold R^2, which the core's pooled-error CV does not do,
-and the core has no kernel or banded solver.
+(:func:`~brain2image.ridge.check_target_chunk`; on ``torch_cuda`` an unset one is sized from the
+free GPU memory, :func:`~brain2image.ridge.memory.encoding_target_chunk`) and the backend
+(:func:`~brain2image.ridge.himalaya_backend`, given explicitly as ``backend``); every result comes
+back as a numpy array, whatever the backend. The solvers themselves stay himalaya's (``RidgeCV``
+with its SVD solver, ``KernelRidgeCV`` with its eigenvalue solver, ``MultipleKernelRidgeCV`` with
+random search over kernel weights): they pick alpha by the mean over folds of the per-fold R^2,
+which the core's pooled-error CV does not do, and the core has no kernel or banded solver.
 
 Features are standardised with trial-weighted means and standard deviations and divided by
 ``sqrt(n_features)`` (the linear kernel's diagonal is then ≈1 per trial, whatever the feature
@@ -36,6 +37,7 @@ import numpy as np
 
 from ..config import ENCODING_ALPHAS
 from ..ridge import BackendLike, check_target_chunk, grouped_folds, himalaya_backend, repeated_rows
+from ..ridge.memory import encoding_target_chunk
 
 __all__ = ["TrainDesign", "reduce_trials", "SpaceData", "prepare_space", "fit_space", "fit_banded",
            "DEFAULT_ALPHAS"]
@@ -181,9 +183,17 @@ def _folds(design: TrainDesign, n_folds: int, random_state: int) -> list[tuple[n
     return grouped_folds(design.rows, n_folds, shuffle=True, random_state=random_state)
 
 
-def _batch_params(design: TrainDesign, target_chunk: int | None) -> dict[str, int]:
-    """Target batching of the himalaya solvers, sized by the ridge core (``None``: every voxel at once)."""
-    batch = check_target_chunk(target_chunk, design.y.shape[1])
+def _batch_params(design: TrainDesign, target_chunk: int | None, backend: BackendLike, *, n_test: int,
+                  n_kernels: int, n_alphas: int, n_folds: int) -> dict[str, int]:
+    """Target batching of the himalaya solvers.
+
+    ``target_chunk`` as given on the CPU backends (``None``: every voxel at once); on
+    ``torch_cuda``, what the free GPU memory holds, capped by ``target_chunk``.
+    """
+    n_unique, n_voxels = design.y.shape
+    chunk = encoding_target_chunk(target_chunk, backend, n_unique=n_unique, n_test=n_test, n_voxels=n_voxels,
+                                  n_kernels=n_kernels, n_alphas=n_alphas, n_folds=n_folds)
+    batch = check_target_chunk(chunk, n_voxels)
     return {"n_targets_batch": batch, "n_targets_batch_refit": batch}
 
 
@@ -201,9 +211,11 @@ def fit_space(space: SpaceData, design: TrainDesign, *, alphas: Any = DEFAULT_AL
         Folds over unique training images (shuffled with ``random_state``).
     random_state : int
     target_chunk : int, optional
-        Voxels solved at a time (bounds memory; himalaya's ``n_targets_batch``); default all.
+        Voxels solved at a time (bounds memory; himalaya's ``n_targets_batch``); default all (on
+        ``torch_cuda``: what the free GPU memory holds, :mod:`brain2image.ridge.memory`).
     backend : str or module
-        himalaya backend the estimator runs on (``"numpy"``, ``"torch"``, ``"torch_cuda"``).
+        himalaya backend the estimator runs on (``"numpy"``, ``"torch"``, ``"torch_cuda"``, a
+        resolved name: :func:`~brain2image.ridge.backend.resolve_backend`).
 
     Returns
     -------
@@ -214,7 +226,8 @@ def fit_space(space: SpaceData, design: TrainDesign, *, alphas: Any = DEFAULT_AL
     from himalaya.kernel_ridge import KernelRidgeCV
     from himalaya.ridge import RidgeCV
 
-    params = _batch_params(design, target_chunk)
+    params = _batch_params(design, target_chunk, backend, n_test=len(space.test), n_kernels=1,
+                           n_alphas=int(np.size(alphas)), n_folds=n_folds)
     cv = _folds(design, n_folds, random_state)
     if space.kind == "kernel":
         model = KernelRidgeCV(alphas=np.asarray(alphas), kernel="precomputed", solver="eigenvalues",
@@ -258,7 +271,8 @@ def fit_banded(spaces: list[SpaceData], design: TrainDesign, *, alphas: Any = DE
         kernels="precomputed", solver="random_search", cv=_folds(design, n_folds, random_state),
         random_state=random_state,
         solver_params={"n_iter": n_iter, "alphas": np.asarray(alphas), "progress_bar": False,
-                       **_batch_params(design, target_chunk)})
+                       **_batch_params(design, target_chunk, backend, n_test=len(spaces[0].test),
+                                       n_kernels=len(spaces), n_alphas=int(np.size(alphas)), n_folds=n_folds)})
     with himalaya_backend(backend) as bk:
         model.fit(np.stack([s.train for s in spaces]), design.y)
         pred = np.asarray(bk.to_numpy(model.predict(np.stack([s.test for s in spaces])))).astype(np.float32)

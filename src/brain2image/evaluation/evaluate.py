@@ -29,6 +29,7 @@ import numpy as np
 from .._io import atomic_write_text
 from ..errors import DataFormatError, InvalidArgumentError, MissingFileError
 from ..formats.recon_index import ReconFolder
+from ..ldm.random_model import random_weights_marking, warn_if_random_on_real_data
 from ..stats import pearson_matrix
 from .feature_spaces import FeatureExtractor, FeatureSpace, LoadOptions, load_extractors, resolve_feature_spaces
 from .identification import takagi_from_mean_corr, two_way_from_corr
@@ -212,6 +213,17 @@ def _read_png(path: Path) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
+def _recon_model(folder: ReconFolder) -> str | None:
+    """The model named in the folder's ``config.json`` (``None`` without one)."""
+    if not folder.config_path.is_file():
+        return None
+    try:
+        model = json.loads(folder.config_path.read_text()).get("model")
+    except json.JSONDecodeError as error:
+        raise DataFormatError(f"{folder.config_path}: not valid JSON; expected the reconstruction settings") from error
+    return None if model is None else str(model)
+
+
 def evaluate_recon_dir(recon_dir: str | Path, nsd_root: str | Path, out: str | Path,
                        metrics: str = "embedded", *, weights_dir: str | Path | None = None,
                        size: int = DEFAULT_SIZE, device: str = "cpu") -> dict:
@@ -234,7 +246,8 @@ def evaluate_recon_dir(recon_dir: str | Path, nsd_root: str | Path, out: str | P
     -------
     result : dict
         What was written: ``methods`` (method → metrics), ``feature_spaces``, ``size``,
-        ``recon_dir``, ``nsd_root``, ``brain2image_version``.
+        ``recon_dir``, ``nsd_root``, ``brain2image_version``; for reconstructions of a ``random:``
+        model also ``model``, ``weights`` (``"random weights"``) and, on real NSD data, ``warnings``.
     """
     from .. import __version__
 
@@ -242,7 +255,10 @@ def evaluate_recon_dir(recon_dir: str | Path, nsd_root: str | Path, out: str | P
         raise InvalidArgumentError(f"metrics must be one of {sorted(METRIC_SETS)}, got {metrics!r}")
     names = METRIC_SETS[metrics]
     spaces = resolve_feature_spaces(names, device=device)
-    index = ReconFolder(recon_dir).read_index()
+    folder = ReconFolder(recon_dir)
+    index = folder.read_index()
+    model = _recon_model(folder)
+    warn_if_random_on_real_data(model, nsd_root)
     all_ids = sorted({i for per_id in index.values() for i in per_id})
     ids, real = load_real_images(nsd_root, all_ids)
     row_of = {int(i): r for r, i in enumerate(ids)}
@@ -259,5 +275,7 @@ def evaluate_recon_dir(recon_dir: str | Path, nsd_root: str | Path, out: str | P
     result = {"methods": results, "metric_set": metrics, "feature_spaces": list(names), "size": size,
               "recon_dir": str(Path(recon_dir).resolve()), "nsd_root": str(Path(nsd_root).resolve()),
               "brain2image_version": __version__}
+    marking = random_weights_marking(model, nsd_root)
+    result.update({"model": model, **marking} if marking else {})
     atomic_write_text(out, json.dumps(result, indent=2))
     return result

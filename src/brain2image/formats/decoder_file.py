@@ -90,7 +90,7 @@ def _read_config(handle: h5py.File, path: Path) -> DecoderConfig:
     except json.JSONDecodeError as error:
         raise DataFormatError(f"{path}: attribute 'decoder_config' is not valid JSON ({error}); "
                               "expected the JSON of a DecoderConfig") from None
-    return config_from_dict(DecoderConfig, values)
+    return config_from_dict(DecoderConfig, values, where=str(path))
 
 
 @dataclass

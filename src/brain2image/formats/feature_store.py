@@ -33,15 +33,14 @@ def model_slug(name: str) -> str:
     """A file-name-safe short name of a model.
 
     ``CompVis/stable-diffusion-v1-4`` → ``CompVis--stable-diffusion-v1-4``; a local folder → its
-    name; a plain name (``bundled``) → itself.
+    name; ``random:sd-v1-4`` → ``random--sd-v1-4`` (no ``:``, which Windows refuses); a plain name
+    (``bundled``) → itself.
     """
     name = str(name)
-    if "/" not in name and os.sep not in name:
-        return name
-    path = Path(name).expanduser()
-    if path.is_dir():
-        return path.resolve().name
-    return name.strip("/").replace("/", "--")
+    if "/" in name or os.sep in name:
+        path = Path(name).expanduser()
+        name = path.resolve().name if path.is_dir() else name.strip("/").replace("/", "--")
+    return name.replace(":", "--")
 
 
 def feature_store_path(features_dir: str | os.PathLike, dataset: str, model_name: str, feature: str) -> Path:
@@ -63,19 +62,44 @@ def shard_path(path: str | os.PathLike, shard: tuple[int, int]) -> Path:
 
 
 def parse_shard(text: str) -> tuple[int, int]:
-    """Parse ``"i/n"`` (1-based, 1 ≤ i ≤ n) into ``(i, n)``."""
+    """Parse ``"i/n"`` (1-based, 1 ≤ i ≤ n) into ``(i, n)``.
+
+    Raises
+    ------
+    InvalidArgumentError
+        (a ``ValueError``) for any other text, e.g. ``3/2``.
+    """
     try:
-        i, n = (int(part) for part in str(text).split("/"))
+        parts: tuple[Any, ...] = tuple(int(part) for part in str(text).split("/"))
     except ValueError:
-        raise ValueError(f"shard {text!r}: expected 'i/n' with integers, e.g. '1/4'") from None
-    if not 1 <= i <= n:
-        raise ValueError(f"shard {text!r}: expected 1 <= i <= n")
-    return i, n
+        parts = (str(text),)
+    return _checked_shard(parts)
+
+
+def _checked_shard(shard: Any) -> tuple[int, int]:
+    """``shard`` as ``(i, n)`` when it is a pair of integers with 1 ≤ i ≤ n; else InvalidArgumentError."""
+    from ..errors import InvalidArgumentError
+
+    try:
+        i, n = shard
+        valid = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in (i, n)) and 1 <= i <= n
+    except (TypeError, ValueError):
+        valid = False
+    if not valid:
+        shown = "/".join(str(v) for v in shard) if isinstance(shard, (tuple, list)) else str(shard)
+        raise InvalidArgumentError(f"shard {shown}: expected i/n with integers 1 ≤ i ≤ n, e.g. 1/4")
+    return int(i), int(n)
 
 
 def shard_ids(ids: np.ndarray, shard: tuple[int, int]) -> np.ndarray:
-    """The contiguous part ``i`` of ``n`` of the sorted unique ``ids``."""
-    i, n = shard
+    """The contiguous part ``i`` of ``n`` of the sorted unique ``ids``.
+
+    Raises
+    ------
+    InvalidArgumentError
+        For a shard that is not ``(i, n)`` with 1 ≤ i ≤ n.
+    """
+    i, n = _checked_shard(shard)
     return np.array_split(np.unique(np.asarray(ids, dtype=np.int64)), n)[i - 1]
 
 

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from ..config import FeatureConfig, config_to_json
 from ..errors import InvalidArgumentError
 from ..formats.feature_store import FeatureStore, feature_store_path, shard_ids, shard_path
-from ..nsd.stimuli import iter_stimuli, load_captions, stimuli_path
+from ..nsd.stimuli import check_stimuli, iter_stimuli, load_captions, stimuli_path
 from .loading import LatentDiffusionModel
 
 __all__ = ["FEATURES", "CAPTION_REDUCTIONS", "extract_features", "feature_store_path",
@@ -72,8 +72,7 @@ def _reduce_captions(hidden: torch.Tensor, owner: torch.Tensor, n_images: int, r
     return summed / counts[:, None, None]
 
 
-def _c_batches(model: LatentDiffusionModel, nsd_root, ids: np.ndarray, config: FeatureConfig):
-    captions = load_captions(nsd_root, ids) if len(ids) else []
+def _c_batches(model: LatentDiffusionModel, ids: np.ndarray, captions: list[list[str]], config: FeatureConfig):
     for start in range(0, len(ids), config.batch_size):
         batch_ids = ids[start:start + config.batch_size]
         batch_caps = captions[start:start + config.batch_size]
@@ -132,6 +131,13 @@ def extract_features(nsd_root: str | os.PathLike, ids: Sequence[int] | np.ndarra
     attrs = {"feature": feature, "model": model.name, "resolution": resolution, "seed": int(config.seed),
              "config": config_to_json(config), "scaling_factor": model.scaling_factor,
              "latent_sample": config.latent_sample, "caption_reduction": config.caption_reduction}
+    # The inputs are checked before the store is created, so a bad stimulus file or captions file
+    # leaves no partial store behind.
+    captions: dict[int, list[str]] = {}
+    if not path.exists() and feature == "z":
+        check_stimuli(stimuli_path(nsd_root), ids)
+    elif not path.exists() and len(ids):
+        captions = dict(zip(ids.tolist(), load_captions(nsd_root, ids)))
     store = FeatureStore.create(path, ids, shape, attrs)
     if store.is_complete:
         logger.info("%s already complete", path)
@@ -145,7 +151,7 @@ def extract_features(nsd_root: str | os.PathLike, ids: Sequence[int] | np.ndarra
                 store.write(batch_ids, z)
                 bar.update(len(batch_ids))
         else:
-            for batch_ids, c in _c_batches(model, nsd_root, todo, config):
+            for batch_ids, c in _c_batches(model, todo, [captions[i] for i in todo.tolist()], config):
                 store.write(batch_ids, c)
                 bar.update(len(batch_ids))
     bar.close()

@@ -1,8 +1,9 @@
 """Load a latent diffusion model (VAE, U-Net, text encoder, scheduler) and expose its pieces.
 
-Three sources: the bundled small model (``"bundled"``), a local diffusers folder (one with a
-``model_index.json``), or a diffusers hub id such as ``CompVis/stable-diffusion-v1-4`` read
-from the local Hugging Face cache only (never the network).
+Four sources: the bundled small model (``"bundled"``), a local diffusers folder (one with a
+``model_index.json``), a diffusers hub id such as ``CompVis/stable-diffusion-v1-4`` read
+from the local Hugging Face cache only (never the network), or a shipped architecture with seeded
+random weights (``"random:sd-v1-4"``, see :mod:`.random_model`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 from ..errors import DataFormatError, MissingWeightsError
 from ..formats.feature_store import model_slug
 from .images import images_to_tensor, resize_images, tensor_to_images
+from .random_model import build_random_components, is_random_model, parse_random_model
 
 __all__ = ["LatentDiffusionModel", "load_ldm", "model_slug", "BUNDLED"]
 
@@ -52,11 +54,14 @@ class LatentDiffusionModel:
     tokenizer : transformers tokenizer
     scheduler : diffusers.DDIMScheduler
     name : str
-        Where the model came from (``"bundled"``, a hub id or a folder).
+        Where the model came from (``"bundled"``, a hub id, a folder or ``"random:sd-v1-4"``).
     device : torch.device
     dtype : torch.dtype
     text_max_length : int or None
         Token length of the text encoder's input; ``None`` uses ``tokenizer.model_max_length``.
+    random_weights : bool
+        True for a ``random:`` model: real architecture, seeded random weights (its outputs
+        measure shapes, memory and time only).
     """
 
     vae: Any
@@ -68,6 +73,7 @@ class LatentDiffusionModel:
     device: torch.device
     dtype: torch.dtype
     text_max_length: int | None = None
+    random_weights: bool = False
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -342,6 +348,16 @@ def _load_diffusers(name: str, device: torch.device, dtype: torch.dtype) -> Late
                                         str(local.resolve()) if is_folder else name, device, dtype))
 
 
+def _load_random(name: str, device: torch.device, dtype: torch.dtype) -> LatentDiffusionModel:
+    spec = parse_random_model(name)
+    parts = build_random_components(spec, device, dtype)
+    model = LatentDiffusionModel(parts["vae"], parts["unet"], parts["text_encoder"], parts["tokenizer"],
+                                 parts["scheduler"], spec.name, device, dtype, random_weights=True)
+    logger.warning("%s has random weights (seed %d): its features and images measure shapes, memory and time "
+                   "only", spec.name, spec.seed)
+    return _finish(model)
+
+
 def load_ldm(name_or_path: str | os.PathLike, device: str | torch.device = "cpu",
              dtype: str | torch.dtype | None = None) -> LatentDiffusionModel:
     """Load a latent diffusion model for feature extraction and reconstruction.
@@ -352,7 +368,8 @@ def load_ldm(name_or_path: str | os.PathLike, device: str | torch.device = "cpu"
         ``"bundled"`` (the small model shipped with brain2image), a folder exported by
         ``brain2image train-bundled --export-to``, a local diffusers folder (with
         ``model_index.json``), or a hub id (``CompVis/stable-diffusion-v1-4``) already
-        in the local Hugging Face cache.
+        in the local Hugging Face cache; or ``"random:sd-v1-4"`` (``@SEED`` optional): Stable
+        Diffusion v1.4's architecture from configs shipped with brain2image, seeded random weights.
     device : str or torch.device
     dtype : str or torch.dtype, optional
         Default float32 on CPU, float16 on CUDA. fp16 weights on disk are cast on load.
@@ -365,12 +382,16 @@ def load_ldm(name_or_path: str | os.PathLike, device: str | torch.device = "cpu"
     ------
     MissingWeightsError
         If the weights are not on this machine (the message says how to get them).
+    InvalidArgumentError
+        For a ``random:`` name of an unknown architecture.
     """
     device = torch.device(device)
     dtype = _resolve_dtype(device, dtype)
     name = str(name_or_path)
     local = Path(name).expanduser()
-    if name == BUNDLED:
+    if is_random_model(name):
+        model = _load_random(name, device, dtype)
+    elif name == BUNDLED:
         model = _load_bundled(_named_model_dir(BUNDLED), BUNDLED, device, dtype)
     elif (local / _TEXT_SOURCE).is_file() and not (local / "model_index.json").is_file():
         # A folder exported by ``brain2image train-bundled --export-to``.

@@ -28,6 +28,7 @@ __all__ = [
     "read_surface_map",
     "read_volume_betas",
     "read_volume_map",
+    "require_finite",
     "scale_betas",
     "zscore_trials",
 ]
@@ -276,6 +277,40 @@ def read_surface_map(path: str | Path, vertices: np.ndarray, n_vertices: int) ->
         raise DataFormatError(f"{path}: shape {shape}, expected ({n_vertices}, 1, 1) (the vertex count of "
                               "the fsaverage labels)")
     return np.asarray(data, dtype=np.float32).reshape(-1)[np.asarray(vertices, dtype=np.int64)]
+
+
+def require_finite(raw: np.ndarray, path: str | Path, session: int, unit: str = "voxels") -> None:
+    """Refuse betas that hold NaN or inf.
+
+    NSD's int16 betas cannot hold them, but float betas (NIfTI or HDF5 written as floats, fsaverage
+    ``.mgh``) can. They are an error rather than being zeroed or dropped: a NaN cannot be scaled,
+    averaged over repeats or fitted, and replacing it would silently change the data.
+
+    Parameters
+    ----------
+    raw : ndarray of shape (n_trials, n_columns)
+        Betas of one file as read (columns: the voxels or vertices read).
+    path : path-like
+        The file, for the message.
+    session : int
+        1-based session, for the message.
+    unit : str
+        What a column is (``voxels`` or ``vertices``).
+
+    Raises
+    ------
+    DataFormatError
+        Naming the file, the session, the count of non-finite values and of columns affected.
+    """
+    if not np.issubdtype(raw.dtype, np.floating):
+        return
+    bad = ~np.isfinite(raw)
+    n_bad = int(np.count_nonzero(bad))
+    if n_bad:
+        n_columns = int(np.count_nonzero(bad.any(axis=0)))
+        raise DataFormatError(f"{path}: session {session} has {n_bad} non-finite values (NaN or inf) "
+                              f"in {n_columns} of the {raw.shape[1]} {unit} read; expected finite "
+                              f"betas: repair the file, or leave session {session} out with --sessions")
 
 
 def scale_betas(raw: np.ndarray, scale: str = "percent") -> np.ndarray:

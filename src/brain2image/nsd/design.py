@@ -2,12 +2,14 @@
 
 Built from ``nsd_expdesign.mat`` (1-based ``masterordering``, ``subjectim``, ``sharedix``) and
 cross-checked against the subject's ``responses.tsv`` (1-based ``73KID``) when it is on disk.
+:func:`expected_sessions` says which sessions a subject has, so that a session whose betas are
+missing is noticed instead of silently left out.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,9 +18,10 @@ import pandas as pd
 import scipy.io
 
 from ..errors import DataFormatError, MissingFileError
-from .layout import TRIALS_PER_SESSION, NSDLayout
+from .layout import SESSIONS_PER_SUBJECT, TRIALS_PER_SESSION, NSDLayout
 
-__all__ = ["ExpDesign", "load_expdesign", "read_responses", "trial_table", "trials_from_expdesign"]
+__all__ = ["ExpDesign", "ExpectedSessions", "expected_sessions", "format_sessions",
+           "load_expdesign", "read_responses", "trial_table", "trials_from_expdesign"]
 
 logger = logging.getLogger(__name__)
 
@@ -182,3 +185,82 @@ def trial_table(layout: NSDLayout, sessions: Sequence[int],
         logger.warning("%s not found; trial table taken from %s alone", responses_path,
                        design.path)
     return table
+
+
+def format_sessions(sessions: Iterable[int]) -> str:
+    """Sessions as the ``--sessions`` option writes them: ``[1, 2, 3, 5]`` -> ``1-3,5``."""
+    parts: list[str] = []
+    run: list[int] = []
+    for session in sorted(set(int(s) for s in sessions)):
+        if run and session != run[-1] + 1:
+            parts.append(str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}")
+            run = []
+        run.append(session)
+    if run:
+        parts.append(str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}")
+    return ",".join(parts)
+
+
+@dataclass(frozen=True)
+class ExpectedSessions:
+    """The sessions a subject has according to its behaviour or design file.
+
+    Attributes
+    ----------
+    sessions : tuple of int
+        1-based sessions, sorted.
+    source : Path
+        ``responses.tsv`` (its ``SESSION`` column) or ``nsd_expdesign.mat`` (its trial count).
+    """
+
+    sessions: tuple[int, ...]
+    source: Path
+
+    def describe(self) -> str:
+        """``responses.tsv lists sessions 1-40`` (one phrase, for messages)."""
+        return f"{self.source.name} lists sessions {format_sessions(self.sessions)}"
+
+
+def expected_sessions(layout: NSDLayout, trials_per_session: int = TRIALS_PER_SESSION,
+                      on_disk: Sequence[int] = ()) -> ExpectedSessions:
+    """Which sessions the subject has, from its ``responses.tsv`` or else from the design.
+
+    ``responses.tsv`` holds one row per trial of every session the subject did, so its
+    ``SESSION`` values are the answer. Without it, the design's ``masterordering`` gives
+    ``n_trials // trials_per_session`` sessions; NSD's design lists 40 sessions for every subject,
+    so the subject's NSD count (:data:`~.layout.SESSIONS_PER_SUBJECT`) caps it when it is smaller and no session on
+    disk lies beyond it (a simulated tree with fewer sessions keeps the design's count).
+
+    Parameters
+    ----------
+    layout : NSDLayout
+    trials_per_session : int
+    on_disk : sequence of int
+        Sessions whose beta files are on disk (for the NSD cross-check).
+
+    Raises
+    ------
+    MissingFileError, DataFormatError
+        If neither file can tell (no responses.tsv and no readable design).
+    """
+    responses_path = layout.responses()
+    if responses_path.is_file():
+        sessions = read_responses(responses_path)["SESSION"]
+        try:
+            values = sorted({int(s) for s in sessions})
+        except (TypeError, ValueError) as error:
+            raise DataFormatError(f"{responses_path}: column 'SESSION' must hold 1-based session "
+                                  f"numbers ({error})") from error
+        if not values or values[0] < 1:
+            raise DataFormatError(f"{responses_path}: column 'SESSION' must hold 1-based session "
+                                  f"numbers, got {values[:5]}")
+        return ExpectedSessions(tuple(values), responses_path)
+    design = load_expdesign(layout.expdesign())
+    n_sessions = design.masterordering.size // trials_per_session
+    nsd_count = SESSIONS_PER_SUBJECT[layout.subject]
+    if nsd_count < n_sessions and all(s <= nsd_count for s in on_disk):
+        n_sessions = nsd_count
+    if n_sessions < 1:
+        raise DataFormatError(f"{design.path}: field 'masterordering' has {design.masterordering.size} "
+                              f"trials, expected at least one session of {trials_per_session}")
+    return ExpectedSessions(tuple(range(1, n_sessions + 1)), design.path)

@@ -21,7 +21,9 @@ __all__ = [
     "NSDLayout",
     "SESSIONS_PER_SUBJECT",
     "SPACES",
+    "SIMULATION_MARKER",
     "TRIALS_PER_SESSION",
+    "is_simulated_tree",
     "resolve_nsd_root",
 ]
 
@@ -39,6 +41,10 @@ SPACES = ("func1pt8mm", "func1mm", "MNI", "fsaverage")
 BETA_FORMATS = ("hdf5", "nifti")
 #: Surface hemispheres, in the order their vertices are concatenated.
 HEMIS = ("lh", "rh")
+#: File at the root of an NSD tree written by ``brain2image simulate``.
+SIMULATION_MARKER = "brain2image_simulation.json"
+#: The simulator's ground truth, beside (not inside) the NSD tree it writes.
+SIMULATION_TRUTH = "simulation_truth.h5"
 
 
 def resolve_nsd_root(root: str | os.PathLike | None = None) -> Path:
@@ -57,6 +63,16 @@ def resolve_nsd_root(root: str | os.PathLike | None = None) -> Path:
     if not path.is_dir():
         raise MissingFileError(f"NSD root {path} is not a directory")
     return path
+
+
+def is_simulated_tree(nsd_root: str | os.PathLike) -> bool:
+    """Whether ``nsd_root`` is a simulated NSD tree rather than real data.
+
+    True when the root holds :data:`SIMULATION_MARKER` or its parent folder holds
+    ``simulation_truth.h5`` (the layout ``brain2image simulate --out DIR`` writes: ``DIR/nsd``).
+    """
+    root = Path(nsd_root).expanduser()
+    return (root / SIMULATION_MARKER).is_file() or (root.resolve().parent / SIMULATION_TRUTH).is_file()
 
 
 #: Experiment-wide files, relative to the NSD root (the same for every subject).

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,42 +24,109 @@ from .betas import (
     read_surface_map,
     read_volume_betas,
     read_volume_map,
+    require_finite,
     scale_betas,
     zscore_trials,
 )
-from .design import trial_table
+from .design import ExpectedSessions, expected_sessions, format_sessions, trial_table
 from .layout import DEFAULT_BETA_VERSION, HEMIS, TRIALS_PER_SESSION, NSDLayout
-from .rois import RoiMask, load_roi_masks, parse_roi_spec
+from .rois import CHECK_HINT, RoiMask, load_roi_masks, parse_roi_spec
 
-__all__ = ["DEFAULT_ROIS", "average_repeats", "prepare_subject", "resolve_sessions"]
+__all__ = ["DEFAULT_ROIS", "SessionGap", "average_repeats", "find_session_gap", "prepare_subject",
+           "resolve_sessions"]
 
 logger = logging.getLogger(__name__)
 
 #: ROIs of the paper: early visual (z decoder), ventral (c decoder), and all of nsdgeneral.
 DEFAULT_ROIS = ("streams:early", "streams:ventral", "nsdgeneral")
+#: Missing files named in one message, at most.
+MAX_NAMED = 4
+
+
+@dataclass(frozen=True)
+class SessionGap:
+    """Sessions the subject has (per its behaviour / design file) whose beta files are not on disk.
+
+    Attributes
+    ----------
+    expected : ExpectedSessions
+    on_disk : tuple of int
+        Sessions whose beta files are all present.
+    missing : tuple of int
+        Expected sessions not on disk (empty when nothing is missing).
+    absent : tuple of Path
+        The beta files of ``missing`` that are not there.
+    """
+
+    expected: ExpectedSessions
+    on_disk: tuple[int, ...]
+    missing: tuple[int, ...]
+    absent: tuple[Path, ...]
+
+    def advice(self) -> str:
+        """How to proceed: download the files, or ``--sessions`` naming only the sessions on disk."""
+        kept = list(self.on_disk)
+        if kept == list(range(1, len(kept) + 1)):
+            option = str(len(kept))  # a count: sessions 1..n
+        elif len(kept) == 1:
+            option = f"{kept[0]}-{kept[0]}"  # a lone number would be a count
+        else:
+            option = format_sessions(kept)
+        return ("download " + ("it" if len(self.absent) == 1 else "them")
+                + (f", or prepare only the sessions on disk with --sessions {option}" if kept else ""))
+
+    def message(self) -> str:
+        """One line naming the missing files, where they were looked for and how to proceed."""
+        names = ", ".join(p.name for p in self.absent[:MAX_NAMED])
+        more = f" and {len(self.absent) - MAX_NAMED} more" if len(self.absent) > MAX_NAMED else ""
+        folder = self.absent[0].parent if self.absent else ""
+        return (f"{len(self.missing)} session(s) missing ({format_sessions(self.missing)}): {names}{more} "
+                f"not found in {folder} ({self.expected.describe()}); {self.advice()}")
+
+
+def find_session_gap(layout: NSDLayout, beta_format: str = "hdf5",
+                     trials_per_session: int = TRIALS_PER_SESSION) -> SessionGap:
+    """Compare the sessions on disk with those the subject's ``responses.tsv`` / design lists.
+
+    Raises
+    ------
+    MissingFileError, DataFormatError
+        If neither the behaviour nor the design file can say which sessions exist.
+    """
+    on_disk = layout.sessions_on_disk(beta_format)
+    expected = expected_sessions(layout, trials_per_session, on_disk)
+    missing = tuple(s for s in expected.sessions if s not in on_disk)
+    absent = tuple(p for s in missing for p in layout.session_files(s, beta_format) if not p.is_file())
+    return SessionGap(expected, tuple(on_disk), missing, absent)
 
 
 def resolve_sessions(layout: NSDLayout, sessions: int | Sequence[int] | None,
-                     beta_format: str = "hdf5") -> list[int]:
+                     beta_format: str = "hdf5", trials_per_session: int = TRIALS_PER_SESSION) -> list[int]:
     """Turn a session request into a sorted list of 1-based sessions.
 
     Parameters
     ----------
     layout : NSDLayout
     sessions : int, sequence of int or None
-        A count ``n`` (sessions 1..n), an explicit list, or None (every session on disk).
+        A count ``n`` (sessions 1..n), an explicit list, or None: every session on disk, which
+        must include every session the subject's ``responses.tsv`` (or design) lists.
     beta_format : str
+    trials_per_session : int
 
     Raises
     ------
     MissingFileError
-        If a requested session's beta file is absent, or no session is on disk.
+        If a requested session's beta file is absent, no session is on disk, or (``sessions``
+        None) a listed session has no betas: a gap would silently drop its trials, so it is an
+        error naming the files and the ``--sessions`` that proceeds without them.
     """
     if sessions is None:
-        found = layout.sessions_on_disk(beta_format)
-        if not found:
+        if not layout.sessions_on_disk(beta_format):
             raise MissingFileError(f"no beta files ({beta_format}) in {layout.betas_dir()}")
-        return found
+        gap = find_session_gap(layout, beta_format, trials_per_session)
+        if gap.missing:
+            raise MissingFileError(gap.message())
+        return list(gap.on_disk)
     wanted = list(range(1, int(sessions) + 1)) if isinstance(sessions, (int, np.integer)) \
         else sorted({int(s) for s in sessions})
     if not wanted or wanted[0] < 1:
@@ -107,14 +175,14 @@ def _check_session_files(layout: NSDLayout, sessions: list[int], beta_format: st
                 if info.spatial_shape[0] != shape[hemi_index]:
                     raise DataFormatError(
                         f"{path}: {info.spatial_shape[0]} vertices but {atlas[hemi_index]} has "
-                        f"{shape[hemi_index]}")
+                        f"{shape[hemi_index]}; {CHECK_HINT}")
                 _check_trials(info.n_trials, path, trials_per_session)
         else:
             path = layout.betas_session(session, beta_format)
             info = beta_file_info(path, beta_format)
             if tuple(info.spatial_shape) != tuple(shape):
                 raise DataFormatError(f"{path}: volume shape (X, Y, Z) {info.spatial_shape} "
-                                      f"differs from ROI atlas {atlas[0]} shape {tuple(shape)}")
+                                      f"differs from ROI atlas {atlas[0]} shape {tuple(shape)}; {CHECK_HINT}")
             _check_trials(info.n_trials, path, trials_per_session)
 
 
@@ -126,16 +194,23 @@ def _check_trials(n_trials: int, path: Path, trials_per_session: int) -> None:
 
 def _read_session(layout: NSDLayout, session: int, beta_format: str, positions: np.ndarray,
                   shape: tuple[int, ...], trials_per_session: int) -> np.ndarray:
-    """Raw betas of one session at the union's positions, shape (n_trials, n_union)."""
+    """Raw betas of one session at the union's positions, shape (n_trials, n_union); finite or an error."""
     if not layout.is_surface:
-        return read_volume_betas(layout.betas_session(session, beta_format), positions, beta_format,
-                                 n_trials=trials_per_session, volume_shape=_volume3(shape))
-    return np.concatenate([read_surface_betas(layout.surface_betas(session, hemi), vertices,
-                                              n_trials=trials_per_session, n_vertices=n_vertices)
-                           for hemi, vertices, n_vertices in _per_hemisphere(positions, shape)], axis=1)
+        path = layout.betas_session(session, beta_format)
+        raw = read_volume_betas(path, positions, beta_format, n_trials=trials_per_session,
+                                volume_shape=_volume3(shape))
+        require_finite(raw, path, session, "voxels")
+        return raw
+    parts = []
+    for hemi, vertices, n_vertices in _per_hemisphere(positions, shape):
+        path = layout.surface_betas(session, hemi)
+        part = read_surface_betas(path, vertices, n_trials=trials_per_session, n_vertices=n_vertices)
+        require_finite(part, path, session, "vertices")
+        parts.append(part)
+    return np.concatenate(parts, axis=1)
 
 
-def _per_hemisphere(positions: np.ndarray, shape: tuple[int, ...]):
+def _per_hemisphere(positions: np.ndarray, shape: tuple[int, ...]) -> Iterator[tuple[str, np.ndarray, int]]:
     """(hemi, vertex indices within it, its vertex count) of positions over the lh + rh concatenation."""
     n_lh = shape[0]
     for hemi_index, hemi in enumerate(HEMIS):
@@ -228,7 +303,9 @@ def prepare_subject(
     rois : sequence of str
         ROI specs, ``atlas:label`` or ``atlas`` (every value > 0).
     sessions : int, sequence of int or None
-        A count (1..n), a list of 1-based sessions, or None for every session on disk.
+        A count (1..n), a list of 1-based sessions, or None for every session on disk; then a
+        session that ``responses.tsv`` (or the design) lists but whose betas are missing is an
+        error (see :func:`resolve_sessions`): pass the sessions to leave it out on purpose.
     beta_version : str
     beta_format : {"hdf5", "nifti"}
         Volume spaces only; fsaverage always reads ``.mgh``.
@@ -246,11 +323,19 @@ def prepare_subject(
     -------
     Path
         ``out_path``.
+
+    Raises
+    ------
+    MissingFileError
+        A requested or listed session's betas are missing.
+    DataFormatError
+        A file does not match the format, or float betas hold NaN / inf at the ROI voxels (an
+        error, not zero-filled: see :func:`~.betas.require_finite`); nothing is written then.
     """
     if beta_format not in ("hdf5", "nifti"):
         raise ValueError(f"beta_format must be 'hdf5' or 'nifti', got {beta_format!r}")
     layout = NSDLayout(nsd_root, subject, space=space, beta_version=beta_version)
-    session_list = resolve_sessions(layout, sessions, beta_format)
+    session_list = resolve_sessions(layout, sessions, beta_format, trials_per_session)
     specs = [parse_roi_spec(r) for r in rois]
     keys = [s.key for s in specs]
     if len(set(keys)) != len(keys):

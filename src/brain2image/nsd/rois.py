@@ -27,6 +27,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: Appended to a shape disagreement between two files, which cannot tell which one is wrong.
+CHECK_HINT = "`brain2image prepare --check` shows which file disagrees with the others"
+
 #: Label tables used when the atlas's ``.mgz.ctab`` is not on disk (value -> name).
 BUILTIN_LABELS: dict[str, dict[int, str]] = {
     "streams": {0: "Unknown", 1: "early", 2: "midventral", 3: "midlateral", 4: "midparietal",
@@ -196,7 +199,7 @@ def load_roi_masks(layout: NSDLayout, specs: Sequence[RoiSpec]
             shape, shape_source = this_shape, paths[0]
         elif this_shape != shape:
             raise DataFormatError(f"{paths[0]}: shape {this_shape} differs from {shape} "
-                                  f"of {shape_source}")
+                                  f"of {shape_source}; {CHECK_HINT}")
         if not mask.any():
             raise DataFormatError(f"ROI {spec} is empty in {', '.join(map(str, paths))} "
                                   f"(values {values or '> 0'})")

@@ -20,14 +20,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from .._io import atomic_write_text
 from ..config import RUN_SECTIONS, RunConfig, config_from_dict
-from ..errors import DataFormatError, InvalidArgumentError
+from ..devices import check_device, is_out_of_memory
+from ..errors import DataFormatError, InvalidArgumentError, ResourceError
 from ..formats.run_layout import RunLayout
-from .options import RUN, Option, merge_options, section_options, shard_option
+from .options import RUN, Option, flag_of, merge_options, section_options, shard_option
 
 if TYPE_CHECKING:
     from ..ldm.loading import LatentDiffusionModel
 
-__all__ = ["Stage", "StageContext", "Timings", "CommandOutput", "run_stage", "check_run_model"]
+__all__ = ["Stage", "StageContext", "Timings", "CommandOutput", "run_stage", "stage_guard", "check_run_model",
+           "out_of_memory_message"]
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +115,8 @@ class StageContext:
         self.extra = dict(extra or {})
         self.progress = progress
         self.timings = timings if timings is not None else Timings()
+        #: The innermost part (:meth:`timed`) an error left, for the out-of-memory message.
+        self.failed_part: str | None = None
         self._model: LatentDiffusionModel | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -137,9 +141,18 @@ class StageContext:
             return in_run_folder()
         return self.paths.get(key)
 
-    def timed(self, name: str) -> contextlib.AbstractContextManager[None]:
-        """Time a part of a stage as ``name`` (``features_z``, ``fit_c``, ...)."""
-        return self.timings.timed(name)
+    @contextlib.contextmanager
+    def timed(self, name: str) -> Iterator[None]:
+        """Time a part of a stage as ``name`` (``features_z``, ``fit_c``, ...).
+
+        An error leaving the block records ``name`` in :attr:`failed_part` (unless an inner part did).
+        """
+        try:
+            with self.timings.timed(name):
+                yield
+        except BaseException:
+            self.failed_part = self.failed_part or name
+            raise
 
     def model(self) -> LatentDiffusionModel:
         """The latent diffusion model ``config.model``, loaded once.
@@ -149,8 +162,10 @@ class StageContext:
         """
         if self._model is None:
             from ..ldm.loading import load_ldm
+            from ..ldm.random_model import warn_if_random_on_real_data
 
             self._model = load_ldm(self.config.model, device=self.config.device, dtype=self.config.dtype)
+            warn_if_random_on_real_data(self._model.name, self.config.nsd_root)
             if self.in_run_folder:
                 check_run_model(self.layout, self.config.model, self._model.fingerprint())
         return self._model
@@ -197,6 +212,13 @@ class Stage:
     timed : bool
         Whether ``run`` records the stage's time (parts timed with :meth:`StageContext.timed`
         replace the whole).
+    memory_options : tuple of str
+        The options that bound the stage's memory, as ``"section.key"`` (``"decoder.target_chunk"``):
+        an out-of-memory error in the stage becomes a :class:`~brain2image.errors.ResourceError`
+        naming them (:func:`stage_guard`).
+    part_memory_options : dict
+        The same for a part of the stage (a name given to :meth:`StageContext.timed`), named instead
+        of ``memory_options`` when the error left that part (``{"features_zc": ("zc.batch_size",)}``).
     """
 
     name: ClassVar[str] = ""
@@ -210,6 +232,8 @@ class Stage:
     settings_class: ClassVar[type | None] = None
     shardable: ClassVar[bool] = False
     timed: ClassVar[bool] = True
+    memory_options: ClassVar[tuple[str, ...]] = ()
+    part_memory_options: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     # ------------------------------------------------------------------ options
     @classmethod
@@ -243,6 +267,16 @@ class Stage:
                                 where=f"the [{self.name}] table of the run config")
 
     # ------------------------------------------------------------------ what it does
+    def check(self, config: RunConfig) -> None:
+        """Refuse a config the stage cannot run with, before any stage runs (default: the device).
+
+        Raises
+        ------
+        InvalidArgumentError
+            When ``config.device`` is not a torch device or this machine lacks it.
+        """
+        check_device(config.device)
+
     def enabled(self, config: RunConfig) -> bool:
         """Whether ``run`` runs this stage with ``config`` (default: always)."""
         return True
@@ -313,8 +347,58 @@ class Stage:
         return CommandOutput([str(path) for path in self.outputs(ctx).values()])
 
 
+def _option_text(option: str) -> str:
+    """An option as ``[decoder] target_chunk (--target-chunk)`` (a run-wide key: ``device (--device)``)."""
+    section, _, key = option.rpartition(".")
+    return (f"[{section}] {key}" if section and section != RUN else key) + f" ({flag_of(key)})"
+
+
+def out_of_memory_message(stage: Stage, ctx: StageContext, error: BaseException) -> str:
+    """One line: the stage, which memory ran out (and how), and the options that bound it."""
+    detail = " ".join(str(error).split())
+    detail = ". ".join(detail.split(". ")[:2])[:160] or type(error).__name__
+    gpu = not isinstance(error, MemoryError)
+    where = f"GPU memory on device {ctx.config.device!r}" if gpu else "host memory"
+    part = ctx.failed_part
+    options = stage.part_memory_options.get(part, stage.memory_options) if part else stage.memory_options
+    step = f" ({part})" if part and part != stage.name else ""
+    if options:
+        advice = "lower " + " or ".join(_option_text(o) for o in options)
+    elif gpu:
+        advice = "no option of this stage bounds it; use device = 'cpu' (--device cpu)"
+    else:
+        advice = "no option of this stage bounds it; free memory on this machine"
+    return f"stage {stage.name}{step} ran out of {where} ({detail}); {advice}"
+
+
+@contextlib.contextmanager
+def stage_guard(stage: Stage, ctx: StageContext) -> Iterator[None]:
+    """Check the config for ``stage``, then run the block with out-of-memory errors as one line.
+
+    :meth:`Stage.check` runs first; a ``MemoryError`` or CUDA out-of-memory error raised in the
+    block becomes a :class:`~brain2image.errors.ResourceError` naming the stage's
+    ``memory_options`` (:func:`out_of_memory_message`). ``run`` (:func:`run_stage`) and every
+    stage command run their stage inside it.
+
+    Raises
+    ------
+    InvalidArgumentError
+        From :meth:`Stage.check` (a device this machine lacks, a backend the device cannot run).
+    ResourceError
+        For ``MemoryError`` or a CUDA out-of-memory error raised in the block.
+    """
+    stage.check(ctx.config)
+    ctx.failed_part = None
+    try:
+        yield
+    except (MemoryError, RuntimeError) as error:
+        if not is_out_of_memory(error):
+            raise
+        raise ResourceError(out_of_memory_message(stage, ctx, error)) from error
+
+
 def run_stage(stage: Stage, ctx: StageContext, shard: tuple[int, int] | None = None) -> Any:
-    """Run one stage in a run folder unless it is disabled or done; time it.
+    """Run one stage in a run folder unless it is disabled or done; time it (inside :func:`stage_guard`).
 
     Returns
     -------
@@ -323,14 +407,15 @@ def run_stage(stage: Stage, ctx: StageContext, shard: tuple[int, int] | None = N
     if not stage.enabled(ctx.config):
         logger.info("stage %s: disabled by the config", stage.name)
         return None
-    if stage.needs_model(ctx.config):
-        ctx.model()
-    if stage.is_done(ctx):
-        logger.info("stage %s: already done, skipped", stage.name)
-        return None
-    logger.info("stage %s ...", stage.name)
-    count, start = ctx.timings.count, time.perf_counter()
-    result = stage.run(ctx, shard)
-    if stage.timed and ctx.timings.count == count:
-        ctx.timings.record(stage.name, time.perf_counter() - start)
+    with stage_guard(stage, ctx):
+        if stage.needs_model(ctx.config):
+            ctx.model()
+        if stage.is_done(ctx):
+            logger.info("stage %s: already done, skipped", stage.name)
+            return None
+        logger.info("stage %s ...", stage.name)
+        count, start = ctx.timings.count, time.perf_counter()
+        result = stage.run(ctx, shard)
+        if stage.timed and ctx.timings.count == count:
+            ctx.timings.record(stage.name, time.perf_counter() - start)
     return result

@@ -56,6 +56,8 @@ class EncodeStage(Stage):
                    "maps into <out>/encoding/ (z_c / U-Net stores into <out>/features_zc/).")
     sections = ("encoding", "zc")
     run_keys = ("model", "device", "dtype")
+    memory_options = ("encoding.target_chunk",)
+    part_memory_options = {"features_zc": ("zc.batch_size",)}
     path_options = (
         Option("prepared", "prepared/subjXX.h5", type=Path, role="input", required=True),
         Option("features", "a feature store (repeat); z and c are needed with --model", type=_feature_arg,
@@ -72,6 +74,13 @@ class EncodeStage(Stage):
         if ctx.config.model is None:
             ctx.config.zc = None
         return ctx
+
+    def check(self, config: RunConfig) -> None:
+        """The device, and ``[encoding] backend`` on it (``torch_cuda`` needs a CUDA device)."""
+        from ..ridge.backend import resolve_backend
+
+        super().check(config)
+        resolve_backend(config.encoding.backend, config.device, option="[encoding] backend")
 
     def enabled(self, config: RunConfig) -> bool:
         """``[encoding] enabled``."""
@@ -128,7 +137,8 @@ class EncodeStage(Stage):
             stores.update(self._zc_stores(ctx, stores))
         with ctx.timed("encode"):
             results = run_encoding_analysis(inputs["prepared"], {k: str(v) for k, v in stores.items()},
-                                            self._root(ctx), config=ctx.config.encoding.analysis_config())
+                                            self._root(ctx), config=ctx.config.encoding.analysis_config(),
+                                            device=ctx.config.device)
         for name, space in results.spaces.items():
             logger.info("%s: mean r %.3f", name, float(space["r"].mean()))
         return results

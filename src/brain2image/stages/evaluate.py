@@ -53,5 +53,6 @@ class EvaluateStage(Stage):
         config, out = ctx.config.evaluation, self.outputs(ctx)["evaluation"]
         result = evaluate_recon_dir(self.inputs(ctx)["recon"], ctx.config.nsd_root, out, config.metrics,
                                     weights_dir=config.weights_dir, size=config.size, device=ctx.config.device)
-        logger.info("wrote %s (%d methods)", out, len(result["methods"]))
+        logger.info("wrote %s (%d methods%s)", out, len(result["methods"]),
+                    f", {result['weights']}" if "weights" in result else "")
         return result

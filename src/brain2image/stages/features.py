@@ -45,6 +45,7 @@ class FeaturesStage(Stage):
                    "(a later run without --shard joins finished shards); no diffusion sampling.")
     sections = ("features",)
     run_keys = ("nsd_root", "model", "device", "dtype")
+    memory_options = ("features.batch_size",)
     path_options = (
         Option("prepared", "prepared/subjXX.h5 (its /train/ids and /test/ids are used)", type=Path, role="input"),
         Option("out", "features folder", type=Path, role="output", required=True),

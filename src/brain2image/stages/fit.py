@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from ..config import RunConfig
 from ..errors import InvalidArgumentError
 from .base import CommandOutput, Stage, StageContext
 from .options import Option
@@ -34,6 +35,8 @@ class FitStage(Stage):
                    "the test images and write <out>/subjXX_<target>_<roi>.h5. In a run: z from --z-roi and "
                    "c from --c-roi.")
     sections = ("decoder",)
+    run_keys = ("device",)
+    memory_options = ("decoder.target_chunk",)
     path_options = (
         Option("prepared", "prepared/subjXX.h5 (brain2image prepare)", type=Path, role="input", required=True),
         Option("features", "feature store .h5 of the target (brain2image features)", type=Path, role="input",
@@ -45,6 +48,13 @@ class FitStage(Stage):
         Option("roi", "ROI key of the prepared file (default: --z-roi for z, --c-roi for c; required for other "
                       "targets)"),
     )
+
+    def check(self, config: RunConfig) -> None:
+        """The device, and ``[decoder] backend`` on it (``torch_cuda`` needs a CUDA device)."""
+        from ..ridge.backend import resolve_backend
+
+        super().check(config)
+        resolve_backend(config.decoder.backend, config.device, option="[decoder] backend")
 
     def _command_job(self, ctx: StageContext) -> DecoderJob:
         from ..formats.decoder_file import DecoderFile
@@ -92,7 +102,7 @@ class FitStage(Stage):
             if not (ctx.in_run_folder and job.out.is_file()):
                 with ctx.timed(f"fit_{job.target}"):
                     fit_decoder_from_files(prepared, job.store, job.roi, job.target, job.out, config,
-                                           backend=config.backend, dtype=config.ridge_dtype, progress=ctx.progress)
+                                           device=ctx.config.device, progress=ctx.progress)
             written.append(job.out)
         return written
 

@@ -21,7 +21,8 @@ class PrepareStage(Stage):
     help = "mask NSD single-trial betas to ROIs and split train/test"
     description = ("Read an NSD tree (betas, ROIs, design) and write prepared/subjXX.h5 with ROI-masked "
                    "single-trial betas: train = non-shared trials, test = shared images averaged over "
-                   "repetitions. --check only checks the needed files.")
+                   "repetitions. --check only checks every file a run needs (design, sessions, ROIs, ncsnr, "
+                   "betas, stimuli, captions), one line per problem.")
     sections = ("prepare",)
     run_keys = ("nsd_root", "subject")
     path_options = (Option("out", "the prepared file to write, prepared/subjXX.h5 (required unless --check)",
@@ -55,7 +56,10 @@ class PrepareStage(Stage):
             trials_per_session=ctx.extra.get("trials_per_session") or TRIALS_PER_SESSION, progress=ctx.progress)
 
     def command(self, ctx: StageContext) -> CommandOutput:
-        """``--check``: the table of needed files (exit 1 on problems); else prepare and print the path."""
+        """``--check``: the table of needed files on stdout, one line per problem on stderr (exit 1 then).
+
+        Without ``--check``: prepare and print the path.
+        """
         if not ctx.extra.get("check"):
             return super().command(ctx)
         from ..nsd.check import check_nsd_tree
@@ -63,15 +67,7 @@ class PrepareStage(Stage):
 
         p = ctx.config.prepare
         layout = NSDLayout(ctx.config.nsd_root, ctx.config.subject, space=p.space, beta_version=p.beta_version)
-        sessions = p.sessions
-        if sessions is None:
-            sessions = layout.sessions_on_disk(p.beta_format)
-        elif isinstance(sessions, int):
-            sessions = list(range(1, sessions + 1))
-        report = check_nsd_tree(layout, sessions, list(p.rois), p.beta_format,
+        report = check_nsd_tree(layout, p.sessions, list(p.rois), p.beta_format,
                                 trials_per_session=ctx.extra.get("trials_per_session") or TRIALS_PER_SESSION)
-        if not sessions:
-            return CommandOutput([report.format_table()], code=1,
-                                 errors=[f"no beta files found in {layout.betas_dir()}"])
-        return CommandOutput([report.format_table()], code=0 if report.ok else 1)
-
+        return CommandOutput([report.format_table()], code=0 if report.ok else 1,
+                             errors=report.problem_lines())

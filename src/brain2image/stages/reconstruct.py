@@ -64,6 +64,7 @@ class ReconstructStage(Stage):
                    "completes index.csv).")
     sections = ("reconstruction",)
     run_keys = ("model", "device", "dtype")
+    memory_options = ("reconstruction.batch_size",)
     path_options = (
         Option("z", "decoded z: decoder file or feature store", type=Path, role="input"),
         Option("c", "decoded c: decoder file or feature store", type=Path, role="input"),

@@ -32,6 +32,7 @@ def collect_metrics(ctx: StageContext) -> dict[str, Any]:
         Without ``evaluation.json`` or a decoder file.
     """
     from ..formats.decoder_file import DecoderFile
+    from ..ldm.random_model import random_weights_marking
 
     layout, config = ctx.layout, ctx.config
     path = layout.file("evaluation")
@@ -45,6 +46,7 @@ def collect_metrics(ctx: StageContext) -> dict[str, Any]:
     metrics["timings_s"]["total"] = round(sum(ctx.timings.values.values()), 2)
     metrics["feature_spaces"] = evaluation.get("feature_spaces")
     metrics["model"] = config.model
+    metrics.update(random_weights_marking(config.model, config.nsd_root))
     metrics["brain2image_version"] = __version__
     return metrics
 
