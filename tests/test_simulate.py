@@ -14,9 +14,18 @@ import pytest
 import scipy.io
 
 from brain2image.commands import simulate as simulate_command
-from brain2image.embedded.simulate.scenes import Scene, SceneObject, render_scenes, scene_labels
+from brain2image.embedded.simulate.scenes import (
+    BACKGROUNDS,
+    Scene,
+    SceneObject,
+    _object_mask,
+    render_scene,
+    render_scenes,
+    sample_scenes,
+    scene_labels,
+)
 from brain2image.embedded.simulate.study import make_design, simulate_study
-from brain2image.embedded.simulate.subject import SimulatedSubject
+from brain2image.embedded.simulate.subject import SimulatedSubject, resample_images
 
 SMALL = dict(n_images=760, n_shared=30, n_sessions=3, volume_shape=(14, 18, 12),
              roi_sizes={"early": 300, "ventral": 300, "midventral": 40, "lateral": 40},
@@ -183,7 +192,10 @@ def test_same_seed_same_bytes(tmp_path):
     b = simulate_study(tmp_path / "b", seed=1, **TINY)
     c = simulate_study(tmp_path / "c", seed=2, **TINY)
     files = sorted(p.relative_to(a.out_dir) for p in a.out_dir.rglob("*") if p.is_file())
-    assert len(files) == 13  # 12 files of the NSD tree (one session) + the truth
+    assert len(files) == 14  # 12 files of the NSD tree (one session), the marker, the truth
+    marker = json.loads((a.nsd_root / "brain2image_simulation.json").read_text())
+    assert marker["simulated_by"] == "brain2image" and marker["seed"] == 1 and marker["preset"] is None
+    assert marker["settings"]["n_images"] == 300 and marker["settings"]["volume_shape"] == [10, 12, 9]
     assert files == sorted(p.relative_to(b.out_dir) for p in b.out_dir.rglob("*") if p.is_file())
     differ = [f for f in files if (a.out_dir / f).read_bytes() != (b.out_dir / f).read_bytes()]
     assert differ == []
@@ -191,6 +203,40 @@ def test_same_seed_same_bytes(tmp_path):
     assert Path("nsd", BETAS, "betas_session01.hdf5") in changed
     assert Path("nsd/nsddata_stimuli/stimuli/nsd/nsd_stimuli.hdf5") in changed
     assert Path("simulation_truth.h5") in changed
+
+
+def _render_whole_canvas(scene: Scene, size: int, supersample: int = 3) -> np.ndarray:
+    """Reference renderer: every pixel of the supersampled canvas drawn, then blocks averaged."""
+    big = size * supersample
+    coords = (np.arange(big) + 0.5) / big
+    yy, xx = np.meshgrid(coords, coords, indexing="ij")
+    _, top, bottom, horizon = BACKGROUNDS[scene.background]
+    shade = np.where(yy < horizon, 0.85 + 0.3 * yy / horizon, 1.1 - 0.25 * (yy - horizon) / (1 - horizon))
+    canvas = np.where((yy < horizon)[..., None], np.asarray(top), np.asarray(bottom)) * shade[..., None]
+    for obj in scene.objects:
+        for mask, colour in _object_mask(obj, xx, yy):
+            canvas[mask] = colour
+    canvas = canvas.reshape(size, supersample, size, supersample, 3).mean(axis=(1, 3))
+    return np.clip(np.round(canvas * 255), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("size, n", [(16, 150), (64, 150), (425, 3)])
+def test_windowed_renderer_is_bit_identical_to_whole_canvas(size, n):
+    scenes = sample_scenes(n, seed=size)
+    scenes.append(Scene("night", (SceneObject("kite", "white", 0.02, 0.95, 0.42),
+                                  SceneObject("car", "red", 0.05, 0.9, 0.4))))  # parts off the canvas
+    for scene in scenes:
+        np.testing.assert_array_equal(render_scene(scene, size), _render_whole_canvas(scene, size))
+
+
+def test_resample_images_averages_areas():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(3, 12, 12, 3), dtype=np.uint8)
+    assert resample_images(images, 12) is images
+    blocks = images.reshape(3, 4, 3, 4, 3, 3).astype(float).mean(axis=(2, 4))
+    np.testing.assert_allclose(resample_images(images, 4), np.round(blocks), atol=1)
+    flat = np.full((2, 425, 425, 3), 77, dtype=np.uint8)
+    assert (resample_images(flat, 64) == 77).all()
 
 
 def _scene(category: str, colour: str, x: float) -> Scene:

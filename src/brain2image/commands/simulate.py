@@ -11,6 +11,13 @@ __all__ = ["register", "run"]
 
 logger = logging.getLogger(__name__)
 
+#: Command-line option → :func:`~brain2image.embedded.simulate.study.simulate_study` argument.
+_STUDY_OPTIONS = {
+    "n_images": "n_images", "n_shared": "n_shared", "sessions": "n_sessions", "late_sessions": "late_sessions",
+    "late_shared": "late_shared", "ncsnr": "ncsnr", "volume_shape": "volume_shape", "image_size": "image_size",
+    "model_size": "model_size",
+}
+
 
 def _volume_shape(text: str) -> tuple[int, int, int]:
     try:
@@ -27,14 +34,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = add_command_parser(
         subparsers, "simulate", help="simulate a subject viewing procedural scenes, written as an NSD tree",
         description="Simulate a subject viewing procedural scenes and write an NSD tree "
-        "(<out>/nsd) plus the ground truth (<out>/simulation_truth.h5).")
+        "(<out>/nsd) plus the ground truth (<out>/simulation_truth.h5). Options given explicitly "
+        "override the preset's values; the defaults below hold without a preset.")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--n-images", type=int, default=1250, help="size of the simulated 73k image space")
-    parser.add_argument("--n-shared", type=int, default=50, help="shared test images, shown 3 times each")
-    parser.add_argument("--sessions", type=int, default=4, help="sessions of 750 trials")
-    parser.add_argument("--ncsnr", type=float, default=0.4, help="median single-trial ncsnr of the ROI voxels")
-    parser.add_argument("--volume-shape", type=_volume_shape, default="24x30x20", help="functional volume XxYxZ")
-    parser.add_argument("--image-size", type=int, default=64, help="stimulus side in pixels")
+    parser.add_argument("--preset", choices=("demo", "nsd"),
+                        help="named study: 'nsd' is an NSD-size subject (40 sessions, 10,000 images, 425 px; "
+                        "about 12 GB, see docs/simulation.md), 'demo' the demo's study")
+    parser.add_argument("--n-images", type=int, help="size of the simulated 73k image space (default: 1250)")
+    parser.add_argument("--n-shared", type=int, help="shared test images, shown 3 times each (default: 50)")
+    parser.add_argument("--sessions", type=int, help="sessions of 750 trials (default: 4)")
+    parser.add_argument("--late-sessions", type=int,
+                        help="last sessions that hold the final repeats of --late-shared shared images (default: 0)")
+    parser.add_argument("--late-shared", type=int,
+                        help="shared images not fully seen before the late sessions (default: 0)")
+    parser.add_argument("--ncsnr", type=float, help="median single-trial ncsnr of the ROI voxels (default: 0.4)")
+    parser.add_argument("--volume-shape", type=_volume_shape, help="functional volume XxYxZ (default: 24x30x20)")
+    parser.add_argument("--image-size", type=int, help="stimulus side in pixels (default: 64)")
+    parser.add_argument("--model-size", type=int,
+                        help="side the simulated subject sees the stimuli at (default: the stimulus side)")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.add_argument("--nifti-betas", action="store_true", help="also write betas_sessionNN.nii.gz")
     parser.set_defaults(func=run)
@@ -44,10 +61,9 @@ def run(args: argparse.Namespace) -> int:
     """Run ``brain2image simulate``."""
     from ..embedded.simulate.study import simulate_study
 
-    study = simulate_study(
-        args.out, n_images=args.n_images, n_shared=args.n_shared, n_sessions=args.sessions,
-        volume_shape=args.volume_shape, image_size=args.image_size, ncsnr=args.ncsnr,
-        nifti_betas=args.nifti_betas, seed=args.seed, progress=show_progress(args))
+    options = {argument: getattr(args, option) for option, argument in _STUDY_OPTIONS.items()}
+    study = simulate_study(args.out, preset=args.preset, nifti_betas=args.nifti_betas, seed=args.seed,
+                           progress=show_progress(args), **options)
     logger.info("NSD tree: %s; ground truth: %s", study.nsd_root, study.truth_path)
     print(f"NSD tree: {study.nsd_root}\nground truth: {study.truth_path}")
     return 0

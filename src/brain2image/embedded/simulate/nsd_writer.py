@@ -9,15 +9,19 @@ Conventions kept from NSD (see ``docs/nsd_format.md``): indices in ``nsd_expdesi
 index column and ``nsdId`` 0-based; betas are int16 percent signal change × 300; the HDF5
 betas are stored in MATLAB order, so h5py sees (n_trials, Z, Y, X) — the NIfTI (X, Y, Z)
 volume transposed ``[2, 1, 0]``.
+
+Large trees are written in pieces: :func:`stimuli_writer` fills ``imgBrick`` slice by slice and
+:func:`write_betas_session` takes one session; nothing needs the whole study in memory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import h5py
@@ -34,11 +38,14 @@ __all__ = [
     "BETA_VERSION",
     "RESPONSE_COLUMNS",
     "RUN_LENGTHS",
+    "SIMULATION_MARKER",
     "TRIALS_PER_SESSION",
     "nsd_paths",
     "save_nifti",
     "save_mat",
+    "stimuli_writer",
     "write_stimuli",
+    "write_marker",
     "write_captions",
     "write_expdesign",
     "write_stim_info",
@@ -62,6 +69,9 @@ RESPONSE_COLUMNS = (
     "CHANGEMIND", "MEMORYRECENT", "MEMORYFIRST", "ISOLDCURRENT", "ISCORRECTCURRENT", "TOTAL1",
     "TOTAL2", "BUTTON", "MISSINGDATA",
 )
+#: Marker file at the NSD root of every simulated tree (the reader's
+#: ``brain2image.nsd.layout.SIMULATION_MARKER`` names the same file).
+SIMULATION_MARKER = "brain2image_simulation.json"
 _MAT_HEADER = b"MATLAB 5.0 MAT-file, Platform: posix, Created on: simulated by brain2image"
 
 
@@ -114,18 +124,36 @@ def save_mat(path: str | os.PathLike, variables: Mapping[str, np.ndarray]) -> No
     atomic_write_bytes(path, bytes(payload))
 
 
+@contextlib.contextmanager
+def stimuli_writer(path: str | os.PathLike, n_images: int, size: int) -> Iterator[h5py.Dataset]:
+    """Create ``nsd_stimuli.hdf5`` and yield its ``imgBrick`` dataset, to be filled slice by slice.
+
+    The dataset has shape (n_images, size, size, 3), uint8, one image per chunk (reading a few
+    images is cheap). The file is renamed into place when the block ends without an error.
+    """
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        yield f.create_dataset("imgBrick", shape=(int(n_images), int(size), int(size), 3), dtype=np.uint8,
+                               chunks=(1, int(size), int(size), 3), track_times=False)
+
+
 def write_stimuli(path: str | os.PathLike, images: np.ndarray) -> None:
     """Write ``nsd_stimuli.hdf5`` with dataset ``imgBrick`` of shape (n_images, S, S, 3) uint8.
 
-    Chunked one image per chunk, so reading a few images is cheap.
+    Same file as :func:`stimuli_writer` filled with ``images``.
     """
     images = np.asarray(images)
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3 or images.shape[1] != images.shape[2]:
         raise ValueError(f"images must be uint8 of shape (n_images, S, S, 3), got "
                          f"{images.dtype} {images.shape}")
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        f.create_dataset("imgBrick", data=images, chunks=(1, *images.shape[1:]),
-                         track_times=False)
+    with stimuli_writer(path, len(images), images.shape[1]) as brick:
+        brick[...] = images
+
+
+def write_marker(root: str | os.PathLike, content: Mapping[str, object]) -> Path:
+    """Write :data:`SIMULATION_MARKER` (sorted-key JSON) at the NSD ``root``; returns its path."""
+    path = Path(root) / SIMULATION_MARKER
+    atomic_write_text(path, json.dumps(dict(content), indent=2, sort_keys=True) + "\n")
+    return path
 
 
 def write_captions(path: str | os.PathLike, coco_ids: Sequence[int],
@@ -391,7 +419,8 @@ def write_betas_session(betas_dir: str | os.PathLike, session: int, betas: np.nd
     session : int
         1-based session (file ``betas_sessionNN``).
     betas : ndarray of shape (X, Y, Z, n_trials), int16
-        Percent signal change × 300 in NIfTI axis order.
+        Percent signal change × 300 in NIfTI axis order; when it is the transposed view of a
+        C-ordered (n_trials, Z, Y, X) array, the HDF5 dataset is written without a copy.
     affine : ndarray of shape (4, 4)
     nifti : bool
         Also write ``betas_sessionNN.nii.gz`` (shape (X, Y, Z, n_trials)).

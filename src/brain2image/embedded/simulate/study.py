@@ -9,18 +9,32 @@
 Design (as in NSD, scaled down): one subject (``subj01``) sees every image of the simulated
 "73k" space; ``n_shared`` images (the "shared1000") are shown 3 times each, in 3 different
 sessions when there are at least 3; every other image 1–3 times so that the sessions hold
-exactly 750 trials; trial order within a session is random.
+exactly 750 trials; trial order within a session is random. With ``late_sessions`` (NSD's
+sessions 38–40, released later), ``late_shared`` shared images have their last repeat(s) in
+those sessions and every other shared image is seen 3 times before them.
+
+Presets (:data:`PRESETS`, :func:`preset_settings`): ``nsd`` is an NSD-size subject (40 sessions,
+10,000 images, 1,000 shared, 15,724 ``nsdgeneral`` voxels, 425 px stimuli); ``demo`` the demo's
+study. Arguments given explicitly override the preset's.
+
+Memory: the stimuli are rendered, written and passed through the subject in chunks of
+:data:`IMAGE_CHUNK` images, and the betas are written one session at a time (computed in blocks of
+trials). When the subject is standardised on the first ``standardise_images`` images only (the
+``nsd`` preset), its responses are computed chunk by chunk into a scratch file beside the truth;
+otherwise they are kept in memory, (n_images, n_voxels) float32.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -39,9 +53,11 @@ from .subject import (
     SimulatedAnatomy,
     SimulatedSubject,
     make_anatomy,
+    resample_images,
 )
 
-__all__ = ["SimulatedStudy", "StudyDesign", "make_design", "simulate_study", "write_truth"]
+__all__ = ["DEFAULT_SETTINGS", "IMAGE_CHUNK", "NSD_PRESET", "NSD_ROI_SIZES", "PRESETS", "SimulatedStudy",
+           "StudyDesign", "make_design", "preset_settings", "simulate_study", "write_truth"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +65,54 @@ logger = logging.getLogger(__name__)
 SHARED_REPEATS = 3
 #: The most presentations of a training image.
 MAX_TRAIN_REPEATS = 3
+#: Images rendered, written to the stimuli brick and passed through the subject at once.
+IMAGE_CHUNK = 250
+#: Most voxel-trial values of a session computed at once while writing its betas (64 MB float32).
+BETA_BLOCK_VALUES = 1 << 24
+
+#: Voxels per ``streams`` ROI of the ``nsd`` preset. They add up to subj01's 15,724
+#: ``nsdgeneral`` voxels in func1pt8mm; the split approximates subj01's ``streams`` proportions
+#: (early about 38 %, ventral about 48 %, the rest midventral and lateral). Approximations,
+#: not counts read from NSD.
+NSD_ROI_SIZES: dict[str, int] = {"early": 5960, "midventral": 986, "ventral": 7604, "lateral": 1174}
+
+#: The ``nsd`` preset: one NSD subject's design (40 sessions of 750 trials, 10,000 images, the
+#: 1,000 shared shown 3 times, 982 of them fully within sessions 1–37), ROIs of subj01's size,
+#: stimuli of 425 px (seen by the model at 64 px) and a functional volume with a margin around
+#: the ROIs (45 × 55 × 40; subj01's is 81 × 104 × 83). The drives are standardised on the first
+#: 1,000 images, so the responses stream.
+NSD_PRESET: dict[str, Any] = {
+    "n_images": 10000, "n_shared": 1000, "n_sessions": 40, "late_sessions": 3, "late_shared": 18,
+    "volume_shape": (45, 55, 40), "roi_sizes": NSD_ROI_SIZES, "image_size": 425, "model_size": 64,
+    "standardise_images": 1000,
+}
+
+#: :func:`simulate_study`'s settings when neither an argument nor a preset gives them.
+DEFAULT_SETTINGS: dict[str, Any] = {
+    "n_images": 1250, "n_shared": 50, "n_sessions": 4, "late_sessions": 0, "late_shared": 0,
+    "volume_shape": (24, 30, 20), "roi_sizes": DEFAULT_ROI_SIZES, "image_size": 64, "model_size": None,
+    "standardise_images": None, "ncsnr": 0.4, "session_offset": 0.3, "val_fraction": 0.1,
+}
+
+#: Names of the presets (``demo``: the demo's study, :data:`brain2image.embedded.demo.DEMO_STUDY`).
+PRESETS = ("demo", "nsd")
+
+
+def preset_settings(name: str) -> dict[str, Any]:
+    """The settings of a preset (arguments of :func:`simulate_study`).
+
+    Raises
+    ------
+    InvalidArgumentError
+        On an unknown name.
+    """
+    if name == "nsd":
+        return dict(NSD_PRESET)
+    if name == "demo":
+        from ..demo import DEMO_STUDY  # the demo's sizes live with the demo
+
+        return dict(DEMO_STUDY)
+    raise InvalidArgumentError(f"preset must be one of {', '.join(PRESETS)}, got {name!r}")
 
 
 @dataclass(frozen=True)
@@ -115,14 +179,57 @@ class StudyDesign:
         return out
 
 
-def make_design(n_images: int, n_shared: int, n_sessions: int, seed: int = 0) -> StudyDesign:
+def _check_late(n_shared: int, n_sessions: int, late_sessions: int, late_shared: int) -> None:
+    """Reject late-session settings that cannot be met (see :func:`make_design`)."""
+    if late_sessions < 0 or late_shared < 0:
+        raise InvalidArgumentError(f"late_sessions and late_shared must be >= 0, got {late_sessions} and "
+                                   f"{late_shared}")
+    if late_shared and not late_sessions:
+        raise InvalidArgumentError(f"late_shared={late_shared} needs late_sessions >= 1, got 0")
+    if late_shared > n_shared:
+        raise InvalidArgumentError(f"late_shared must be <= n_shared={n_shared}, got {late_shared}")
+    if late_sessions and n_sessions - late_sessions < SHARED_REPEATS:
+        raise InvalidArgumentError(f"late_sessions={late_sessions} needs n_sessions >= "
+                                   f"{late_sessions + SHARED_REPEATS} (3 earlier sessions), got {n_sessions}")
+
+
+def _shared_sessions(rng: np.random.Generator, n_shared: int, n_sessions: int, late_sessions: int,
+                     late_shared: int) -> np.ndarray:
+    """0-based session of each presentation of each shared image, array of shape (n_shared, 3)."""
+    if not late_sessions:  # each repeat in its own session (when there are enough sessions)
+        if n_sessions >= SHARED_REPEATS:
+            return np.argsort(rng.random((n_shared, n_sessions)), axis=1)[:, :SHARED_REPEATS]
+        return rng.integers(0, n_sessions, size=(n_shared, SHARED_REPEATS))
+    n_early = n_sessions - late_sessions
+    sessions = np.argsort(rng.random((n_shared, n_early)), axis=1)[:, :SHARED_REPEATS]
+    late = rng.choice(n_shared, size=late_shared, replace=False)
+    # 1 or 2 of the 3 repeats (at most late_sessions) fall in the late sessions, the others before.
+    n_late = rng.integers(1, min(SHARED_REPEATS - 1, late_sessions) + 1, size=late_shared)
+    for image, k in zip(late.tolist(), n_late.tolist()):
+        sessions[image, SHARED_REPEATS - k:] = n_early + np.sort(rng.choice(late_sessions, size=k, replace=False))
+    return sessions
+
+
+def make_design(n_images: int, n_shared: int, n_sessions: int, seed: int = 0, *, late_sessions: int = 0,
+                late_shared: int = 0) -> StudyDesign:
     """Draw an NSD-like design (see the module docstring).
+
+    Parameters
+    ----------
+    n_images, n_shared, n_sessions : int
+        Images (all seen), shared images (3 presentations each) and sessions of 750 trials.
+    seed : int
+    late_sessions : int
+        The last sessions that are "late" (NSD: 3, sessions 38–40); 0 for none.
+    late_shared : int
+        Shared images whose last 1 or 2 repeats fall in the late sessions (NSD: 18); every
+        other shared image is shown 3 times, in 3 sessions, before the late ones.
 
     Raises
     ------
-    ValueError
+    InvalidArgumentError
         When the sizes cannot make whole 750-trial sessions with 3 presentations per shared
-        image and 1–3 per other image.
+        image and 1–3 per other image, or the late sessions cannot be arranged.
     """
     rng = np.random.default_rng(seed)
     n_trials = n_sessions * TRIALS_PER_SESSION
@@ -137,14 +244,11 @@ def make_design(n_images: int, n_shared: int, n_sessions: int, seed: int = 0) ->
             f"training trials for {n_train_images} training images; each must be shown 1 to "
             f"{MAX_TRAIN_REPEATS} times: choose n_images between "
             f"{n_shared + -(-n_train_trials // MAX_TRAIN_REPEATS)} and {n_shared + n_train_trials}")
+    _check_late(n_shared, n_sessions, late_sessions, late_shared)
     shared = np.sort(rng.choice(n_images, size=n_shared, replace=False))
     rest = np.setdiff1d(np.arange(n_images), shared)
     subjectim = np.concatenate([shared, rest]) + 1
-    # Shared images: each repeat in its own session (when there are enough sessions).
-    if n_sessions >= SHARED_REPEATS:
-        shared_sessions = np.argsort(rng.random((n_shared, n_sessions)), axis=1)[:, :SHARED_REPEATS]
-    else:
-        shared_sessions = rng.integers(0, n_sessions, size=(n_shared, SHARED_REPEATS))
+    shared_sessions = _shared_sessions(rng, n_shared, n_sessions, late_sessions, late_shared)
     # Training images: once each, plus extra repeats spread at random.
     counts = np.ones(n_train_images, dtype=np.int64)
     extra = rng.choice((MAX_TRAIN_REPEATS - 1) * n_train_images,
@@ -178,12 +282,19 @@ def _to_int16(percent: np.ndarray) -> np.ndarray:
     return np.clip(np.round(percent * BETA_SCALE), info.min, info.max).astype(np.int16)
 
 
-def write_truth(path: str | os.PathLike, *, subject: SimulatedSubject, signal: np.ndarray,
+def _put_rows(f: h5py.File, name: str, source: h5py.Dataset, chunk: int = IMAGE_CHUNK) -> None:
+    """Copy an (n, m) dataset of another file into ``f[name]``, ``chunk`` rows at a time."""
+    target = f.create_dataset(name, shape=source.shape, dtype=source.dtype, track_times=False)
+    for start in range(0, source.shape[0], chunk):
+        target[start:start + chunk] = source[start:start + chunk]
+
+
+def write_truth(path: str | os.PathLike, *, subject: SimulatedSubject, signal: np.ndarray | h5py.Dataset,
                 labels: np.ndarray, scenes_json: str, coco_ids: np.ndarray,
                 design: StudyDesign, session_offset: np.ndarray, attrs: Mapping) -> None:
     """Write the ground truth of a simulated study.
 
-    Layout::
+    ``signal`` is an array, or an HDF5 dataset copied in chunks of rows. Layout::
 
         attrs: the simulation's arguments, channels, label_names, stream_labels (JSON),
                beta_scale, brain2image_version
@@ -202,7 +313,10 @@ def write_truth(path: str | os.PathLike, *, subject: SimulatedSubject, signal: n
         def put(name: str, data: np.ndarray) -> None:
             f.create_dataset(name, data=data, track_times=False)
 
-        put("signal", signal.astype(np.float32))
+        if isinstance(signal, h5py.Dataset):
+            _put_rows(f, "signal", signal)
+        else:
+            put("signal", signal.astype(np.float32))
         put("labels", labels.astype(np.float32))
         put("scenes", np.array(scenes_json.encode("utf-8")))
         put("coco_id", np.asarray(coco_ids, dtype=np.int64))
@@ -231,20 +345,70 @@ class _StudySettings:
     n_images: int
     n_shared: int
     n_sessions: int
+    late_sessions: int
+    late_shared: int
     volume_shape: tuple[int, int, int]
     roi_sizes: dict[str, int]
     image_size: int
+    model_size: int | None
+    standardise_images: int | None
     ncsnr: float
     session_offset: float
     val_fraction: float
+    preset: str | None = None
+
+    @property
+    def view_size(self) -> int:
+        """Side of the images the subject's model sees."""
+        return self.image_size if self.model_size is None else self.model_size
+
+    @property
+    def streams_responses(self) -> bool:
+        """Whether the subject is standardised on the first images and its responses stream."""
+        return self.standardise_images is not None and self.standardise_images < self.n_images
 
     def truth_attrs(self, anatomy: SimulatedAnatomy) -> dict[str, object]:
-        """The ``simulation_truth.h5`` attributes of these settings."""
-        return {"seed": self.seed, "n_images": self.n_images, "n_shared": self.n_shared,
-                "n_sessions": self.n_sessions, "volume_shape": list(anatomy.volume_shape),
-                "roi_sizes": json.dumps(self.roi_sizes), "image_size": self.image_size,
-                "ncsnr_target": self.ncsnr, "session_offset": self.session_offset,
-                "val_fraction": self.val_fraction}
+        """The ``simulation_truth.h5`` attributes of these settings.
+
+        The settings beyond the original ones (late sessions, model view, standardisation images)
+        are recorded only when set, so a study without them keeps its attributes; the preset's
+        name is in the tree's marker file only (a preset's study equals the same settings given).
+        """
+        attrs: dict[str, object] = {
+            "seed": self.seed, "n_images": self.n_images, "n_shared": self.n_shared,
+            "n_sessions": self.n_sessions, "volume_shape": list(anatomy.volume_shape),
+            "roi_sizes": json.dumps(self.roi_sizes), "image_size": self.image_size,
+            "ncsnr_target": self.ncsnr, "session_offset": self.session_offset,
+            "val_fraction": self.val_fraction}
+        extra = {"late_sessions": self.late_sessions, "late_shared": self.late_shared,
+                 "model_size": self.model_size, "standardise_images": self.standardise_images}
+        attrs.update({key: value for key, value in extra.items() if value})
+        return attrs
+
+    def marker(self) -> dict[str, object]:
+        """Content of the tree's marker file (:data:`nsd_writer.SIMULATION_MARKER`)."""
+        settings = {key: value for key, value in asdict(self).items() if key not in ("seed", "preset")}
+        settings["volume_shape"] = list(self.volume_shape)
+        return {"simulated_by": "brain2image", "version": __version__, "seed": self.seed, "preset": self.preset,
+                "truth": "../simulation_truth.h5", "settings": settings}
+
+
+def _resolve_settings(preset: str | None, seed: int, given: Mapping[str, Any]) -> _StudySettings:
+    """Defaults, under the preset's settings, under the arguments given (not None); validated."""
+    values = {**DEFAULT_SETTINGS, **(preset_settings(preset) if preset is not None else {}),
+              **{key: value for key, value in given.items() if value is not None}}
+    values["volume_shape"] = tuple(int(v) for v in values["volume_shape"])
+    values["roi_sizes"] = dict(values["roi_sizes"])
+    settings = _StudySettings(seed=int(seed), preset=preset, **values)
+    if settings.model_size is None and settings.image_size % 2:
+        raise InvalidArgumentError(f"image_size must be even, got {settings.image_size}")
+    if settings.model_size is not None and not (2 <= settings.model_size <= settings.image_size
+                                                and settings.model_size % 2 == 0):
+        raise InvalidArgumentError(f"model_size must be even and between 2 and image_size={settings.image_size}, "
+                                   f"got {settings.model_size}")
+    if settings.standardise_images is not None and settings.standardise_images < 2:
+        raise InvalidArgumentError(f"standardise_images must be >= 2, got {settings.standardise_images}")
+    return settings
 
 
 def _seed_of(sequence: np.random.SeedSequence) -> int:
@@ -254,10 +418,9 @@ def _seed_of(sequence: np.random.SeedSequence) -> int:
 
 @dataclass(frozen=True)
 class _Stimuli:
-    """The study's images and what the NSD tree says about them (index = 0-based 73k id)."""
+    """The study's scenes and what the NSD tree says about them (index = 0-based 73k id)."""
 
     scenes: list[Scene]
-    images: np.ndarray
     labels: np.ndarray
     captions: list[list[str]]
     coco_ids: np.ndarray
@@ -266,9 +429,9 @@ class _Stimuli:
     losses: np.ndarray
 
 
-def _draw_stimuli(n_images: int, image_size: int, val_fraction: float, rng_scenes: np.random.SeedSequence,
+def _draw_stimuli(n_images: int, val_fraction: float, rng_scenes: np.random.SeedSequence,
                   rng_coco: np.random.SeedSequence) -> _Stimuli:
-    """Scenes, their images, labels and captions, and the COCO-side fields of the stimulus table."""
+    """Scenes, their labels and captions, and the COCO-side fields of the stimulus table."""
     scenes = sample_scenes(n_images, seed=_seed_of(rng_scenes))
     caption_rng = np.random.default_rng(rng_scenes.spawn(1)[0])
     coco = np.random.default_rng(rng_coco)
@@ -276,24 +439,39 @@ def _draw_stimuli(n_images: int, image_size: int, val_fraction: float, rng_scene
     is_val = coco.random(n_images) < val_fraction
     crop = coco.uniform(0.0, 0.2, n_images)
     return _Stimuli(
-        scenes=scenes, images=render_scenes(scenes, image_size),
-        labels=np.stack([scene_labels(s) for s in scenes]),
+        scenes=scenes, labels=np.stack([scene_labels(s) for s in scenes]),
         captions=[scene_captions(s, caption_rng) for s in scenes],
         coco_ids=coco_ids, is_val=is_val, crop_boxes=[f"(0, 0, {c:.7g}, {c:.7g})" for c in crop],
         losses=np.where(crop > 0.1, coco.uniform(0, 0.1, n_images), 0.0))
 
 
+def _write_stimuli(path: Path, scenes: list[Scene], image_size: int, view_size: int, progress: bool) -> np.ndarray:
+    """Render the scenes chunk by chunk into ``nsd_stimuli.hdf5``; returns the model's view of them.
+
+    Returns
+    -------
+    view : ndarray of shape (n_images, view_size, view_size, 3), uint8
+        The images area-resampled to ``view_size`` (the rendered images when it is ``image_size``).
+    """
+    view = np.empty((len(scenes), view_size, view_size, 3), dtype=np.uint8)
+    with nsd_writer.stimuli_writer(path, len(scenes), image_size) as brick:
+        for start in tqdm(range(0, len(scenes), IMAGE_CHUNK), desc="render stimuli", unit="chunk",
+                          disable=not progress):
+            images = render_scenes(scenes[start:start + IMAGE_CHUNK], image_size)
+            brick[start:start + len(images)] = images
+            view[start:start + len(images)] = resample_images(images, view_size)
+    return view
+
+
 def _write_design_files(paths: Mapping[str, Path], stimuli: _Stimuli, design: StudyDesign,
-                        anatomy: SimulatedAnatomy, seed: int) -> None:
-    """Stimuli, captions, experimental design, stimulus table, behaviour and ROIs of the tree."""
-    n_images = len(stimuli.images)
-    nsd_writer.write_stimuli(paths["stimuli"], stimuli.images)
+                        anatomy: SimulatedAnatomy, image_size: int, seed: int) -> None:
+    """Captions, experimental design, stimulus table, behaviour and ROIs of the tree."""
+    n_images = len(stimuli.scenes)
     next_id = 1
     for split, mask in (("train2017", ~stimuli.is_val), ("val2017", stimuli.is_val)):
         idx = np.nonzero(mask)[0]
         next_id = nsd_writer.write_captions(paths[f"captions_{split}"], stimuli.coco_ids[idx].tolist(),
-                                            [stimuli.captions[i] for i in idx], stimuli.images.shape[1],
-                                            next_id)
+                                            [stimuli.captions[i] for i in idx], image_size, next_id)
     nsd_writer.write_expdesign(paths["expdesign"], design.masterordering,
                                design.subjectim[None, :], design.sharedix)
     shared = np.zeros(n_images, dtype=bool)
@@ -307,10 +485,76 @@ def _write_design_files(paths: Mapping[str, Path], stimuli: _Stimuli, design: St
                           STREAM_LABELS, anatomy.affine)
 
 
-def _write_betas(paths: Mapping[str, Path], subject: SimulatedSubject, signal: np.ndarray,
+def _simulate_subject(settings: _StudySettings, anatomy: SimulatedAnatomy, view: np.ndarray, labels: np.ndarray,
+                      seed: int, scratch: Path, stack: contextlib.ExitStack, progress: bool
+                      ) -> tuple[SimulatedSubject, np.ndarray | h5py.Dataset]:
+    """Draw the subject and compute its noise-free responses to every image.
+
+    Returns
+    -------
+    subject : SimulatedSubject
+    signal : ndarray or h5py.Dataset of shape (n_images, n_voxels), float32
+        In memory when the subject is standardised on every image; otherwise the standardisation
+        images' responses then :data:`IMAGE_CHUNK` images at a time, into dataset ``signal`` of
+        ``scratch`` (kept open by ``stack``).
+    """
+    options: dict[str, Any] = {"ncsnr": settings.ncsnr, "seed": seed, "model_size": settings.model_size}
+    if not settings.streams_responses:
+        return SimulatedSubject.sample(anatomy, view, labels, return_responses=True, **options)
+    n_std = int(settings.standardise_images or 0)
+    subject, first = SimulatedSubject.sample(anatomy, view[:n_std], labels[:n_std], return_responses=True,
+                                             **options)
+    signal = stack.enter_context(h5py.File(scratch, "w")).create_dataset(
+        "signal", shape=(len(view), subject.n_voxels), dtype=np.float32)
+    signal[:n_std] = first
+    for start in tqdm(range(n_std, len(view), IMAGE_CHUNK), desc="simulate responses", unit="chunk",
+                      disable=not progress):
+        stop = start + IMAGE_CHUNK
+        signal[start:stop] = subject.responses(view[start:stop], labels[start:stop])
+    return subject, signal
+
+
+def _signal_rows(signal: np.ndarray | h5py.Dataset, ids: np.ndarray) -> np.ndarray:
+    """Rows ``ids`` (any order, repeats allowed) of the signal, array of shape (len(ids), n_voxels)."""
+    if isinstance(signal, np.ndarray):
+        return signal[ids]
+    unique, inverse = np.unique(ids, return_inverse=True)  # h5py reads increasing indices only
+    return signal[unique][inverse]
+
+
+@dataclass(frozen=True)
+class _BrainNoise:
+    """Where the brain voxels are and their noise model (see :func:`_write_betas`)."""
+
+    ijk: np.ndarray  # (n_brain, 3) X, Y, Z of every brain voxel
+    roi_of: np.ndarray  # (n_brain,) index of the voxel among the ROI voxels, -1 outside
+    noise_sd: np.ndarray  # (n_brain,) single-trial noise sd, % signal change
+    baseline: np.ndarray  # (n_brain,) flat response of voxels outside the ROIs
+
+    def session_volume(self, rows: np.ndarray, offset: np.ndarray, rng: np.random.Generator,
+                       shape: tuple[int, int, int]) -> np.ndarray:
+        """One session's int16 betas in HDF5 order (n_trials, Z, Y, X), computed in blocks of trials.
+
+        ``rows`` holds the noise-free ROI responses of the session's trials, in trial order.
+        Noise is drawn block after block, the same numbers as one draw for the whole session.
+        """
+        n_brain = len(self.ijk)
+        volume = np.zeros((len(rows), shape[2], shape[1], shape[0]), dtype=np.int16)
+        in_roi = self.roi_of >= 0
+        block = max(1, BETA_BLOCK_VALUES // n_brain)
+        for start in range(0, len(rows), block):
+            part = rows[start:start + block]
+            clean = np.broadcast_to(self.baseline.astype(np.float32), (len(part), n_brain)).copy()
+            clean[:, in_roi] = part[:, self.roi_of[in_roi]]
+            betas = _session_betas(clean, self.noise_sd, offset, rng)
+            volume[start:start + len(part), self.ijk[:, 2], self.ijk[:, 1], self.ijk[:, 0]] = _to_int16(betas)
+        return volume
+
+
+def _write_betas(paths: Mapping[str, Path], subject: SimulatedSubject, signal: np.ndarray | h5py.Dataset,
                  design: StudyDesign, noise_rng: np.random.Generator, *, session_offset: float,
                  nifti: bool, progress: bool) -> np.ndarray:
-    """Write every session's betas and the ncsnr volume.
+    """Write every session's betas (one session in memory at a time) and the ncsnr volume.
 
     ROI voxels carry signal; other brain voxels noise around a flat baseline.
 
@@ -329,15 +573,14 @@ def _write_betas(paths: Mapping[str, Path], subject: SimulatedSubject, signal: n
     noise_sd = np.where(in_roi >= 0, roi_noise[np.maximum(in_roi, 0)], np.median(roi_noise))
     baseline = np.where(in_roi >= 0, 0.0, noise_rng.normal(0.5, 0.5, len(brain_ijk)))
     offsets = noise_rng.standard_normal((n_sessions, len(brain_ijk))) * session_offset * noise_sd
+    brain = _BrainNoise(brain_ijk, in_roi, noise_sd, baseline)
     trial_ids = design.trial_ids
     for s in tqdm(range(n_sessions), desc="simulate sessions", disable=not progress):
         ids = trial_ids[s * TRIALS_PER_SESSION:(s + 1) * TRIALS_PER_SESSION]
-        clean = np.broadcast_to(baseline.astype(np.float32), (len(ids), len(brain_ijk))).copy()
-        clean[:, in_roi >= 0] = signal[ids][:, in_roi[in_roi >= 0]]
-        betas = _session_betas(clean, noise_sd, offsets[s], noise_rng)
-        volume = np.zeros((*anatomy.volume_shape, len(ids)), dtype=np.int16)
-        volume[tuple(brain_ijk.T)] = _to_int16(betas).T
-        nsd_writer.write_betas_session(paths["betas_dir"], s + 1, volume, anatomy.affine, nifti=nifti)
+        volume = brain.session_volume(_signal_rows(signal, ids), offsets[s], noise_rng, anatomy.volume_shape)
+        nsd_writer.write_betas_session(paths["betas_dir"], s + 1, volume.transpose(3, 2, 1, 0), anatomy.affine,
+                                       nifti=nifti)
+        del volume
     ncsnr_volume = np.zeros(anatomy.volume_shape, dtype=np.float32)
     ncsnr_volume[tuple(anatomy.voxel_ijk.T)] = subject.ncsnr
     nsd_writer.write_ncsnr(paths["ncsnr"], ncsnr_volume, anatomy.affine)
@@ -346,55 +589,69 @@ def _write_betas(paths: Mapping[str, Path], subject: SimulatedSubject, signal: n
     return roi_offsets
 
 
-def simulate_study(out_dir: str | os.PathLike, *, n_images: int = 1250, n_shared: int = 50,
-                   n_sessions: int = 4, volume_shape: tuple[int, int, int] = (24, 30, 20),
-                   roi_sizes: Mapping[str, int] | None = None, image_size: int = 64,
-                   ncsnr: float = 0.4, session_offset: float = 0.3, val_fraction: float = 0.1,
-                   nifti_betas: bool = False, seed: int = 0,
+def simulate_study(out_dir: str | os.PathLike, *, preset: str | None = None, n_images: int | None = None,
+                   n_shared: int | None = None, n_sessions: int | None = None, late_sessions: int | None = None,
+                   late_shared: int | None = None, volume_shape: tuple[int, int, int] | None = None,
+                   roi_sizes: Mapping[str, int] | None = None, image_size: int | None = None,
+                   model_size: int | None = None, standardise_images: int | None = None,
+                   ncsnr: float | None = None, session_offset: float | None = None,
+                   val_fraction: float | None = None, nifti_betas: bool = False, seed: int = 0,
                    progress: bool = True) -> SimulatedStudy:
     """Simulate a subject viewing procedural scenes and write an NSD tree plus the ground truth.
+
+    Every size and noise argument left at None takes the preset's value, else
+    :data:`DEFAULT_SETTINGS`'s (given in brackets below).
 
     Parameters
     ----------
     out_dir : path-like
         Output folder; the tree goes to ``<out_dir>/nsd`` and the truth to
         ``<out_dir>/simulation_truth.h5``.
+    preset : {"demo", "nsd"}, optional
+        Named settings (:func:`preset_settings`); the arguments given override them.
     n_images : int
-        Size of the simulated "73k" image space (all seen by the subject).
+        Size of the simulated "73k" image space, all seen by the subject [1250].
     n_shared : int
-        Shared test images, shown 3 times each.
+        Shared test images, shown 3 times each [50].
     n_sessions : int
-        Sessions of 750 trials.
+        Sessions of 750 trials [4].
+    late_sessions, late_shared : int
+        Late sessions and the shared images whose last repeats fall in them (see
+        :func:`make_design`) [0, 0].
     volume_shape : (int, int, int)
-        (X, Y, Z) of the functional volume (1.8 mm voxels).
-    roi_sizes : mapping of str to int, optional
-        Voxels per ``streams`` ROI (default: early 1500, ventral 1500, midventral 250,
-        lateral 250).
+        (X, Y, Z) of the functional volume (1.8 mm voxels) [(24, 30, 20)].
+    roi_sizes : mapping of str to int
+        Voxels per ``streams`` ROI [early 1500, ventral 1500, midventral 250, lateral 250].
     image_size : int
-        Side of the square stimuli in pixels (even).
+        Side of the square stimuli in pixels (even unless ``model_size`` is given) [64].
+    model_size : int
+        Side (even, at most ``image_size``) the model sees the images at, area-resampled
+        [None: ``image_size``].
+    standardise_images : int
+        Standardise the subject's drives on the first this many images and compute its responses
+        chunk by chunk [None: on all images, responses in memory].
     ncsnr : float
-        Target median single-trial ncsnr (signal sd / noise sd) of the ROI voxels.
+        Target median single-trial ncsnr (signal sd / noise sd) of the ROI voxels [0.4].
     session_offset : float
-        sd of the per-voxel per-session offset, as a fraction of the voxel's noise sd.
+        sd of the per-voxel per-session offset, as a fraction of the voxel's noise sd [0.3].
     val_fraction : float
-        Fraction of images given ``cocoSplit`` ``val2017``.
+        Fraction of images given ``cocoSplit`` ``val2017`` [0.1].
     nifti_betas : bool
         Also write ``betas_sessionNN.nii.gz``.
     seed : int
         Seed of every random choice: same arguments and seed → byte-identical files.
     progress : bool
-        Show a progress bar over the sessions.
+        Show progress bars.
 
     Returns
     -------
     SimulatedStudy
     """
-    if image_size % 2:
-        raise InvalidArgumentError(f"image_size must be even, got {image_size}")
-    settings = _StudySettings(
-        seed=seed, n_images=n_images, n_shared=n_shared, n_sessions=n_sessions, volume_shape=volume_shape,
-        roi_sizes=dict(DEFAULT_ROI_SIZES if roi_sizes is None else roi_sizes), image_size=image_size,
-        ncsnr=ncsnr, session_offset=session_offset, val_fraction=val_fraction)
+    given = {"n_images": n_images, "n_shared": n_shared, "n_sessions": n_sessions, "late_sessions": late_sessions,
+             "late_shared": late_shared, "volume_shape": volume_shape, "roi_sizes": roi_sizes,
+             "image_size": image_size, "model_size": model_size, "standardise_images": standardise_images,
+             "ncsnr": ncsnr, "session_offset": session_offset, "val_fraction": val_fraction}
+    settings = _resolve_settings(preset, seed, given)
     return _run_study(Path(out_dir).expanduser().resolve(), settings, nifti_betas=nifti_betas, progress=progress)
 
 
@@ -407,21 +664,29 @@ def _run_study(out_dir: Path, settings: _StudySettings, *, nifti_betas: bool, pr
     rng_scenes, rng_design, rng_anat, rng_subject, rng_noise, rng_coco, rng_behav = streams
 
     # Design first: it validates the sizes.
-    design = make_design(settings.n_images, settings.n_shared, settings.n_sessions, seed=_seed_of(rng_design))
-    stimuli = _draw_stimuli(settings.n_images, settings.image_size, settings.val_fraction, rng_scenes, rng_coco)
-    logger.info("rendered %d scenes", settings.n_images)
+    design = make_design(settings.n_images, settings.n_shared, settings.n_sessions, seed=_seed_of(rng_design),
+                         late_sessions=settings.late_sessions, late_shared=settings.late_shared)
     anatomy = make_anatomy(settings.volume_shape, settings.roi_sizes, seed=_seed_of(rng_anat))
-    subject, signal = SimulatedSubject.sample(
-        anatomy, stimuli.images, stimuli.labels, ncsnr=settings.ncsnr, seed=_seed_of(rng_subject),
-        return_responses=True)
-    logger.info("subject: %d ROI voxels", subject.n_voxels)
-
-    _write_design_files(paths, stimuli, design, anatomy, seed=_seed_of(rng_behav))
-    roi_offsets = _write_betas(paths, subject, signal, design, np.random.default_rng(rng_noise),
-                               session_offset=settings.session_offset, nifti=nifti_betas, progress=progress)
+    stimuli = _draw_stimuli(settings.n_images, settings.val_fraction, rng_scenes, rng_coco)
+    view = _write_stimuli(paths["stimuli"], stimuli.scenes, settings.image_size, settings.view_size, progress)
+    logger.info("rendered %d scenes", settings.n_images)
+    _write_design_files(paths, stimuli, design, anatomy, settings.image_size, seed=_seed_of(rng_behav))
     truth_path = out_dir / "simulation_truth.h5"
-    write_truth(truth_path, subject=subject, signal=signal, labels=stimuli.labels,
-                scenes_json=json.dumps([s.to_dict() for s in stimuli.scenes]), coco_ids=stimuli.coco_ids,
-                design=design, session_offset=roi_offsets, attrs=settings.truth_attrs(anatomy))
+    scratch = out_dir / ".simulation_signal.scratch.h5"
+    try:
+        with contextlib.ExitStack() as stack:
+            subject, signal = _simulate_subject(settings, anatomy, view, stimuli.labels, _seed_of(rng_subject),
+                                                scratch, stack, progress)
+            del view
+            logger.info("subject: %d ROI voxels", subject.n_voxels)
+            roi_offsets = _write_betas(paths, subject, signal, design, np.random.default_rng(rng_noise),
+                                       session_offset=settings.session_offset, nifti=nifti_betas,
+                                       progress=progress)
+            write_truth(truth_path, subject=subject, signal=signal, labels=stimuli.labels,
+                        scenes_json=json.dumps([s.to_dict() for s in stimuli.scenes]), coco_ids=stimuli.coco_ids,
+                        design=design, session_offset=roi_offsets, attrs=settings.truth_attrs(anatomy))
+    finally:
+        scratch.unlink(missing_ok=True)
+    nsd_writer.write_marker(nsd_root, settings.marker())
     logger.info("simulated study written to %s in %.1f s", out_dir, time.perf_counter() - start)
     return SimulatedStudy(out_dir=out_dir, nsd_root=nsd_root, truth_path=truth_path)

@@ -30,9 +30,15 @@ Ventral voxels (semantic)
 Intermediate voxels (``midventral``, ``lateral``)
     A mixture ``a * early-type + (1 - a) * semantic-type`` with ``a`` uniform in [0.3, 0.7].
 
-Each voxel's drive is standardised over the study's images (mean and sd kept in the model, so
-new images are mapped the same way) and the response is ``baseline + amplitude * z(drive)``
-with a baseline ~ N(1.5 %, 0.5 %) and an amplitude (the signal sd) log-normal around 1 %.
+Model view
+    When the subject has a ``model_size``, every image is first area-resampled to that side
+    (:func:`resample_images`) and the feature maps are computed on this view: a large stimulus
+    (NSD's 425 px) drives the same model as a small one, at the cost of a small matrix product.
+
+Each voxel's drive is standardised over the study's images, or over the first of them (mean
+and sd kept in the model, so new images are mapped the same way), and the response is
+``baseline + amplitude * z(drive)`` with a baseline ~ N(1.5 %, 0.5 %) and an amplitude (the
+signal sd) log-normal around 1 %.
 
 Noise (applied by :mod:`brain2image.embedded.simulate.study`)
     A single-trial beta is ``response + e + o_session``: ``e`` ~ N(0, noise_sd) independent per
@@ -45,12 +51,14 @@ Noise (applied by :mod:`brain2image.embedded.simulate.study`)
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, overload
 
 import h5py
 import numpy as np
 from scipy import ndimage
+
+from ...errors import InvalidArgumentError
 
 __all__ = [
     "CHANNELS",
@@ -60,6 +68,7 @@ __all__ = [
     "SimulatedSubject",
     "make_anatomy",
     "image_feature_maps",
+    "resample_images",
 ]
 
 #: Low-level feature channels the early voxels pool over (order of ``channel_weights``).
@@ -143,22 +152,22 @@ def make_anatomy(volume_shape: tuple[int, int, int] = (24, 30, 20),
 
     Raises
     ------
-    ValueError
+    InvalidArgumentError
         On an unknown ROI name, or ROIs that do not fit in the brain.
     """
     roi_sizes = dict(DEFAULT_ROI_SIZES if roi_sizes is None else roi_sizes)
     shape = tuple(int(s) for s in volume_shape)
     if len(shape) != 3 or min(shape) < 4:
-        raise ValueError(f"volume_shape must be 3 sides >= 4, got {volume_shape}")
+        raise InvalidArgumentError(f"volume_shape must be 3 sides >= 4, got {volume_shape}")
     unknown = set(roi_sizes) - set(_ROI_SEEDS)
     if unknown:
-        raise ValueError(f"unknown ROI(s) {sorted(unknown)}; expected some of {sorted(_ROI_SEEDS)}")
+        raise InvalidArgumentError(f"unknown ROI(s) {sorted(unknown)}; expected some of {sorted(_ROI_SEEDS)}")
     rng = np.random.default_rng(seed)
     grid = np.stack(np.meshgrid(*[(np.arange(n) + 0.5) / n for n in shape], indexing="ij"), axis=-1)
     brainmask = (((grid - 0.5) / 0.5) ** 2).sum(-1) <= 1.0
     n_brain = int(brainmask.sum())
     if sum(roi_sizes.values()) > 0.9 * n_brain:
-        raise ValueError(f"ROIs of {sum(roi_sizes.values())} voxels do not fit in a brain of "
+        raise InvalidArgumentError(f"ROIs of {sum(roi_sizes.values())} voxels do not fit in a brain of "
                          f"{n_brain} voxels of volume_shape {shape}; enlarge the volume")
     streams = np.zeros(shape, dtype=np.int16)
     value_of = {name: value for value, name in STREAM_LABELS.items()}
@@ -194,14 +203,57 @@ def image_feature_maps(images: np.ndarray, grid: int | None = None, chunk: int =
     """
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(f"images must have shape (n_images, size, size, 3), got {images.shape}")
+        raise InvalidArgumentError(f"images must have shape (n_images, size, size, 3), got {images.shape}")
     size = images.shape[1]
     grid = size // 2 if grid is None else int(grid)
     if size % grid:
-        raise ValueError(f"grid {grid} must divide the image side {size}")
+        raise InvalidArgumentError(f"grid {grid} must divide the image side {size}")
     out = np.empty((len(images), len(CHANNELS), grid, grid), dtype=np.float32)
     for start in range(0, len(images), chunk):
         out[start:start + chunk] = _chunk_feature_maps(images[start:start + chunk], grid)
+    return out
+
+
+def _area_weights(n_in: int, n_out: int) -> np.ndarray:
+    """Area-resampling weights from ``n_in`` to ``n_out`` pixels, array of shape (n_out, n_in), rows sum to 1."""
+    edges = np.arange(n_out + 1) * (n_in / n_out)
+    pixel = np.arange(n_in)
+    overlap = np.minimum(edges[1:, None], pixel + 1) - np.maximum(edges[:-1, None], pixel)
+    return np.clip(overlap, 0.0, None) / (n_in / n_out)
+
+
+def resample_images(images: np.ndarray, size: int, chunk: int = 32) -> np.ndarray:
+    """Area-resample square images to ``size`` × ``size`` (each output pixel averages the input it covers).
+
+    Parameters
+    ----------
+    images : ndarray of shape (n_images, side, side, 3), uint8
+    size : int
+        Output side (at most ``side``); the images are returned unchanged when it equals ``side``.
+    chunk : int
+        Images processed at once (bounds the memory).
+
+    Returns
+    -------
+    resampled : ndarray of shape (n_images, size, size, 3), uint8
+    """
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[1] != images.shape[2] or images.shape[-1] != 3:
+        raise ValueError(f"images must have shape (n_images, side, side, 3), got {images.shape}")
+    side = images.shape[1]
+    if size == side:
+        return images
+    if not 1 <= size < side:
+        raise ValueError(f"size must be between 1 and the image side {side}, got {size}")
+    weights = _area_weights(side, size).astype(np.float32)
+    # Columns with the channels interleaved: (side * 3) -> (size * 3), one matrix product per chunk.
+    columns = np.kron(weights.T, np.eye(3, dtype=np.float32))
+    out = np.empty((len(images), size, size, 3), dtype=np.uint8)
+    for start in range(0, len(images), chunk):
+        part = images[start:start + chunk].astype(np.float32).reshape(-1, side, side * 3)
+        rows = np.tensordot(weights, part, axes=([1], [1]))  # (size, n, side * 3), one matrix product
+        both = (rows.reshape(-1, side * 3) @ columns).reshape(size, len(part), size, 3)
+        out[start:start + chunk] = np.clip(np.round(both.transpose(1, 0, 2, 3)), 0, 255)
     return out
 
 
@@ -315,6 +367,9 @@ class SimulatedSubject:
         sd of the combined standardised drives over the study's images (divided out).
     layout_size : float
         sd of the coarse layout RF, fraction of the image side.
+    model_size : int or None
+        Side images are area-resampled to before the feature maps (:func:`resample_images`);
+        None: images are used at their own size.
     """
 
     anatomy: SimulatedAnatomy
@@ -336,6 +391,8 @@ class SimulatedSubject:
     grid: int
     drive_norm: np.ndarray | None = None
     layout_size: float = 0.3
+    model_size: int | None = None
+    _rf_cache: tuple[np.ndarray, np.ndarray] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def n_voxels(self) -> int:
@@ -351,18 +408,19 @@ class SimulatedSubject:
     @classmethod
     def sample(cls, anatomy: SimulatedAnatomy, images: np.ndarray, labels: np.ndarray, *,
                ncsnr: float = ..., ncsnr_spread: float = ..., seed: int = ...,
-               return_responses: Literal[False] = ...) -> SimulatedSubject: ...
+               model_size: int | None = ..., return_responses: Literal[False] = ...) -> SimulatedSubject: ...
 
     @overload
     @classmethod
     def sample(cls, anatomy: SimulatedAnatomy, images: np.ndarray, labels: np.ndarray, *,
                ncsnr: float = ..., ncsnr_spread: float = ..., seed: int = ...,
+               model_size: int | None = ...,
                return_responses: Literal[True]) -> tuple[SimulatedSubject, np.ndarray]: ...
 
     @classmethod
     def sample(cls, anatomy: SimulatedAnatomy, images: np.ndarray, labels: np.ndarray, *,
                ncsnr: float = 0.4, ncsnr_spread: float = 0.3, seed: int = 0,
-               return_responses: bool = False
+               model_size: int | None = None, return_responses: bool = False
                ) -> SimulatedSubject | tuple[SimulatedSubject, np.ndarray]:
         """Draw a subject's parameters and standardise its drives on ``images``.
 
@@ -370,7 +428,8 @@ class SimulatedSubject:
         ----------
         anatomy : SimulatedAnatomy
         images : ndarray of shape (n_images, size, size, 3), uint8
-            The study's images (sets the feature and drive standardisation).
+            The images that set the feature and drive standardisation (the study's, or the
+            first of them).
         labels : ndarray of shape (n_images, n_labels)
             Their :func:`~brain2image.embedded.simulate.scenes.scene_labels`.
         ncsnr : float
@@ -378,6 +437,8 @@ class SimulatedSubject:
         ncsnr_spread : float
             sd of log(ncsnr) across voxels.
         seed : int
+        model_size : int, optional
+            Side of the model's view (see :attr:`model_size`); None: the images' own side.
         return_responses : bool
             Also return :meth:`responses` of ``images`` (computed once, with the drives).
 
@@ -389,6 +450,8 @@ class SimulatedSubject:
         """
         if ncsnr <= 0:
             raise ValueError(f"ncsnr must be > 0, got {ncsnr}")
+        if model_size is not None:
+            images = resample_images(images, model_size)
         params = _draw_voxel_parameters(anatomy, labels.shape[1], ncsnr, ncsnr_spread,
                                         np.random.default_rng(seed))
         n_vox, n_ch = len(params["kind"]), len(CHANNELS)
@@ -396,7 +459,7 @@ class SimulatedSubject:
             anatomy=anatomy, **params,
             channel_mean=np.zeros(n_ch), channel_sd=np.ones(n_ch),
             drive_mean=np.zeros((n_vox, 3)), drive_sd=np.ones((n_vox, 3)),
-            grid=images.shape[1] // 2,
+            grid=images.shape[1] // 2, model_size=model_size,
         )
         raw = subject._standardise(images, labels)
         if return_responses:
@@ -426,7 +489,7 @@ class SimulatedSubject:
         z = ((maps - self.channel_mean[None, :, None, None].astype(np.float32))
              / self.channel_sd[None, :, None, None].astype(np.float32))
         flat = z.reshape(n_images, z.shape[1], -1)
-        rf = _gaussian_rfs(self.rf_centre, self.rf_size, self.grid)  # (n_positions, n_voxels)
+        rf, layout_rf = self._receptive_fields()  # (n_positions, n_voxels) each
         n_ch = flat.shape[1]
         weights = self.channel_weights.T.astype(np.float32)  # (n_channels, n_voxels)
         early = np.empty((n_images, self.n_voxels), dtype=np.float32)
@@ -434,11 +497,20 @@ class SimulatedSubject:
             part = flat[start:start + 128]
             pooled = (part.reshape(-1, part.shape[-1]) @ rf).reshape(len(part), n_ch, -1)
             early[start:start + 128] = np.einsum("nkv,kv->nv", pooled, weights)
-        layout_rf = _gaussian_rfs(self.layout_centre, np.full(self.n_voxels, self.layout_size),
-                                  self.grid)
         layout = flat[:, 0] @ layout_rf  # lum_on channel in one coarse RF
         semantic = np.asarray(labels, dtype=np.float32) @ self.semantic_weights.T
         return np.stack([early, semantic, layout], axis=-1)
+
+    def _receptive_fields(self) -> tuple[np.ndarray, np.ndarray]:
+        """The voxels' pooling RFs and coarse layout RFs, arrays of shape (n_positions, n_voxels).
+
+        Computed once per subject (the parameters do not change after :meth:`sample`).
+        """
+        if self._rf_cache is None:
+            rf = _gaussian_rfs(self.rf_centre, self.rf_size, self.grid)
+            layout_rf = _gaussian_rfs(self.layout_centre, np.full(self.n_voxels, self.layout_size), self.grid)
+            self._rf_cache = (rf, layout_rf)
+        return self._rf_cache
 
     def responses(self, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """Noise-free responses (% signal change) of every ROI voxel.
@@ -446,6 +518,7 @@ class SimulatedSubject:
         Parameters
         ----------
         images : ndarray of shape (n_images, size, size, 3), uint8
+            Resampled to :attr:`model_size` first when the subject has one.
         labels : ndarray of shape (n_images, n_labels)
 
         Returns
@@ -456,6 +529,8 @@ class SimulatedSubject:
         if labels.shape != (len(images), self.semantic_weights.shape[1]):
             raise ValueError(f"labels must have shape ({len(images)}, "
                              f"{self.semantic_weights.shape[1]}), got {labels.shape}")
+        if self.model_size is not None:
+            images = resample_images(images, self.model_size)
         return self._responses_from_drives(
             self._raw_drives(image_feature_maps(images, self.grid), labels))
 
@@ -485,6 +560,8 @@ class SimulatedSubject:
         group.attrs["grid"] = self.grid
         group.attrs["layout_size"] = self.layout_size
         group.attrs["channels"] = list(CHANNELS)
+        if self.model_size is not None:  # absent otherwise: older files read the same
+            group.attrs["model_size"] = self.model_size
 
     @classmethod
     def from_hdf5(cls, group: h5py.Group) -> SimulatedSubject:
@@ -495,5 +572,6 @@ class SimulatedSubject:
                                    group["brainmask"][()].astype(bool), streams,
                                    group["affine"][()])
         arrays = {name: group[name][()] for name in cls._ARRAYS}
+        model_size = int(group.attrs["model_size"]) if "model_size" in group.attrs else None
         return cls(anatomy=anatomy, kind=group["kind"][()].astype(str), grid=int(group.attrs["grid"]),
-                   layout_size=float(group.attrs["layout_size"]), **arrays)
+                   layout_size=float(group.attrs["layout_size"]), model_size=model_size, **arrays)
