@@ -26,9 +26,9 @@ def test_recipe_trains_resumes_and_exports(tmp_path):
     assert export == tmp_path / "model"
     for name in ("vae.ckpt", "cache.pt", "unet.ckpt", "vae/config.json", "unet_ema/config.json"):
         assert (work / name).exists(), name
-    cache = torch.load(work / "cache.pt", weights_only=False)
+    cache = torch.load(work / "cache.pt", weights_only=True)
     assert cache["mean"].shape == (24, 4, 16, 16) and cache["text"].shape == (24, 5, 32, 384)
-    state = torch.load(work / "unet.ckpt", weights_only=False)["state"]
+    state = torch.load(work / "unet.ckpt", weights_only=True)["state"]
     assert state["step"] > 0 and state["elapsed"] >= TOY.unet_minutes * 60
     assert json.loads((export / "training_config.json").read_text())["unet_channels"] == [8, 16, 16]
 
@@ -39,7 +39,7 @@ def test_recipe_trains_resumes_and_exports(tmp_path):
     # A larger U-Net budget resumes from the checkpoint (the VAE and cache are kept).
     longer = dataclasses.replace(TOY, unet_minutes=2 * TOY.unet_minutes)
     train_bundled_model(work, longer, export_to=tmp_path / "model")
-    resumed = torch.load(work / "unet.ckpt", weights_only=False)["state"]
+    resumed = torch.load(work / "unet.ckpt", weights_only=True)["state"]
     assert resumed["step"] > state["step"] and resumed["elapsed"] >= longer.unet_minutes * 60
 
     # The exported folder is a diffusers model driven by the stock pipelines; the U-Net adds

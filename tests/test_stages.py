@@ -221,6 +221,18 @@ def test_each_stage_defines_each_option_once():
     assert seed.sections == ("encoding", "zc") and "also sets [zc] seed" in seed.help
 
 
+def test_memory_options_are_options_of_their_stage():
+    named = {"fit": "decoder.target_chunk", "features": "features.batch_size",
+             "reconstruct": "reconstruction.batch_size", "encode": "encoding.target_chunk"}
+    for stage in pipeline_stages():
+        keys = {f"{section}.{o.key}" for o in stage.options() for section in o.sections}
+        wanted = [*stage.memory_options, *(o for part in stage.part_memory_options.values() for o in part)]
+        assert set(wanted) <= keys, stage.name
+        if stage.name in named:
+            assert stage.memory_options == (named[stage.name],)
+    assert get_stage("encode").part_memory_options == {"features_zc": ("zc.batch_size",)}
+
+
 # ---------------------------------------------------------------------------------- stage behaviour
 def test_stages_without_shards_refuse_one(tmp_path):
     ctx = StageContext(RunConfig(nsd_root="n", out_dir=str(tmp_path)))

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from . import __version__
-from .commands._common import HelpFormatter, register_stage_command, verbosity
+from .commands._common import HelpFormatter, library_noise, register_stage_command, show_progress, verbosity
 from .errors import Brain2ImageError
 
 __all__ = ["main", "build_parser", "OneLineParser", "COMMANDS_BEFORE_STAGES", "COMMANDS_AFTER_STAGES", "ERROR_STATUS"]
@@ -71,6 +71,10 @@ def _one_line(error: BaseException | str) -> str:
     return " ".join(str(error).split())
 
 
+#: Commands outside the stages that load a model (their library noise is silenced up front).
+_MODEL_COMMANDS = ("demo", "run", "train-bundled")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code (2 for a usage error or a :class:`Brain2ImageError`)."""
     parser = build_parser()
@@ -81,7 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        # Stage commands wrap themselves (loading transformers/diffusers only when they need a model).
+        with library_noise(show_progress(args), loads_model=args.command in _MODEL_COMMANDS):
+            return int(args.func(args) or 0)
     except Brain2ImageError as error:
         print(f"brain2image {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return ERROR_STATUS

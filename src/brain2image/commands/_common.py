@@ -7,13 +7,16 @@ command of a stage is generated from its options.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import functools
+import importlib
 import sys
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["HelpFormatter", "common_parent", "add_command_parser", "show_progress", "verbosity",
+__all__ = ["HelpFormatter", "common_parent", "add_command_parser", "show_progress", "library_noise", "verbosity",
            "register_stage_command", "stage_register"]
 
 
@@ -60,6 +63,71 @@ def add_command_parser(subparsers: argparse._SubParsersAction, name: str, *, hel
 def show_progress(args: argparse.Namespace) -> bool:
     """Whether progress bars are shown (no ``--no-progress`` before or after the command)."""
     return not getattr(args, "no_progress", False)
+
+
+#: Libraries whose deprecation chatter ``--no-progress`` silences (brain2image warns of nothing itself,
+#: so a library warning attributed to its calling line is theirs too).
+_NOISY_MODULES = r"(diffusers|transformers|huggingface_hub|brain2image)(\.|$)"
+#: Modules with a global switch of their progress bars (``is_progress_bar_enabled`` etc.).
+_BAR_MODULES = ("transformers.utils.logging", "diffusers.utils.logging")
+
+
+def _switch_off_bars(import_libraries: bool) -> Callable[[], None]:
+    """Turn off the progress bars of huggingface_hub, transformers and diffusers; returns the undo.
+
+    transformers and diffusers are imported here only with ``import_libraries`` (a command that
+    loads a model); otherwise the ones already imported are switched, and transformers, imported
+    later, starts with huggingface_hub's setting (off). The undo restores each one's former state.
+    """
+    from huggingface_hub import utils as hub
+
+    hub_on = not hub.are_progress_bars_disabled()
+    modules = {name: sys.modules.get(name) or (importlib.import_module(name) if import_libraries else None)
+               for name in _BAR_MODULES}
+    was_on = {name: module.is_progress_bar_enabled() if module else hub_on for name, module in modules.items()}
+    hub.disable_progress_bars()
+    for module in modules.values():
+        if module is not None:
+            module.disable_progress_bar()
+
+    def undo() -> None:
+        for name in _BAR_MODULES:
+            module = sys.modules.get(name)
+            if module is not None and was_on[name]:
+                module.enable_progress_bar()
+        if hub_on:
+            hub.enable_progress_bars()
+
+    return undo
+
+
+@contextlib.contextmanager
+def library_noise(progress: bool, loads_model: bool = True) -> Iterator[None]:
+    """Under ``--no-progress`` (``progress`` false), no library progress bars or deprecation warnings.
+
+    For the block only: the progress bars of huggingface_hub, transformers and diffusers ("Loading
+    weights", "Loading pipeline components") are switched off and their ``FutureWarning`` /
+    ``DeprecationWarning`` ignored; both are restored afterwards. With ``progress`` it does nothing.
+
+    Parameters
+    ----------
+    progress : bool
+        :func:`show_progress` of the command.
+    loads_model : bool
+        Whether the block may load a model (transformers and diffusers are then imported up front to
+        switch their bars off; a command that loads none does not pay for the import).
+    """
+    if progress:
+        yield
+        return
+    undo = _switch_off_bars(loads_model)
+    try:
+        with warnings.catch_warnings():
+            for category in (FutureWarning, DeprecationWarning):
+                warnings.filterwarnings("ignore", category=category, module=_NOISY_MODULES)
+            yield
+    finally:
+        undo()
 
 
 def verbosity(args: argparse.Namespace) -> int:
@@ -109,7 +177,7 @@ def _run_stage_command(stage: Any, args: argparse.Namespace) -> int:
 
     ctx = stage.context_from_args(args, progress=show_progress(args))
     check_config(ctx.config, allow_none=True)
-    with stage_guard(stage, ctx):
+    with library_noise(ctx.progress, stage.needs_model(ctx.config)), stage_guard(stage, ctx):
         output = stage.command(ctx)
     for line in output.lines:
         print(line)

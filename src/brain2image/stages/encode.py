@@ -138,7 +138,7 @@ class EncodeStage(Stage):
         with ctx.timed("encode"):
             results = run_encoding_analysis(inputs["prepared"], {k: str(v) for k, v in stores.items()},
                                             self._root(ctx), config=ctx.config.encoding.analysis_config(),
-                                            device=ctx.config.device)
+                                            device=ctx.config.device, progress=ctx.progress)
         for name, space in results.spaces.items():
             logger.info("%s: mean r %.3f", name, float(space["r"].mean()))
         return results
