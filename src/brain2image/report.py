@@ -1,9 +1,12 @@
 """One self-contained HTML page that shows a run: pictures first, then the numbers.
 
 The page embeds every image as a base64 PNG, so it can be mailed or archived as one file.
-Sections: reconstructions (seen image | z only | c only | z + c, with the samples), the
-metric table per method, decoding accuracy per ROI and target, the encoding analysis
-(maps and ROI summary, when present), the run's configuration and the stage timings. A run made
+Sections: reconstructions (a fixed-column grid, one row per test image: ground truth, one z only
+image as it is deterministic, then every sample of the other methods; scrolled sideways, never
+wrapped), the metric table per method (with a caveat when the semantic scores come from the
+embedded scene evaluator), decoding accuracy per ROI and target, the encoding analysis (maps
+with captions, and ROI summary, when present), the run's configuration and the stage timings.
+Every image carries alt text saying what it shows. A run made
 with a ``random:`` model (seeded random weights) carries a banner saying so, and a warning when
 its NSD root holds real data.
 """
@@ -25,7 +28,8 @@ from ._io import atomic_write_text
 from .ldm.random_model import RANDOM_WEIGHTS_LABEL, random_weights_marking
 from .methods import Method
 
-__all__ = ["write_report", "render_report", "METRIC_LABELS", "METHOD_LABELS"]
+__all__ = ["write_report", "render_report", "uses_scene_evaluator", "METRIC_LABELS", "METHOD_LABELS",
+           "SCENE_EVALUATOR_CAVEAT"]
 
 #: Human-readable column names of the metric table, with the direction of "better".
 METRIC_LABELS = {
@@ -59,14 +63,25 @@ _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
 h1{font-size:1.6em} h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
 table{border-collapse:collapse;margin:.5em 0} td,th{border:1px solid #ddd;padding:.3em .6em;text-align:right}
-th{background:#f4f4f4} td.l,th.l{text-align:left}
-.grid td{padding:2px;border:none;text-align:center;vertical-align:top} .grid img{image-rendering:pixelated}
-.grid th{background:none;border:none;font-weight:600;font-size:.85em}
-.samples img{margin-right:1px} .best{font-weight:700} .note{color:#666;font-size:.9em}
+th{background:#f4f4f4;text-align:center} td.l,th.l{text-align:left}
+.gridwrap{overflow-x:auto;max-width:100%;padding-bottom:.3em}
+table.grid{white-space:nowrap;table-layout:fixed;border-collapse:separate;border-spacing:2px}
+.grid td,.grid th{white-space:nowrap;padding:0 1px;border:none;text-align:center;vertical-align:middle}
+.grid th{background:none;font-weight:600;font-size:.85em} .grid th.method{border-bottom:2px solid #bbb}
+.grid th.sample{font-weight:400;color:#666} .grid img{display:block;image-rendering:pixelated}
+.grid td.gt{padding-right:.6em} .best{font-weight:700} .note{color:#666;font-size:.9em}
 pre{background:#f7f7f7;padding:1em;overflow:auto;font-size:.85em}
-.figs img{max-width:100%;border:1px solid #eee;margin:.3em 0}
+.figs img{max-width:100%;border:1px solid #eee;margin:.3em 0} .figs figcaption{max-width:60em}
 .warn{background:#fff3cd;border:1px solid #e0b400;padding:.5em .8em}
 """
+
+#: Said beside the metric table when the semantic scores come from the embedded scene evaluator.
+SCENE_EVALUATOR_CAVEAT = (
+    "Caveat: the semantic scores (2-way id, semantic; Takagi id, semantic) are judged by the embedded scene "
+    "evaluator, a small network trained on scenes from the same procedural scene generator that drew these "
+    "stimuli. It reads exactly the content that generator draws, which favours the method: these scores are "
+    "not comparable with published semantic metrics on real NSD images (metric set \"full\": AlexNet, "
+    "InceptionV3, CLIP, EffNet-B, SwAV).")
 
 
 def _png_data_uri(image: np.ndarray | Image.Image | Path, size: int | None = None) -> str:
@@ -83,31 +98,78 @@ def _png_data_uri(image: np.ndarray | Image.Image | Path, size: int | None = Non
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _img_tag(image, size: int, title: str = "") -> str:
-    return f'<img src="{_png_data_uri(image, size)}" width="{size}" height="{size}" title="{html.escape(title)}">'
+def _img_tag(image: np.ndarray | Image.Image | Path, size: int | None, alt: str, title: str = "") -> str:
+    """An ``<img>`` with the image embedded; ``alt`` (required, non-empty) says what it shows."""
+    if not alt.strip():
+        raise ValueError("an image of the report needs a non-empty alt text")
+    dims = f' width="{size}" height="{size}"' if size is not None else ""
+    tip = f' title="{html.escape(title)}"' if title else ""
+    return f'<img src="{_png_data_uri(image, size)}"{dims} alt="{html.escape(alt)}"{tip}>'
+
+
+def _shown_samples(recon_index: pd.DataFrame, method: str) -> list[int]:
+    """Sample numbers shown for a method: all of them, or the first one of a deterministic method."""
+    samples = sorted(int(s) for s in recon_index.loc[recon_index.method == method, "sample"].unique())
+    return samples[:1] if _is_deterministic(method) else samples
+
+
+def _is_deterministic(method: str) -> bool:
+    """Whether a method gives the same image for every sample (``z_only``: a VAE decoding, no noise)."""
+    return method in {m.value for m in Method} and not Method(method).uses_diffusion
+
+
+def _grid_header(columns: Sequence[tuple[str, list[int]]]) -> str:
+    """The grid's two header rows: one cell per method spanning its samples, then the sample numbers."""
+    top = ['<th rowspan="2">73k id</th><th rowspan="2">ground truth</th>']
+    sub = []
+    for method, samples in columns:
+        label = html.escape(METHOD_LABELS.get(method, method))
+        if _is_deterministic(method):
+            top.append(f'<th class="method" rowspan="2">{label}<br><span class="note">deterministic: '
+                       "one image</span></th>")
+            continue
+        top.append(f'<th class="method" colspan="{len(samples)}">{label}</th>')
+        sub += [f'<th class="sample">sample {s + 1}</th>' for s in samples]
+    return f"<thead><tr>{''.join(top)}</tr><tr>{''.join(sub)}</tr></thead>"
+
+
+def _recon_cell(recon_index: pd.DataFrame, recon_root: Path, test_id: int, method: str, sample: int,
+                n_samples: int, thumb: int) -> str:
+    """One reconstruction's cell (a dash where the index has none)."""
+    sel = recon_index[(recon_index.test_id == test_id) & (recon_index.method == method)
+                      & (recon_index["sample"] == sample)]
+    if sel.empty:
+        return '<td class="note">–</td>'
+    label = METHOD_LABELS.get(method, method)
+    if _is_deterministic(method):
+        alt = f"{label} reconstruction (deterministic, one image) of test image 73k id {test_id}"
+    else:
+        alt = f"{label} reconstruction, sample {sample + 1} of {n_samples} of test image 73k id {test_id}"
+    seed = sel.seed.iloc[0]
+    return f"<td>{_img_tag(recon_root / str(sel.path.iloc[0]), thumb, alt, f'{alt}, seed {seed}')}</td>"
 
 
 def _grid_section(seen: Mapping[int, np.ndarray], recon_index: pd.DataFrame, recon_root: Path,
                   methods: Sequence[str], n_images: int, thumb: int) -> str:
-    test_ids = list(seen)[:n_images]
-    header = "<tr><th>73k id</th><th>seen</th>" + "".join(
-        f"<th>{html.escape(METHOD_LABELS.get(m, m))}</th>" for m in methods) + "</tr>"
+    """The reconstruction grid: one row per test image, fixed columns, scrolled sideways when too wide."""
+    columns = [(m, _shown_samples(recon_index, m)) for m in methods]
+    n_samples = {m: int(recon_index.loc[recon_index.method == m, "sample"].nunique()) for m in methods}
     rows = []
-    for test_id in test_ids:
-        cells = [f"<td>{test_id}</td>", f"<td>{_img_tag(seen[test_id], thumb, 'seen')}</td>"]
-        for method in methods:
-            sel = recon_index[(recon_index.test_id == test_id) & (recon_index.method == method)]
-            sel = sel.sort_values("sample")
-            imgs = "".join(_img_tag(recon_root / p, thumb if i == 0 else thumb // 2,
-                                    f"{method} sample {s} seed {seed}")
-                           for i, (p, s, seed) in enumerate(zip(sel.path, sel["sample"], sel.seed)))
-            cells.append(f'<td class="samples">{imgs}</td>')
+    for test_id in list(seen)[:n_images]:
+        cells = [f"<td>{test_id}</td>",
+                 f'<td class="gt">{_img_tag(seen[test_id], thumb, f"ground truth, test image 73k id {test_id}")}</td>']
+        for method, samples in columns:
+            cells += [_recon_cell(recon_index, recon_root, test_id, method, s, n_samples[method], thumb)
+                      for s in samples]
         rows.append("<tr>" + "".join(cells) + "</tr>")
-    return (f'<table class="grid">{header}{"".join(rows)}</table>'
-            '<p class="note">First sample large, the others small. Hover for method, sample and seed.</p>')
+    return (f'<div class="gridwrap"><table class="grid">{_grid_header(columns)}<tbody>{"".join(rows)}</tbody>'
+            "</table></div><p class=\"note\">One row per test image: the image the subject saw, then each "
+            "method's samples. z only decodes the latent without noise, so its samples are identical and one "
+            "is shown. Scroll sideways when the grid is wider than the page; hover for the seed.</p>")
 
 
-def _metric_table(metrics: Mapping[str, Mapping[str, float]]) -> str:
+def _metric_table(metrics: Mapping[str, Mapping[str, float]], feature_spaces: Sequence[str] | None = None) -> str:
+    """The metric table per method, with the scene-evaluator caveat when ``feature_spaces`` has ``scene``."""
     methods = [m.value for m in Method if m.value in metrics] + [
         m for m in metrics if m not in METHOD_LABELS]
     names = [k for k in METRIC_LABELS if any(k in metrics[m] for m in methods)]
@@ -130,7 +192,14 @@ def _metric_table(metrics: Mapping[str, Mapping[str, float]]) -> str:
         body.append(f'<tr><td class="l">{html.escape(METHOD_LABELS.get(method, method))}</td>{"".join(cells)}</tr>')
     return (f"<table>{head}{''.join(body)}</table>"
             '<p class="note">Bold: best decoded method per column (the oracle, from the true z and c, '
-            "is the ceiling). Identification is two-way: chance is 50%.</p>")
+            "is the ceiling). Identification is two-way: chance is 50%.</p>"
+            + (f'<p class="warn">{html.escape(SCENE_EVALUATOR_CAVEAT)}</p>' if uses_scene_evaluator(feature_spaces)
+               else ""))
+
+
+def uses_scene_evaluator(feature_spaces: Sequence[str] | None) -> bool:
+    """Whether an evaluation's feature spaces include the embedded scene evaluator (``scene``)."""
+    return bool(feature_spaces) and "scene" in list(feature_spaces or ())
 
 
 def _decoding_table(decoding: Mapping[str, Mapping[str, float]]) -> str:
@@ -147,10 +216,45 @@ def _decoding_table(decoding: Mapping[str, Mapping[str, float]]) -> str:
             '<p class="note">Pearson r between decoded and true features over the test images, per target.</p>')
 
 
+def _figure_text(path: Path) -> tuple[str, str, str]:
+    """Heading, caption and alt text of an encoding figure, from its file name (and its NIfTI twin)."""
+    from .encoding.maps import axial_slice_indices, describe_map
+
+    if path.stem == "roi_summary":
+        return ("ROI summary", "Mean test-set Pearson r of each feature space's encoding model, per ROI (one bar "
+                "per feature space). Higher bars: that ROI's responses are better predicted by that space.",
+                "bar chart: mean encoding accuracy (Pearson r, test) per ROI and feature space")
+    description = describe_map(path.stem)
+    if description is None:
+        name = path.stem.replace("_", " ")
+        return name, "", f"encoding figure: {name}"
+    volume = path.with_name(f"{path.stem}.nii.gz")
+    if volume.is_file():
+        import nibabel as nib
+
+        slices = axial_slice_indices(nib.Nifti1Image.from_filename(volume).get_fdata())
+        where = "axial slices z=" + ", ".join(str(int(k)) for k in slices)
+        how = " Slices are axial, labelled with their voxel index z along the volume's third axis."
+    else:
+        where, how = "fsaverage5 inflated surface, ventral view, both hemispheres", ""
+    return description.title, description.caption + how, f"encoding map: {description.subject}, {where}"
+
+
 def _figures(paths: Sequence[Path]) -> str:
-    return '<div class="figs">' + "".join(
-        f'<p><b>{html.escape(p.stem.replace("_", " "))}</b><br><img src="{_png_data_uri(p)}"></p>' for p in paths
-    ) + "</div>"
+    """The encoding figures, each with a heading, alt text and a caption saying how to read it."""
+    parts = []
+    for path in paths:
+        heading, caption, alt = _figure_text(path)
+        parts.append(f"<figure><b>{html.escape(heading)}</b><br>{_img_tag(path, None, alt)}"
+                     f"<figcaption class=\"note\">{html.escape(caption)}</figcaption></figure>")
+    return '<div class="figs">' + "".join(parts) + "</div>"
+
+
+_ENCODING_INTRO = (
+    "Maps, per voxel: <i>r_&lt;space&gt;</i> is the test-set Pearson r of the encoding model of one feature "
+    "space; <i>unique a vs b</i> (e.g. unique c vs z) is the variance that space a explains beyond space b, "
+    "from banded ridge variance partitioning: R² of the joint model of a and b minus R² of b alone "
+    "(signed R² = r·|r| on the test images). Red: positive, blue: negative, white: near 0.")
 
 
 def _weights_banner(config: Mapping) -> str:
@@ -170,7 +274,7 @@ def render_report(*, title: str, seen: Mapping[int, np.ndarray], recon_index: pd
                   decoding: Mapping[str, Mapping[str, float]], config: Mapping,
                   timings: Mapping[str, float], encoding_summary: Mapping | None = None,
                   encoding_figures: Sequence[Path] = (), notes: Sequence[str] = (),
-                  n_images: int = 8, thumb: int = 128) -> str:
+                  feature_spaces: Sequence[str] | None = None, n_images: int = 8, thumb: int = 128) -> str:
     """Render the report page as an HTML string.
 
     Parameters
@@ -195,6 +299,9 @@ def render_report(*, title: str, seen: Mapping[int, np.ndarray], recon_index: pd
         PNG maps and plots of the encoding analysis.
     notes : sequence of str
         Free-text lines shown under the title.
+    feature_spaces : sequence of str, optional
+        Feature spaces of the evaluation; with ``scene`` (the embedded metric set) the metric table
+        carries the scene-evaluator caveat.
     n_images, thumb : int
         How many test images the grid shows, and the thumbnail size in pixels.
     """
@@ -204,7 +311,7 @@ def render_report(*, title: str, seen: Mapping[int, np.ndarray], recon_index: pd
     parts += [f"<p>{html.escape(n)}</p>" for n in notes]
     parts.append("<h2>Reconstructions</h2>")
     parts.append(_grid_section(seen, recon_index, recon_root, methods, n_images, thumb))
-    parts.append("<h2>Metrics</h2>" + _metric_table(metrics))
+    parts.append("<h2>Metrics</h2>" + _metric_table(metrics, feature_spaces))
     parts.append("<h2>Decoding accuracy</h2>" + _decoding_table(decoding))
     if encoding_summary:
         rois = sorted({roi for v in encoding_summary.values() for roi in v})
@@ -214,7 +321,8 @@ def render_report(*, title: str, seen: Mapping[int, np.ndarray], recon_index: pd
             + "".join(f"<td>{values.get(roi, float('nan')):.3f}</td>" for roi in rois) + "</tr>"
             for space, values in encoding_summary.items())
         parts.append("<h2>Encoding analysis</h2><p>Mean test-set prediction accuracy (Pearson r) of voxelwise "
-                     f"encoding models, per ROI and LDM feature space.</p><table>{head}{body}</table>")
+                     f"encoding models, per ROI and LDM feature space.</p><table>{head}{body}</table>"
+                     f"<p>{_ENCODING_INTRO}</p>")
         parts.append(_figures(encoding_figures))
     parts.append("<h2>Timings</h2><table><tr><th class='l'>stage</th><th>seconds</th></tr>" + "".join(
         f"<tr><td class='l'>{html.escape(k)}</td><td>{v:.1f}</td></tr>" for k, v in timings.items())

@@ -45,6 +45,7 @@ def collect_metrics(ctx: StageContext) -> dict[str, Any]:
     metrics["timings_s"] = dict(ctx.timings.values)
     metrics["timings_s"]["total"] = round(sum(ctx.timings.values.values()), 2)
     metrics["feature_spaces"] = evaluation.get("feature_spaces")
+    metrics["metric_set"] = evaluation.get("metric_set")
     metrics["model"] = config.model
     metrics.update(random_weights_marking(config.model, config.nsd_root))
     metrics["brain2image_version"] = __version__
@@ -58,6 +59,23 @@ def _encoding_parts(run_dir: Path) -> tuple[dict | None, list[Path]]:
         return None, []
     summary = json.loads(summary_path.read_text())
     return summary.get("mean_r", summary), sorted((run_dir / "encoding").rglob("*.png"))
+
+
+def _feature_spaces(run_dir: Path, metrics: dict[str, Any]) -> list[str] | None:
+    """Feature spaces of the run's evaluation: from ``metrics.json``, else ``evaluation.json``, else its metric set."""
+    from ..evaluation.evaluate import METRIC_SETS
+    from ..formats.run_layout import RUN_FILES
+
+    sources = [metrics]
+    evaluation_path = run_dir / RUN_FILES["evaluation"]
+    if evaluation_path.is_file():
+        sources.append(json.loads(evaluation_path.read_text()))
+    for source in sources:
+        if source.get("feature_spaces"):
+            return list(source["feature_spaces"])
+        if source.get("metric_set") in METRIC_SETS:
+            return list(METRIC_SETS[source["metric_set"]])
+    return None
 
 
 def build_report(run_dir: str | os.PathLike, *, n_images: int | None = None) -> Path:
@@ -99,7 +117,7 @@ def build_report(run_dir: str | os.PathLike, *, n_images: int | None = None) -> 
                         decoding=metrics.get("decoding", {}), config=config,
                         timings={k: v for k, v in metrics.get("timings_s", {}).items() if k != "total"},
                         encoding_summary=encoding_summary, encoding_figures=figures, notes=notes,
-                        n_images=n_images)
+                        feature_spaces=_feature_spaces(run_dir, metrics), n_images=n_images)
 
 
 @register_stage
