@@ -84,8 +84,17 @@ def test_shards_merge_to_the_full_store(tmp_path):
     merged = FeatureStore.open(merge_stores(shards[::-1], out))
     np.testing.assert_array_equal(merged.ids, np.sort(ids))
     np.testing.assert_array_equal(merged.read(), _values(np.sort(ids)))
-    with pytest.raises(DataFormatError, match="overlap"):
+    with pytest.raises(DataFormatError, match="shard 1/3 given twice"):
         merge_stores([shards[0], shards[0]], tmp_path / "bad.h5")
+    with pytest.raises(DataFormatError, match=r"shard 3/3 missing: .*s\.shard-3-of-3\.h5"):
+        merge_stores(shards[:2], tmp_path / "bad.h5")  # shards without a 'shard' attribute: by file name
+    plain = []
+    for name, part in (("a", ids[:4]), ("b", ids[3:])):
+        store = FeatureStore.create(tmp_path / f"{name}.h5", part, (2, 3), ATTRS)
+        store.write(part, _values(part))
+        plain.append(store.finalize())
+    with pytest.raises(DataFormatError, match="'ids' overlaps"):
+        merge_stores(plain, tmp_path / "bad.h5")
 
 
 def test_parse_shard():

@@ -26,7 +26,7 @@ __all__ = ["main", "build_parser", "OneLineParser", "COMMANDS_BEFORE_STAGES", "C
 #: Command modules listed before the stage commands in ``--help``.
 COMMANDS_BEFORE_STAGES = ("simulate",)
 #: Command modules listed after the stage commands (which follow the pipeline's order).
-COMMANDS_AFTER_STAGES = ("demo", "run", "train_bundled")
+COMMANDS_AFTER_STAGES = ("demo", "run", "merge", "train_bundled")
 #: Exit status of a command stopped by a :class:`~brain2image.errors.Brain2ImageError` (as argparse's usage errors).
 ERROR_STATUS = 2
 
@@ -45,8 +45,8 @@ class OneLineParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser.
 
-    Commands: ``simulate``, every registered stage in pipeline order, then ``demo``, ``run`` and
-    ``train-bundled``.
+    Commands: ``simulate``, every registered stage in pipeline order, then ``demo``, ``run``,
+    ``merge`` and ``train-bundled``.
     """
     from .stages import pipeline_stages
 

@@ -26,7 +26,7 @@ from ..config import DecoderConfig
 from ..devices import device_scope
 from ..errors import MissingFileError
 from ..formats.decoder_file import DecoderFile
-from ..formats.feature_store import FeatureStore
+from ..formats.feature_store import STUDY_KEY, FeatureStore, require_same_study
 from ..formats.prepared import PreparedData
 from ..ridge import BackendLike, ImageRidgeCV, backend_name
 from ..ridge.backend import resolve_backend
@@ -50,6 +50,7 @@ class _Features:
     row_image: np.ndarray        # (n_train_rows,) row of Y_train of each training trial
     target_shape: tuple[int, ...]
     attrs: dict[str, Any]        # provenance attributes of the store
+    study: dict[str, Any]        # the study of the inputs (nsd_root, stimuli_identity), when recorded
 
 
 def decoder_filename(subject: int, target: str, roi: str) -> str:
@@ -79,12 +80,24 @@ def _read_prepared(path: Path, roi: str) -> dict[str, Any]:
     X_train, train_ids = prepared.train(roi)
     X_test, test_ids = prepared.test(roi)
     return {"train_ids": train_ids, "test_ids": test_ids, "X_train": X_train, "X_test": X_test,
-            "subject": int(prepared.attrs.get("subject", 0))}
+            "subject": int(prepared.attrs.get("subject", 0)), "attrs": prepared.attrs}
 
 
-def _read_features(store_path: Path, prepared_path: Path, train_ids: np.ndarray, test_ids: np.ndarray
-                   ) -> tuple[np.ndarray, _Features]:
+def _study(prepared_path: Path, prepared_attrs: dict[str, Any], store_path: Path, store_attrs: dict[str, Any]
+           ) -> dict[str, Any]:
+    """The inputs' study (``stimuli_identity``, ``nsd_root``); refuses a store of another study."""
+    require_same_study([(prepared_path, prepared_attrs), (store_path, store_attrs)])
+    study = {key: attrs[key] for attrs in (store_attrs, prepared_attrs) for key in (STUDY_KEY,) if key in attrs}
+    if "nsd_root" in prepared_attrs:
+        study["nsd_root"] = str(prepared_attrs["nsd_root"])
+    return study
+
+
+def _read_features(store_path: Path, prepared_path: Path, train_ids: np.ndarray, test_ids: np.ndarray,
+                   prepared_attrs: dict[str, Any]) -> tuple[np.ndarray, _Features]:
     """Feature rows of every training image and every test image.
+
+    Raises DataFormatError when the store's ``stimuli_identity`` differs from the prepared file's.
 
     Returns
     -------
@@ -95,13 +108,14 @@ def _read_features(store_path: Path, prepared_path: Path, train_ids: np.ndarray,
     if not store_path.is_file():
         raise MissingFileError(f"feature store not found: {store_path}")
     store = FeatureStore(store_path)
+    attrs = store.attrs
+    study = _study(prepared_path, prepared_attrs, store_path, attrs)
     train_images, row_image = np.unique(train_ids, return_inverse=True)
     Y_train = store.read_flat(train_images, needed_by=f"(training ids of prepared file {prepared_path})")
     Y_test = store.read_flat(test_ids, needed_by=f"(test ids of prepared file {prepared_path})")
-    attrs = store.attrs
     return Y_train, _Features(Y_test=Y_test, train_images=train_images, row_image=row_image.ravel(),
                               target_shape=store.feature_shape,
-                              attrs={k: attrs[k] for k in _FEATURE_ATTRS if k in attrs})
+                              attrs={k: attrs[k] for k in _FEATURE_ATTRS if k in attrs}, study=study)
 
 
 # ---------------------------------------------------------------------------------- fit
@@ -119,7 +133,7 @@ def _provenance(prep: dict[str, Any], features: _Features, ridge: ImageRidgeCV, 
             "fit_seconds": fit_seconds, "backend": backend_name(ridge.backend), "dtype": ridge.dtype,
             "target_chunk": -1 if ridge.target_chunk is None else int(ridge.target_chunk),
             "prepared_file": str(prepared_path.resolve()), "feature_store": str(store_path.resolve()),
-            "feature_attrs": json.dumps({k: _json_value(v) for k, v in features.attrs.items()})}
+            "feature_attrs": json.dumps({k: _json_value(v) for k, v in features.attrs.items()}), **features.study}
 
 
 #: The steps of :func:`fit_decoder_from_files` its progress bar names (the ridge fit shows its own bars).
@@ -181,7 +195,8 @@ def fit_decoder_from_files(prepared_path: str | os.PathLike, feature_store_path:
                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]", postfix=_PHASES[0])
     prep = _read_prepared(prepared_path, roi)
     _next_phase(bar)
-    Y_train, features = _read_features(store_path, prepared_path, prep["train_ids"], prep["test_ids"])
+    Y_train, features = _read_features(store_path, prepared_path, prep["train_ids"], prep["test_ids"],
+                                       prep["attrs"])
     _next_phase(bar)
     with device_scope(device):
         chunk = decoder_target_chunk(config.target_chunk, backend, n_rows=len(prep["X_train"]),

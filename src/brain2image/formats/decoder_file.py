@@ -22,7 +22,8 @@ with ``n_targets = prod(target_shape)``. Attributes: ``decoder_config`` (JSON of
 ``median_alpha``, ``brain2image_version`` (all four written by :meth:`DecoderFile.write`), plus
 the provenance the fit records (``roi``, ``target``, ``subject``, ``alpha_grid``,
 ``n_train_rows``, ``n_train_images``, ``fit_seconds``, ``backend``, ``dtype``,
-``prepared_file``, ``feature_store``, ``feature_attrs``).
+``prepared_file``, ``feature_store``, ``feature_attrs``) and the study of its inputs
+(``stimuli_identity``, ``nsd_root``; absent from files written before they were recorded).
 
 The fitted estimator is rebuilt from a file by the method layer
 (:meth:`brain2image.decoding.RidgeDecoder.from_decoder_file`): formats import no method code.
@@ -236,6 +237,16 @@ class DecoderFile:
     def is_decoder_file(path: str | os.PathLike) -> bool:
         """Whether ``path`` is an HDF5 file with a decoder file's ``test/ids`` and ``test/pred``."""
         return has_datasets(path, ("test/ids", "test/pred"))
+
+    @staticmethod
+    def read_attrs(path: str | os.PathLike) -> dict[str, Any]:
+        """Only the attributes of a decoder file (strings decoded, numpy scalars unwrapped)."""
+        path = Path(path)
+        if not path.is_file():
+            raise MissingFileError(f"decoder file not found: {path}")
+        with h5py.File(path, "r") as f:
+            return {k: v.decode() if isinstance(v, bytes) else v.item() if isinstance(v, np.generic) else v
+                    for k, v in f.attrs.items()}
 
     @staticmethod
     def read_predictions(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:

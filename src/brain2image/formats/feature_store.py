@@ -9,7 +9,9 @@ stage-specific ones. An unfinished store lives at ``<name>.partial.h5`` and is r
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,14 +21,25 @@ import numpy as np
 
 from .. import __version__
 from .._io import atomic_path
-from ..errors import DataFormatError, MissingFileError
+from ..errors import DataFormatError, InvalidArgumentError, MissingFileError
 from ._hdf5 import has_datasets
 
-__all__ = ["FeatureStore", "merge_stores", "partial_path", "shard_path", "parse_shard", "shard_ids",
-           "PROVENANCE_KEYS", "model_slug", "feature_store_path"]
+__all__ = ["FeatureStore", "merge_stores", "merge_feature_shards", "partial_path", "shard_path", "parse_shard",
+           "shard_ids", "shard_attrs", "require_same_study", "PROVENANCE_KEYS", "RESULT_KEYS", "SHARD_KEYS",
+           "STUDY_KEY", "model_slug", "feature_store_path"]
+
+logger = logging.getLogger(__name__)
 
 #: Attributes that must agree when a partial store is resumed or shards are merged.
 PROVENANCE_KEYS = ("feature", "model", "resolution", "seed")
+#: Other attributes that change the features: shards must agree on them too (when both record them).
+RESULT_KEYS = ("scaling_factor", "latent_sample", "caption_reduction")
+#: The study a file was made from: size and sampled SHA-256 of the NSD stimulus file
+#: (:func:`brain2image.nsd.stimuli.stimuli_identity`); absent from files written before it was recorded.
+STUDY_KEY = "stimuli_identity"
+#: Attributes of a shard store alone: ``shard`` ("i/n"), the count and SHA-256 of the full id set.
+SHARD_KEYS = ("shard", "shard_total_ids", "shard_ids_sha256")
+_SHARD_NAME = re.compile(r"^(?P<base>.+)\.shard-(?P<i>\d+)-of-(?P<n>\d+)(?P<suffix>\.[^.]+)$")
 
 
 def model_slug(name: str) -> str:
@@ -101,6 +114,46 @@ def shard_ids(ids: np.ndarray, shard: tuple[int, int]) -> np.ndarray:
     """
     i, n = _checked_shard(shard)
     return np.array_split(np.unique(np.asarray(ids, dtype=np.int64)), n)[i - 1]
+
+
+def shard_attrs(ids: np.ndarray, shard: tuple[int, int]) -> dict[str, Any]:
+    """The attributes of shard ``(i, n)`` of the full sorted unique ``ids`` (:data:`SHARD_KEYS`)."""
+    import hashlib
+
+    i, n = _checked_shard(shard)
+    full = np.unique(np.asarray(ids, dtype=np.int64))
+    return {"shard": f"{i}/{n}", "shard_total_ids": int(len(full)),
+            "shard_ids_sha256": hashlib.sha256(full.astype("<i8").tobytes()).hexdigest()}
+
+
+def require_same_study(files: Sequence[tuple[str | os.PathLike, Mapping[str, Any]]], key: str = STUDY_KEY,
+                       *, warn_missing: bool = True) -> None:
+    """Refuse input files whose attribute ``key`` differs; log a warning for files without it.
+
+    Parameters
+    ----------
+    files : sequence of (path, attrs)
+        The files and their attributes; the first file that records ``key`` is the reference.
+    key : str
+        ``stimuli_identity`` (the study), or ``subject``.
+    warn_missing : bool
+        Log a warning for each file without ``key`` (files written before it was recorded).
+
+    Raises
+    ------
+    DataFormatError
+        Naming both files, the field and both values.
+    """
+    known = [(Path(p), _plain(a[key])) for p, a in files if a.get(key) is not None and a.get(key) != ""]
+    if warn_missing and known:
+        for path, attrs in files:
+            if attrs.get(key) is None or attrs.get(key) == "":
+                logger.warning("%s has no attribute '%s' (written before it was recorded); not checked against "
+                               "%s", path, key, known[0][0])
+    for path, value in known[1:]:
+        if value != known[0][1]:
+            raise DataFormatError(f"{path}: field '{key}' is {value!r} but {known[0][0]} has {known[0][1]!r}; "
+                                  "expected inputs from the same study")
 
 
 def _plain(value: Any) -> Any:
@@ -184,7 +237,7 @@ class FeatureStore:
             if not np.array_equal(f["ids"][()], ids):
                 raise DataFormatError(f"{file}: 'ids' ({len(f['ids'])} ids) differ from the {len(ids)} ids asked "
                                       "for; delete it or choose another output folder / dataset name")
-            for key in PROVENANCE_KEYS:
+            for key in PROVENANCE_KEYS + ((STUDY_KEY,) if STUDY_KEY in f.attrs and STUDY_KEY in attrs else ()):
                 old = _plain(f.attrs.get(key))
                 if old != _plain(attrs[key]):
                     raise DataFormatError(f"{file}: attribute '{key}' is {old!r}, expected {attrs[key]!r}; "
@@ -398,44 +451,137 @@ def _read_row_blocks(ds: h5py.Dataset, rows: np.ndarray, block_bytes: int) -> np
     return out
 
 
+def _shard_of(path: Path, attrs: Mapping[str, Any]) -> tuple[int, int] | None:
+    """``(i, n)`` of a shard store: its ``shard`` attribute, else its file name; None for other stores."""
+    if attrs.get("shard"):
+        return parse_shard(str(attrs["shard"]))
+    match = _SHARD_NAME.match(path.name)
+    return None if match is None else (int(match["i"]), int(match["n"]))
+
+
+def _shard_base(path: Path) -> Path:
+    """``<name>.h5`` for ``<name>.shard-i-of-n.h5`` (``path`` itself for other names)."""
+    match = _SHARD_NAME.match(path.name)
+    return path if match is None else path.with_name(match["base"] + match["suffix"])
+
+
+def _check_shard_set(stores: Sequence[FeatureStore], attrs: Sequence[Mapping[str, Any]]) -> None:
+    """Refuse a set of shard stores with mixed or missing shards, or with other full id sets."""
+    found = [_shard_of(store.path, a) for store, a in zip(stores, attrs)]
+    if all(tag is None for tag in found):
+        return
+    tags = [(0, 0) if tag is None else tag for tag in found]
+    n = tags[0][1]
+    for store, tag in zip(stores, tags):
+        if tag[1] != n:
+            shown = "none" if tag == (0, 0) else f"{tag[0]}/{tag[1]}"
+            raise DataFormatError(f"{store.path}: field 'shard' is {shown}, but {stores[0].path} is shard "
+                                  f"{tags[0][0]}/{n}; expected shards of one set")
+    given = [tag[0] for tag in tags]
+    for i in range(1, n + 1):
+        if given.count(i) != 1:
+            state = "missing" if i not in given else "given twice"
+            raise DataFormatError(f"shard {i}/{n} {state}: {shard_path(_shard_base(stores[0].path), (i, n))}")
+    for key in SHARD_KEYS[1:]:
+        values = {_plain(a.get(key)) for a in attrs if a.get(key) is not None}
+        if len(values) > 1:
+            raise DataFormatError(f"{stores[-1].path}: field '{key}' differs between shards ({sorted(values)}); "
+                                  "expected shards of one id set")
+
+
+def _check_same_attrs(stores: Sequence[FeatureStore], attrs: Sequence[Mapping[str, Any]]) -> None:
+    """Refuse stores whose shape or feature-changing attributes differ."""
+    first, reference = stores[0], attrs[0]
+    for store, other in zip(stores[1:], attrs[1:]):
+        if store.feature_shape != first.feature_shape:
+            raise DataFormatError(f"{store.path}: feature shape {store.feature_shape} differs from "
+                                  f"{first.path}'s {first.feature_shape}")
+        for key in PROVENANCE_KEYS + RESULT_KEYS + (STUDY_KEY,):
+            if key not in PROVENANCE_KEYS and (key not in other or key not in reference):
+                continue
+            if other.get(key) != reference.get(key):
+                raise DataFormatError(f"{store.path}: attribute '{key}' is {other.get(key)!r}, "
+                                      f"but {first.path} has {reference.get(key)!r}")
+
+
 def merge_stores(paths: Sequence[str | os.PathLike], out: str | os.PathLike) -> Path:
     """Join finished shard stores (disjoint ids, same provenance and shape) into one store.
 
     Parameters
     ----------
     paths : sequence of path-like
-        Shard stores (``<name>.shard-i-of-n.h5``), each complete.
+        Shard stores (``<name>.shard-i-of-n.h5``), each complete; when they are shards, every
+        shard ``1..n`` of one set, computed from the same ids.
     out : path-like
         Final path of the merged store (written atomically).
 
     Returns
     -------
     Path of the merged store.
+
+    Raises
+    ------
+    DataFormatError
+        A shard missing or given twice, shards of different sets, studies, shapes or feature
+        settings, overlapping ids, or fewer ids than the shards were cut from.
     """
     stores = [FeatureStore.open(p) for p in paths]
     if not stores:
         raise ValueError("merge_stores needs at least one store")
-    first = stores[0]
-    shape, attrs = first.feature_shape, first.attrs
-    for store in stores[1:]:
-        if store.feature_shape != shape:
-            raise DataFormatError(f"{store.path}: feature shape {store.feature_shape} differs from "
-                                  f"{first.path}'s {shape}")
-        other = store.attrs
-        for key in PROVENANCE_KEYS:
-            if other.get(key) != attrs.get(key):
-                raise DataFormatError(f"{store.path}: attribute '{key}' is {other.get(key)!r}, "
-                                      f"but {first.path} has {attrs.get(key)!r}")
+    attrs = [store.attrs for store in stores]
+    _check_shard_set(stores, attrs)
+    _check_same_attrs(stores, attrs)
     shard_id_lists = [s.ids for s in stores]
     all_ids = np.concatenate(shard_id_lists)
     merged = np.unique(all_ids)
     if len(merged) != len(all_ids):
-        raise DataFormatError(f"shards {[str(p) for p in paths]} overlap in ids; expected disjoint shards")
+        raise DataFormatError(f"shards {[str(p) for p in paths]}: field 'ids' overlaps between shards; "
+                              "expected disjoint shards")
+    total = attrs[0].get("shard_total_ids")
+    if total is not None and int(total) != len(merged):
+        raise DataFormatError(f"{stores[0].path}: field 'shard_total_ids' is {total}, but the shards hold "
+                              f"{len(merged)} ids; expected every shard of the set")
+    kept = {k: v for k, v in attrs[0].items() if k not in SHARD_KEYS and k != "brain2image_version"}
     with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
-        features = _write_layout(f, merged, shape, attrs, done=True)
+        features = _write_layout(f, merged, stores[0].feature_shape, kept, done=True)
         for store, ids in zip(stores, shard_id_lists):
             pos = np.searchsorted(merged, ids)
             with h5py.File(store.path, "r") as src:
                 for start in range(0, len(ids), 256):
                     features[pos[start:start + 256]] = src["features"][start:start + 256]
     return Path(out)
+
+
+def merge_feature_shards(path: str | os.PathLike, n: int | None = None) -> Path:
+    """Join the shards ``<name>.shard-i-of-n.h5`` beside ``path`` (``<name>.h5``) into ``path``.
+
+    Parameters
+    ----------
+    path : path-like
+        The store to write; a shard's own path stands for it.
+    n : int, optional
+        The number of shards; needed only when shards of several counts lie beside ``path``.
+
+    Raises
+    ------
+    MissingFileError
+        No shard of ``path`` on disk.
+    InvalidArgumentError
+        Shards of several counts and no ``n``.
+    DataFormatError
+        A missing shard (``shard 2/3 missing: <path>``) or an inconsistent set (:func:`merge_stores`).
+    """
+    path = _shard_base(Path(path))
+    found = [_SHARD_NAME.match(p.name) for p in path.parent.glob(f"{path.stem}.shard-*-of-*{path.suffix}")]
+    counts = sorted({int(m["n"]) for m in found if m is not None and m["base"] == path.stem})
+    if not counts:
+        raise MissingFileError(f"{path}: no shard files {path.stem}.shard-i-of-n{path.suffix} beside it")
+    if n is None and len(counts) > 1:
+        raise InvalidArgumentError(f"{path}: shards of {counts} parts lie beside it; expected one count "
+                                   "(pass --n)")
+    n = counts[0] if n is None else int(n)
+    shards = [shard_path(path, (i, n)) for i in range(1, n + 1)]
+    for i, shard in enumerate(shards, start=1):
+        if not shard.is_file():
+            raise DataFormatError(f"shard {i}/{n} missing: {shard}")
+    return merge_stores(shards, path)

@@ -2,13 +2,16 @@
 
 ``index.csv`` has one row per image file, columns ``test_id, method, sample, seed, path`` (path
 relative to the folder). ``config.json`` records the model and the generation settings; a resumed
-run must use the same pixel-changing settings.
+run must use the same pixel-changing settings. Shard ``i`` of ``n`` writes its own
+``index.shard-i-of-n.csv`` and ``config.shard-i-of-n.json`` (the record with ``shard: [i, n]``);
+:meth:`ReconFolder.merge_shards` joins them into ``index.csv`` and ``config.json``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,19 @@ __all__ = ["INDEX_COLUMNS", "PIXEL_FIELDS", "ReconFolder", "recon_path"]
 INDEX_COLUMNS = ("test_id", "method", "sample", "seed", "path")
 #: Generation settings that change pixels: a resumed folder must keep them.
 PIXEL_FIELDS = ("num_inference_steps", "strength", "guidance_scale", "eta", "seed")
+_SHARD_INDEX = re.compile(r"^index\.shard-(?P<i>\d+)-of-(?P<n>\d+)\.csv$")
+
+
+def _mismatch(old: Mapping[str, Any], new: Mapping[str, Any]) -> tuple[str, Any, Any] | None:
+    """The first field (``model``, ``methods`` or a setting) where two records differ, with both values."""
+    for key in ("model", "methods"):
+        if key in old and key in new and old[key] != new[key]:
+            return key, old[key], new[key]
+    for key in (*PIXEL_FIELDS, "n_samples"):
+        before, now = old.get("config", {}).get(key), new.get("config", {}).get(key)
+        if key in old.get("config", {}) and key in new.get("config", {}) and before != now:
+            return key, before, now
+    return None
 
 
 def recon_path(out_dir: str | os.PathLike, method: str, test_id: int, sample: int) -> Path:
@@ -53,6 +69,16 @@ class ReconFolder:
         """``<root>/config.json``."""
         return self.root / "config.json"
 
+    def shard_files(self, shard: tuple[int, int] | None) -> tuple[Path, Path]:
+        """``(index, config)`` of shard ``(i, n)``: ``index.shard-i-of-n.csv``, ``config.shard-i-of-n.json``.
+
+        ``index.csv`` and ``config.json`` without a shard.
+        """
+        if shard is None:
+            return self.index_path, self.config_path
+        i, n = shard
+        return self.root / f"index.shard-{i}-of-{n}.csv", self.root / f"config.shard-{i}-of-{n}.json"
+
     def image_path(self, method: str, test_id: int, sample: int) -> Path:
         """Path of one reconstruction PNG."""
         return recon_path(self.root, method, test_id, sample)
@@ -63,30 +89,36 @@ class ReconFolder:
                          for i in ids], dtype=bool)
 
     # ------------------------------------------------------------------ config.json
+    def _read_record(self, path: Path) -> dict[str, Any]:
+        try:
+            return dict(json.loads(path.read_text()))
+        except (json.JSONDecodeError, TypeError, ValueError) as error:
+            raise DataFormatError(f"{path}: not valid JSON; delete it") from error
+
     def check_config(self, record: Mapping[str, Any]) -> None:
         """Refuse to resume a folder written with another model or pixel-changing settings.
 
-        ``record`` holds ``model`` and ``config`` (the generation settings as a dict).
+        ``record`` holds ``model`` and ``config`` (the generation settings as a dict); it is
+        checked against ``config.json`` and every shard's ``config.shard-i-of-n.json``.
         """
-        if not self.config_path.is_file():
-            return
-        try:
-            old = json.loads(self.config_path.read_text())
-        except json.JSONDecodeError as error:
-            raise DataFormatError(f"{self.config_path}: not valid JSON; delete it") from error
-        for key in PIXEL_FIELDS:
-            before, now = old.get("config", {}).get(key), record["config"][key]
-            if before != now:
-                raise DataFormatError(f"{self.config_path}: earlier run used {key}={before!r}, this run {now!r}; "
-                                      "use another --out folder to keep results apart")
-        if old.get("model") != record["model"]:
-            raise DataFormatError(f"{self.config_path}: earlier run used model {old.get('model')!r}, this run "
-                                  f"{record['model']!r}; use another --out folder")
+        for path in [self.config_path, *sorted(self.root.glob("config.shard-*-of-*.json"))]:
+            if not path.is_file():
+                continue
+            old = self._read_record(path)
+            for key in PIXEL_FIELDS:
+                before, now = old.get("config", {}).get(key), record["config"][key]
+                if before != now:
+                    raise DataFormatError(f"{path}: earlier run used {key}={before!r}, this run {now!r}; "
+                                          "use another --out folder to keep results apart")
+            if old.get("model") != record["model"]:
+                raise DataFormatError(f"{path}: earlier run used model {old.get('model')!r}, this run "
+                                      f"{record['model']!r}; use another --out folder")
 
-    def write_config(self, record: Mapping[str, Any]) -> None:
-        """Write ``config.json`` (after :meth:`check_config`)."""
+    def write_config(self, record: Mapping[str, Any], shard: tuple[int, int] | None = None) -> None:
+        """Write ``config.json`` (a shard's ``config.shard-i-of-n.json``) after :meth:`check_config`."""
         self.root.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.config_path, json.dumps(record, indent=2, sort_keys=True))
+        record = dict(record) if shard is None else {**record, "shard": list(shard)}
+        atomic_write_text(self.shard_files(shard)[1], json.dumps(record, indent=2, sort_keys=True))
 
     # ------------------------------------------------------------------ images
     def write_image(self, method: str, test_id: int, sample: int, image: np.ndarray) -> Path:
@@ -100,23 +132,103 @@ class ReconFolder:
 
     # ------------------------------------------------------------------ index.csv
     def write_index(self, methods: Sequence[str], ids: Sequence[int], n_samples: int,
-                    seeds: Mapping[tuple[int, int], int]) -> Path:
-        """Write ``index.csv`` for ``methods``; rows of other methods already listed are kept.
+                    seeds: Mapping[tuple[int, int], int], shard: tuple[int, int] | None = None) -> Path:
+        """Write ``index.csv`` (a shard's ``index.shard-i-of-n.csv``) for ``methods``.
 
-        ``seeds`` maps (test id, sample) to the sample's seed.
+        Rows of other methods already listed are kept. ``seeds`` maps (test id, sample) to the
+        sample's seed.
         """
         import pandas as pd
 
         rows = [(int(i), str(method), s, int(seeds[int(i), s]), str(recon_path(".", method, i, s)))
                 for method in methods for i in ids for s in range(n_samples)]
-        index = pd.DataFrame(rows, columns=list(INDEX_COLUMNS))
-        if self.index_path.is_file():
-            previous = pd.read_csv(self.index_path)
-            index = pd.concat([previous[~previous["method"].isin([str(m) for m in methods])], index],
+        return self._write_table(pd.DataFrame(rows, columns=list(INDEX_COLUMNS)), self.shard_files(shard)[0])
+
+    def _write_table(self, index: Any, path: Path) -> Path:
+        """Write ``index`` to ``path``, keeping the rows there of methods ``index`` does not hold."""
+        import pandas as pd
+
+        if path.is_file():
+            previous = pd.read_csv(path)
+            index = pd.concat([previous[~previous["method"].isin(index["method"].unique())], index],
                               ignore_index=True)
-        with atomic_path(self.index_path) as tmp:
+        with atomic_path(path) as tmp:
             index.to_csv(tmp, index=False)
+        return path
+
+    # ------------------------------------------------------------------ shards
+    def shard_count(self, n: int | None = None) -> int:
+        """The number of shards whose ``index.shard-i-of-n.csv`` lie in the folder (``n`` when given).
+
+        Raises
+        ------
+        MissingFileError, InvalidArgumentError
+            No shard index, or shards of several counts and no ``n``.
+        """
+        from ..errors import InvalidArgumentError
+
+        counts = sorted({int(m["n"]) for p in self.root.glob("index.shard-*-of-*.csv")
+                         if (m := _SHARD_INDEX.match(p.name)) is not None})
+        if n is not None:
+            return int(n)
+        if not counts:
+            raise MissingFileError(f"{self.root}: no shard index index.shard-i-of-n.csv to merge")
+        if len(counts) > 1:
+            raise InvalidArgumentError(f"{self.root}: shards of {counts} parts lie in it; expected one count "
+                                       "(pass --n)")
+        return counts[0]
+
+    def merge_shards(self, n: int | None = None) -> Path:
+        """Join every shard's index and record into ``index.csv`` and ``config.json``.
+
+        Raises
+        ------
+        DataFormatError
+            A shard's index or record missing (``shard 2/3 missing: <path>``), records that differ
+            (naming the field), test ids in two shards, or an image listed but not on disk.
+        """
+        import pandas as pd
+
+        n = self.shard_count(n)
+        files = [self.shard_files((i, n)) for i in range(1, n + 1)]
+        for i, pair in enumerate(files, start=1):
+            for path in pair:
+                if not path.is_file():
+                    raise DataFormatError(f"shard {i}/{n} missing: {path}")
+        records = [self._read_record(config) for _, config in files]
+        for (_, path), record in zip(files[1:], records[1:]):
+            diff = _mismatch(records[0], record)
+            if diff is not None:
+                raise DataFormatError(f"{path}: field '{diff[0]}' is {diff[2]!r}, but {files[0][1]} has "
+                                      f"{diff[1]!r}; expected shards of one run")
+        index = pd.concat([self._checked_table(path) for path, _ in files], ignore_index=True)
+        self._check_rows(index)
+        merged = {k: v for k, v in records[0].items() if k != "shard"}
+        self.check_config(merged)
+        self._write_table(index, self.index_path)
+        atomic_write_text(self.config_path, json.dumps(merged, indent=2, sort_keys=True))
         return self.index_path
+
+    def _checked_table(self, path: Path) -> Any:
+        import pandas as pd
+
+        table = pd.read_csv(path)
+        missing = [c for c in INDEX_COLUMNS if c not in table.columns]
+        if missing:
+            raise DataFormatError(f"{path}: missing columns {missing}; expected {list(INDEX_COLUMNS)}")
+        return table
+
+    def _check_rows(self, index: Any) -> None:
+        """Refuse merged shard rows listing an image twice or an image not on disk."""
+        twice = index[index.duplicated(["test_id", "method", "sample"])]
+        if len(twice):
+            raise DataFormatError(f"{self.root}: field 'test_id' overlaps between shards (e.g. "
+                                  f"{sorted(set(twice['test_id'].astype(int).tolist()))[:5]}); expected disjoint "
+                                  "shards")
+        for path in index["path"]:
+            if not self._absolute(str(path)).is_file():
+                raise DataFormatError(f"{self._absolute(str(path))}: listed in a shard index but not on disk; "
+                                      "rerun that shard")
 
     def read_table(self) -> Any:
         """``index.csv`` as a pandas DataFrame, its columns checked.

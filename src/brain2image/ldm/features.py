@@ -19,8 +19,8 @@ from tqdm.auto import tqdm
 
 from ..config import FeatureConfig, config_to_json
 from ..errors import InvalidArgumentError
-from ..formats.feature_store import FeatureStore, feature_store_path, shard_ids, shard_path
-from ..nsd.stimuli import check_stimuli, iter_stimuli, load_captions, stimuli_path
+from ..formats.feature_store import FeatureStore, feature_store_path, shard_attrs, shard_ids, shard_path
+from ..nsd.stimuli import check_stimuli, iter_stimuli, load_captions, stimuli_path, study_provenance
 from .loading import LatentDiffusionModel
 
 __all__ = ["FEATURES", "CAPTION_REDUCTIONS", "extract_features", "feature_store_path",
@@ -104,7 +104,11 @@ def extract_features(nsd_root: str | os.PathLike, ids: Sequence[int] | np.ndarra
         Show a tqdm bar.
     shard : (i, n), optional
         Compute only the contiguous part i (1-based) of n of the ids, into
-        ``<name>.shard-i-of-n.h5``; join shards with :func:`merge_stores`.
+        ``<name>.shard-i-of-n.h5`` (attributes ``shard``, ``shard_total_ids``,
+        ``shard_ids_sha256``); join shards with :func:`merge_stores`.
+
+    The store records the study (``nsd_root``, ``stimuli_identity``:
+    :func:`~brain2image.nsd.stimuli.study_provenance`) beside the feature settings.
 
     Returns
     -------
@@ -118,8 +122,9 @@ def extract_features(nsd_root: str | os.PathLike, ids: Sequence[int] | np.ndarra
         raise InvalidArgumentError(f"caption_reduction {config.caption_reduction!r}: expected one of "
                                    f"{list(CAPTION_REDUCTIONS)}")
     ids = np.unique(np.asarray(ids, dtype=np.int64))
-    path = Path(out_path)
+    path, extra = Path(out_path), study_provenance(nsd_root)
     if shard is not None:
+        extra.update(shard_attrs(ids, shard))
         ids = shard_ids(ids, shard)
         path = shard_path(path, shard)
     if feature == "z":
@@ -130,7 +135,7 @@ def extract_features(nsd_root: str | os.PathLike, ids: Sequence[int] | np.ndarra
         shape = model.c_shape
     attrs = {"feature": feature, "model": model.name, "resolution": resolution, "seed": int(config.seed),
              "config": config_to_json(config), "scaling_factor": model.scaling_factor,
-             "latent_sample": config.latent_sample, "caption_reduction": config.caption_reduction}
+             "latent_sample": config.latent_sample, "caption_reduction": config.caption_reduction, **extra}
     # The inputs are checked before the store is created, so a bad stimulus file or captions file
     # leaves no partial store behind.
     captions: dict[int, list[str]] = {}

@@ -185,7 +185,8 @@ def generate_reconstructions(model: LatentDiffusionModel, ids: Sequence[int] | n
 
 def reconstruct(model: LatentDiffusionModel, ids: Sequence[int] | np.ndarray, z=None, c=None,
                 methods: Sequence[str] | None = None, config: ReconstructionConfig | None = None,
-                out_dir: str | os.PathLike = "recon", progress: bool = True, z_true=None, c_true=None) -> Path:
+                out_dir: str | os.PathLike = "recon", progress: bool = True, z_true=None, c_true=None,
+                shard: tuple[int, int] | None = None) -> Path:
     """Write reconstructions as PNGs plus ``index.csv`` and ``config.json``; resumable.
 
     Images whose samples are all on disk already are skipped.
@@ -199,11 +200,14 @@ def reconstruct(model: LatentDiffusionModel, ids: Sequence[int] | np.ndarray, z=
     config : ReconstructionConfig, optional
     out_dir : path-like
         The ``recon`` folder: ``<out_dir>/<method>/<73kid>_<sample>.png``.
+    shard : (i, n), optional
+        ``ids`` are part ``i`` of ``n``: the index and record go to ``index.shard-i-of-n.csv`` and
+        ``config.shard-i-of-n.json`` (joined by :meth:`ReconFolder.merge_shards`).
 
     Returns
     -------
-    Path of ``<out_dir>/index.csv`` (columns test_id, method, sample, seed, path; path relative
-    to ``out_dir``).
+    Path of ``<out_dir>/index.csv`` (a shard's index; columns test_id, method, sample, seed, path;
+    path relative to ``out_dir``).
     """
     config = ReconstructionConfig() if config is None else config
     methods = parse_methods(config.methods if methods is None else methods)
@@ -211,7 +215,7 @@ def reconstruct(model: LatentDiffusionModel, ids: Sequence[int] | np.ndarray, z=
     ids = np.asarray(ids, dtype=np.int64)
     record = {"model": model.name, "config": config_to_dict(config), "methods": [m.value for m in methods]}
     folder.check_config(record)
-    folder.write_config(record)
+    folder.write_config(record, shard)
     samples = range(config.n_samples)
     for method in methods:
         todo = folder.missing(method.value, ids, config.n_samples)
@@ -223,4 +227,4 @@ def reconstruct(model: LatentDiffusionModel, ids: Sequence[int] | np.ndarray, z=
         for row, s, image in _iter_method(model, method, ids[todo], zm, cm, config, samples, progress):
             folder.write_image(method.value, ids[todo][row], s, image)
     seeds = {(int(i), s): sample_seed(config.seed, i, s) for i in ids for s in samples}
-    return folder.write_index([m.value for m in methods], ids.tolist(), config.n_samples, seeds)
+    return folder.write_index([m.value for m in methods], ids.tolist(), config.n_samples, seeds, shard)

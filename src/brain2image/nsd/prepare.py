@@ -31,6 +31,7 @@ from .betas import (
 from .design import ExpectedSessions, expected_sessions, format_sessions, trial_table
 from .layout import DEFAULT_BETA_VERSION, HEMIS, TRIALS_PER_SESSION, NSDLayout
 from .rois import CHECK_HINT, RoiMask, load_roi_masks, parse_roi_spec
+from .stimuli import study_provenance
 
 __all__ = ["DEFAULT_ROIS", "SessionGap", "average_repeats", "find_session_gap", "prepare_subject",
            "resolve_sessions"]
@@ -357,7 +358,8 @@ def prepare_subject(
         "beta_format": "mgh" if layout.is_surface else beta_format,
         "sessions": np.asarray(session_list, dtype=np.int16), "scale": scale,
         "zscore_sessions": bool(zscore_sessions), "rois": keys, "roi_specs": [str(s) for s in specs],
-        "trials_per_session": trials_per_session, **_space_attrs(layout, shape, affine)}
+        "trials_per_session": trials_per_session, **_space_attrs(layout, shape, affine),
+        **study_provenance(layout.root)}
 
     out_path = Path(out_path)
     with PreparedWriter(out_path, attrs, _trial_index(train_table), _trial_index(test_table), prepared_rois) as writer:

@@ -7,6 +7,7 @@ only ever read in sorted index batches, never whole. Captions come from COCO's
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -22,7 +23,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["captions_file", "check_stimuli", "iter_stimuli", "load_captions", "read_caption_file",
-           "read_stim_info", "read_stimuli", "require_captions", "stimuli_path"]
+           "read_stim_info", "read_stimuli", "require_captions", "stimuli_identity", "stimuli_path",
+           "study_provenance"]
 
 _BRICK = "imgBrick"
 
@@ -34,6 +36,46 @@ def stimuli_path(nsd_root: str | os.PathLike) -> Path:
         raise MissingFileError(f"NSD stimulus file {path} not found (expected dataset '{_BRICK}' "
                                "of shape (73000, H, W, 3) uint8)")
     return path
+
+
+#: Blocks read by :func:`stimuli_identity` and the size of each.
+_IDENTITY_BLOCKS, _IDENTITY_BLOCK_BYTES = 16, 64 * 2**10
+
+
+def stimuli_identity(path: str | os.PathLike) -> str:
+    """A cheap identity of a stimulus file: its size and a SHA-256 of a fixed sample of its bytes.
+
+    The sample is 16 blocks of 64 KiB at evenly spaced offsets (the whole file when smaller), so
+    the 39 GB NSD brick costs 1 MiB of reads.
+
+    Returns
+    -------
+    str
+        ``"<size in bytes>:<sha256 hex of the sample>"``.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    step = max(0, size - _IDENTITY_BLOCK_BYTES) // max(1, _IDENTITY_BLOCKS - 1)
+    offsets = sorted({i * step for i in range(_IDENTITY_BLOCKS)})
+    with path.open("rb") as handle:
+        for offset in offsets:
+            handle.seek(offset)
+            digest.update(handle.read(_IDENTITY_BLOCK_BYTES))
+    return f"{size}:{digest.hexdigest()}"
+
+
+def study_provenance(nsd_root: str | os.PathLike) -> dict[str, str]:
+    """The study a file was made from: ``nsd_root`` (resolved) and ``stimuli_identity``.
+
+    ``stimuli_identity`` (:func:`stimuli_identity`) is left out when the tree has no stimulus file.
+    """
+    root = Path(nsd_root).expanduser().resolve()
+    brick = root / STIMULI_RELPATH
+    record = {"nsd_root": str(root)}
+    if brick.is_file():
+        record["stimuli_identity"] = stimuli_identity(brick)
+    return record
 
 
 def _check_brick(path: Path, brick: Any) -> None:

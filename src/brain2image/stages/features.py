@@ -108,13 +108,15 @@ class FeaturesStage(Stage):
                 written.append(extract_features(ctx.config.nsd_root, ids, model, feature, path, config,
                                                 progress=ctx.progress, shard=shard))
             logger.info("wrote %s", written[-1])
-        self._write_record(ctx, ids, written)
+        self._write_record(ctx, ids, written, shard)
         return written
 
-    def _write_record(self, ctx: StageContext, ids: np.ndarray, written: list[Path]) -> None:
+    def _write_record(self, ctx: StageContext, ids: np.ndarray, written: list[Path],
+                      shard: tuple[int, int] | None) -> None:
         """``<folder>/config.json``: the model, dataset and settings of the last run.
 
-        Each store also carries its settings in its attributes.
+        A shard writes its own ``config.shard-i-of-n.json`` (with ``shard: [i, n]``), so concurrent
+        shards never write one file. Each store also carries its settings in its attributes.
         """
         from .._io import atomic_write_text
         from ..config import config_to_dict
@@ -124,7 +126,11 @@ class FeaturesStage(Stage):
         record = {"model": model.name, "dataset": dataset, "n_images": int(len(ids)),
                   "config": config_to_dict(config), "stores": [p.name for p in written],
                   "z_resolution": int(config.z_resolution or model.z_resolution)}
-        atomic_write_text(folder / "config.json", json.dumps(record, indent=2, sort_keys=True))
+        name = "config.json"
+        if shard is not None:
+            record["shard"] = list(shard)
+            name = f"config.shard-{shard[0]}-of-{shard[1]}.json"
+        atomic_write_text(folder / name, json.dumps(record, indent=2, sort_keys=True))
 
     def command(self, ctx: StageContext) -> CommandOutput:
         """Run, then print the stores written (shard stores with ``--shard``)."""

@@ -13,7 +13,7 @@ from .base import Stage, StageContext
 from .options import Option, flag_of
 from .registry import register_stage
 
-__all__ = ["ReconstructStage", "read_aligned"]
+__all__ = ["ReconstructStage", "check_same_study", "read_aligned"]
 
 
 def read_aligned(path: Path, ids: np.ndarray | None, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -52,6 +52,26 @@ def read_aligned(path: Path, ids: np.ndarray | None, what: str) -> tuple[np.ndar
     return ids, values[order][np.searchsorted(file_ids[order], ids)]
 
 
+def check_same_study(inputs: dict[str, Path]) -> None:
+    """Refuse decoder files or feature stores of different studies (``stimuli_identity``) or subjects.
+
+    Files that do not record the study (written before it was recorded) are logged and skipped.
+
+    Raises
+    ------
+    DataFormatError
+        Naming both files, the field and both values.
+    """
+    from ..formats.decoder_file import DecoderFile
+    from ..formats.feature_store import FeatureStore, require_same_study
+
+    files = [(path, DecoderFile.read_attrs(path) if DecoderFile.is_decoder_file(path) else FeatureStore(path).attrs)
+             for path in inputs.values() if path is not None and Path(path).is_file()]
+    require_same_study(files)
+    require_same_study([(path, attrs) for path, attrs in files if "subject" in attrs], "subject",
+                       warn_missing=False)
+
+
 @register_stage
 class ReconstructStage(Stage):
     """Images from decoded features with diffusers pipelines; resumable, shardable."""
@@ -60,8 +80,9 @@ class ReconstructStage(Stage):
     help = "generate images from decoded z and c (z_only, c_only, z_plus_c, oracle)"
     description = ("Generate reconstructions with diffusers pipelines into <out>/<method>/<73kid>_<sample>.png "
                    "and <out>/index.csv. Inputs are decoder files (test/ids, test/pred) or feature stores. "
-                   "Resumable; with --shard i/n only part i of the test ids (a later run without --shard "
-                   "completes index.csv).")
+                   "Resumable; with --shard i/n only part i of the test ids, indexed in "
+                   "index.shard-i-of-n.csv (`brain2image merge` or a later run without --shard completes "
+                   "index.csv). Refuses inputs of different studies (stimuli_identity) or subjects.")
     sections = ("reconstruction",)
     run_keys = ("model", "device", "dtype")
     memory_options = ("reconstruction.batch_size",)
@@ -115,6 +136,7 @@ class ReconstructStage(Stage):
         if missing:
             raise MissingFileError(f"methods {list(ctx.config.reconstruction.methods)} need "
                                    + ", ".join(flag_of(k) for k in missing))
+        check_same_study(inputs)
         ids = ctx.extra.get("ids")
         ids = None if ids is None else np.asarray(ids, dtype=np.int64)
         if ids is None:
@@ -131,4 +153,4 @@ class ReconstructStage(Stage):
         config = ctx.config.reconstruction
         return reconstruct(ctx.model(), ids, z=arrays.get("z"), c=arrays.get("c"), methods=config.methods,
                            config=config, out_dir=self.outputs(ctx)["recon"], progress=ctx.progress,
-                           z_true=arrays.get("z_true"), c_true=arrays.get("c_true"))
+                           z_true=arrays.get("z_true"), c_true=arrays.get("c_true"), shard=shard)
