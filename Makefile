@@ -9,7 +9,7 @@ DIR ?= demo-output
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test lint install bench train-bundled clean
+.PHONY: demo test lint install bench bench-nsd train-bundled clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -47,6 +47,11 @@ bench: $(STAMP)
 	$(BIN)/python bench/identification.py
 	$(BIN)/python bench/encoding.py
 	$(BIN)/python bench/bundled_quality.py
+
+# Every stage at NSD subject-1 size (hours on a CPU; simulates the NSD-size study first, 12 GB).
+NSD_BENCH ?= nsd-bench
+bench-nsd: $(STAMP)
+	$(BIN)/python bench/nsd_scale.py --study $(NSD_BENCH)/study --work $(NSD_BENCH)/work
 
 train-bundled: $(STAMP)
 	$(BIN)/brain2image train-bundled --work .train-bundled

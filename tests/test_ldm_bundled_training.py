@@ -37,7 +37,8 @@ def test_recipe_trains_resumes_and_exports(tmp_path):
     train_bundled_model(work, TOY, export_to=tmp_path / "model")
     assert (work / "unet.ckpt").stat().st_mtime_ns == before
     # A larger U-Net budget resumes from the checkpoint (the VAE and cache are kept).
-    longer = dataclasses.replace(TOY, unet_minutes=2 * TOY.unet_minutes)
+    # (sized from the time already spent, so a slow first step on a loaded machine still leaves room)
+    longer = dataclasses.replace(TOY, unet_minutes=2 * max(TOY.unet_minutes, state["elapsed"] / 60))
     train_bundled_model(work, longer, export_to=tmp_path / "model")
     resumed = torch.load(work / "unet.ckpt", weights_only=True)["state"]
     assert resumed["step"] > state["step"] and resumed["elapsed"] >= longer.unet_minutes * 60

@@ -179,3 +179,11 @@ def test_bundled_model_comes_from_the_entry_point():
     assert (folder / "unet" / "config.json").is_file()
     with pytest.raises(InvalidArgumentError, match="registered: .*bundled"):
         load_plugin(MODELS, "no-such-model")
+
+
+def test_a_missing_model_folder_is_folder_not_found_not_a_hub_id(tmp_path):
+    from brain2image.errors import MissingFileError
+
+    for name in (str(tmp_path / "no_such_model"), "./no_such_model", "~/no_such_model", "a/b/c"):
+        with pytest.raises(MissingFileError, match="folder not found"):
+            load_ldm(name)

@@ -12,14 +12,17 @@ from brain2image.ridge import (
     BACKENDS,
     ImageRidge,
     ImageRidgeCV,
+    _solvers,
     backend_name,
     check_target_chunk,
+    cv_errors,
     fit_ridge,
     fit_ridge_cv,
     get_backend,
     grouped_folds,
     himalaya_backend,
     repeated_rows,
+    standardize_stats,
     target_slices,
 )
 
@@ -192,3 +195,49 @@ def test_unknown_solver_is_rejected():
     X, Y_unique, row_image = _repeated(seed=7)
     with pytest.raises(InvalidArgumentError, match="solver"):
         fit_ridge_cv(X, Y_unique, row_image, solver="qr")
+
+
+# ----------------------------------------------------------------------------- CV paths
+def _sklearn_fold_errors(Xs, Y_unique, row_image, folds, grid):
+    """Pooled validation errors with the targets materialised per row, one sklearn fit per fold and alpha."""
+    sse, sst = np.zeros((len(grid), Y_unique.shape[1])), np.zeros(Y_unique.shape[1])
+    for train, val in folds:
+        y_val = Y_unique[row_image[val]]
+        sst += ((y_val - y_val.mean(0)) ** 2).sum(0)
+        for j, alpha in enumerate(grid):
+            pred = Ridge(alpha=alpha).fit(Xs[train], Y_unique[row_image[train]]).predict(Xs[val])
+            sse[j] += ((pred - y_val) ** 2).sum(0)
+    return sse, sst
+
+
+@pytest.mark.parametrize("cached", [True, False])           # X^T Y from all rows once, or H per fold
+@pytest.mark.parametrize("case", ["folds", "subset folds", "wide"])
+def test_cv_errors_match_sklearn_fold_by_fold(monkeypatch, cached, case):
+    n_features = 70 if case == "wide" else 8
+    X, Y_unique, row_image = _repeated(seed=8, n_images=30, n_features=n_features, n_targets=5)
+    Xs = _standardise(X)
+    folds = grouped_folds(row_image, 4)
+    if case == "subset folds":                               # rows left out of a fold: no Gram subtraction
+        folds = [(train[5:], val[:-3]) for train, val in folds]
+    monkeypatch.setattr(_solvers, "_cache_is_cheaper", lambda *args: cached)
+    grid = np.array([0.3, 30.0, 3000.0])
+    sse, sst = cv_errors(Xs, Y_unique, row_image, folds, grid, None, get_backend("numpy"), "float64")
+    ref_sse, ref_sst = _sklearn_fold_errors(Xs, Y_unique, row_image, folds, grid)
+    np.testing.assert_allclose(sse, ref_sse, rtol=1e-8)
+    np.testing.assert_allclose(sst, ref_sst, rtol=1e-10)
+
+
+def test_side_by_side_decompositions_and_row_blocks_change_nothing(monkeypatch):
+    X, Y_unique, row_image = _repeated(seed=9, n_images=50, n_features=12, n_targets=6)
+    kwargs = dict(alphas=[0.1, 10.0, 1000.0], n_folds=5, dtype="float64")
+    monkeypatch.setattr(_solvers, "_parallel_plan", lambda bk, n_tasks: (1, 0))
+    one_at_a_time = fit_ridge_cv(X, Y_unique, row_image, **kwargs)
+    monkeypatch.setattr(_solvers, "_parallel_plan", lambda bk, n_tasks: (2, 1))
+    monkeypatch.setattr(_solvers, "ROW_BLOCK", 7)            # every blockwise pass in many blocks
+    side_by_side = fit_ridge_cv(X, Y_unique, row_image, **kwargs)
+    np.testing.assert_array_equal(one_at_a_time["alphas"], side_by_side["alphas"])
+    for key in ("coef", "intercept", "cv_scores_grid"):
+        np.testing.assert_allclose(one_at_a_time[key], side_by_side[key], **TIGHT)
+    x_mean, x_std = standardize_stats(X)
+    np.testing.assert_allclose(x_mean, X.mean(0), **TIGHT)
+    np.testing.assert_allclose(x_std, X.std(0), **TIGHT)

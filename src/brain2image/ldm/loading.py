@@ -12,6 +12,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import DataFormatError, MissingWeightsError
+from ..errors import DataFormatError, MissingFileError, MissingWeightsError
 from ..formats.feature_store import model_slug
 from .images import images_to_tensor, resize_images, tensor_to_images
 from .random_model import build_random_components, is_random_model, parse_random_model
@@ -31,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 #: Name that selects the bundled small model.
 BUNDLED = "bundled"
+#: A Hugging Face hub id (``owner/name``); any other name that is not a folder is a missing folder.
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
 def _named_model_dir(name: str) -> Path:
@@ -480,6 +483,9 @@ def load_ldm(name_or_path: str | os.PathLike, device: str | torch.device = "cpu"
     elif (local / _TEXT_SOURCE).is_file() and not (local / "model_index.json").is_file():
         # A folder exported by ``brain2image train-bundled --export-to``.
         model = _load_bundled(local, str(local.resolve()), device, dtype)
+    elif not local.is_dir() and (name.startswith((".", "~", "/")) or not _HUB_ID.fullmatch(name)):
+        raise MissingFileError(f"model {name!r}: folder not found; expected 'bundled', 'random:sd-v1-4', a "
+                               "diffusers hub id (owner/name) in the local cache or an existing diffusers folder")
     else:
         model = _load_diffusers(name, device, dtype)
     logger.info("loaded %s: native %d px, z %s, c %s, scaling %.5f", model.name, model.native_resolution,
