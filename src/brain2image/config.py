@@ -21,6 +21,7 @@ import json
 import math
 import numbers
 import os
+import re
 import tomllib
 import types
 import typing
@@ -88,6 +89,21 @@ def _field(default: Any = MISSING, *, help: str, factory: Callable[[], Any] | No
     if factory is not None:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
+
+
+#: A model name that is not a path: ``bundled`` (or another registered name), ``random:<arch>``, a
+#: hub id ``owner/name``.
+_MODEL_NAME = re.compile(r"random:.*|[\w.-]+(/[\w.-]+)?")
+
+
+def is_missing_model_folder(model: str) -> bool:
+    """Whether ``model`` can only be a local folder, and that folder does not exist.
+
+    Only a folder: it starts with ``/``, ``.`` or ``~``, or is not a name, ``owner/name`` or
+    ``random:`` name.
+    """
+    path_like = model.startswith((".", "~", "/")) or not _MODEL_NAME.fullmatch(model)
+    return path_like and not Path(model).expanduser().is_dir()
 
 
 def parse_sessions(text: str | None) -> int | list[int] | None:

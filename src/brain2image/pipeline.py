@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from .config import (
     EncodingOptions,
     RunConfig,
     check_config,
+    is_missing_model_folder,
     load_run_config,
     run_config_from_dict,
 )
@@ -55,8 +55,6 @@ def build_report(run_dir: str | os.PathLike, *, n_images: int | None = None) -> 
     return build(run_dir, n_images=n_images)
 
 
-#: A model name that is not a path: ``bundled``, ``random:...``, or a hub id ``name`` / ``owner/name``.
-_NAME_PATTERN = re.compile(r"random:.*|[\w.-]+(/[\w.-]+)?")
 
 
 def check_run_inputs(config: RunConfig) -> None:
@@ -77,8 +75,7 @@ def check_run_inputs(config: RunConfig) -> None:
     if not (root / "nsddata").is_dir():
         raise MissingFileError(f"nsd_root = {config.nsd_root!r}: no nsddata/ folder in it; {expected}")
     model = config.model
-    path_like = model.startswith((".", "~", "/")) or not _NAME_PATTERN.fullmatch(model)
-    if path_like and not Path(model).expanduser().is_dir():
+    if is_missing_model_folder(model):
         raise MissingFileError(
             f"model = {model!r}: folder not found; expected 'bundled', a diffusers hub id in the local cache "
             "(owner/name), 'random:sd-v1-4' or an existing local diffusers folder")

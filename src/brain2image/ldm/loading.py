@@ -12,7 +12,6 @@ import importlib.util
 import json
 import logging
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..config import is_missing_model_folder
 from ..errors import DataFormatError, MissingFileError, MissingWeightsError
 from ..formats.feature_store import model_slug
 from .images import images_to_tensor, resize_images, tensor_to_images
@@ -32,8 +32,6 @@ logger = logging.getLogger(__name__)
 
 #: Name that selects the bundled small model.
 BUNDLED = "bundled"
-#: A Hugging Face hub id (``owner/name``); any other name that is not a folder is a missing folder.
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
 def _named_model_dir(name: str) -> Path:
@@ -483,7 +481,7 @@ def load_ldm(name_or_path: str | os.PathLike, device: str | torch.device = "cpu"
     elif (local / _TEXT_SOURCE).is_file() and not (local / "model_index.json").is_file():
         # A folder exported by ``brain2image train-bundled --export-to``.
         model = _load_bundled(local, str(local.resolve()), device, dtype)
-    elif not local.is_dir() and (name.startswith((".", "~", "/")) or not _HUB_ID.fullmatch(name)):
+    elif is_missing_model_folder(name):
         raise MissingFileError(f"model {name!r}: folder not found; expected 'bundled', 'random:sd-v1-4', a "
                                "diffusers hub id (owner/name) in the local cache or an existing diffusers folder")
     else:
