@@ -9,7 +9,7 @@ DIR ?= demo-output
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test lint install bench bench-nsd train-bundled clean
+.PHONY: demo test test-faults lint install bench bench-nsd train-bundled clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -30,7 +30,12 @@ demo: $(STAMP)
 
 # Coverage of the package, one line per file not fully covered, before pytest's closing line.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not real_weights" --cov=brain2image --cov-report=term:skip-covered
+	$(BIN)/python -m pytest -q -m "not real_weights and not faults" --cov=brain2image --cov-report=term:skip-covered
+
+# The fault-injection suite: a small run killed with SIGKILL at every stage boundary and inside
+# the heavy stages, resumed each time, must end identical to an uninterrupted run (minutes).
+test-faults: $(STAMP)
+	$(BIN)/python -m pytest -q -rP -m faults
 
 LINT_PATHS := src tests bench tools
 

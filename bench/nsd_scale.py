@@ -437,6 +437,10 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.2f} h"
 
 
+#: Cases that read the simulated NSD tree (fit and reconstruct need only the prepared file and stores).
+STUDY_CASES = {"prepare", "features", "evaluate", "encode"}
+
+
 def _ensure_study(settings: Settings) -> dict | None:
     """Simulate the NSD-size study when ``--study`` has none; returns its row."""
     if (settings.nsd_root / "nsddata").is_dir():
@@ -473,7 +477,8 @@ def main(argv: list[str] | None = None) -> None:
                         args.feature_sample, args.eval_sample, list(args.encode_sessions))
     work = Path(settings.work)
     work.mkdir(parents=True, exist_ok=True)
-    simulated = _ensure_study(settings)
+    needs_study = bool(STUDY_CASES & set(args.cases)) or not settings.prepared.is_file()
+    simulated = _ensure_study(settings) if needs_study else None
     if simulated is not None:
         (work / "case_simulate.json").write_text(json.dumps([simulated]))
     for case in args.cases:

@@ -166,6 +166,12 @@ def _peak_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
+def _cpu_s() -> float:
+    """User + system CPU seconds of this process (all its threads): less sensitive to other load than wall."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def case_ours(paths: dict[str, Path], out_dir: Path, target: str = "z") -> dict[str, Any]:
     """``fit_decoder_from_files`` with the default config; wall s, test r, alphas chosen."""
     from brain2image.decoding import fit_decoder_from_files, load_decoder
@@ -215,7 +221,7 @@ def _child(case: str, size: str, data: Path) -> None:
     paths = write_problem(problem, data)
     with tempfile.TemporaryDirectory() as tmp:
         row = (case_baseline if case == "baseline" else case_ours)(paths, Path(tmp), problem.name)
-    row.update(case=case, size=problem.size, peak_gb=_peak_gb())
+    row.update(case=case, size=problem.size, peak_gb=_peak_gb(), cpu_s=_cpu_s(), load=os.getloadavg()[0])
     print(json.dumps(row))
 
 
@@ -226,8 +232,9 @@ def run_case(case: str, size: str = "full", data: str | os.PathLike = DEFAULT_DA
     Returns
     -------
     dict
-        ``case``, ``size``, ``wall_s``, ``peak_gb`` (the child's ``ru_maxrss``), ``test_r``,
-        ``fit_s``, ``alphas`` (chosen alpha -> number of targets).
+        ``case``, ``size``, ``wall_s``, ``peak_gb`` (the child's ``ru_maxrss``), ``cpu_s`` (its
+        user + system CPU seconds, reading the inputs included), ``load`` (the 1-minute load
+        average when it ended), ``test_r``, ``fit_s``, ``alphas`` (chosen alpha -> number of targets).
     """
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     done = subprocess.run([sys.executable, __file__, "--child", case, "--size", size, "--data", str(data)],
@@ -259,21 +266,23 @@ def run_ridge_cases(cases: list[str] | tuple[str, ...] = CASES, *, quick: bool =
             if "baseline" in found and case != "baseline" and CASE_PROBLEM[case] == CASE_PROBLEM["baseline"]:
                 row["ratio_time"] = row["wall_s"] / found["baseline"]["wall_s"]
                 row["ratio_ram"] = row["peak_gb"] / found["baseline"]["peak_gb"]
+                row["ratio_cpu"] = row["cpu_s"] / found["baseline"]["cpu_s"]
                 print(f"round {round_ + 1}: {case} / baseline: time {row['ratio_time']:.3f}, "
-                      f"peak RAM {row['ratio_ram']:.3f}", flush=True)
+                      f"CPU time {row['ratio_cpu']:.3f}, peak RAM {row['ratio_ram']:.3f}", flush=True)
             rows.append(row)
     return rows
 
 
 def format_table(rows: list[dict[str, Any]], header: bool = True) -> str:
-    """Markdown table: case, size, wall s, peak RAM GB, test r, ratios vs baseline, alphas."""
-    lines = ["| round | case | size | wall s | peak RAM GB | test r | time / baseline | RAM / baseline "
-             "| alphas chosen |", "|---|---|---|---|---|---|---|---|---|"] if header else []
+    """Markdown table: case, size, wall s, CPU s, load, peak RAM GB, test r, ratios vs baseline, alphas."""
+    lines = ["| round | case | size | wall s | CPU s | load | peak RAM GB | test r | time / baseline "
+             "| CPU / baseline | RAM / baseline | alphas chosen |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"] if header else []
     for r in rows:
-        ratio_t = f"{r['ratio_time']:.3f}" if "ratio_time" in r else ""
-        ratio_m = f"{r['ratio_ram']:.3f}" if "ratio_ram" in r else ""
+        ratios = [f"{r[k]:.3f}" if k in r else "" for k in ("ratio_time", "ratio_cpu", "ratio_ram")]
         lines.append(f"| {r.get('round', 1)} | {r['case']} | {r['size']} | {r['wall_s']:.1f} | "
-                     f"{r['peak_gb']:.2f} | {r['test_r']:.3f} | {ratio_t} | {ratio_m} | {r['alphas']} |")
+                     f"{r.get('cpu_s', float('nan')):.0f} | {r.get('load', float('nan')):.1f} | "
+                     f"{r['peak_gb']:.2f} | {r['test_r']:.3f} | {' | '.join(ratios)} | {r['alphas']} |")
     return "\n".join(lines)
 
 

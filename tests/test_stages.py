@@ -33,7 +33,7 @@ from brain2image.stages import (
     unregister_stage,
 )
 
-PIPELINE = ["prepare", "features", "fit", "reconstruct", "evaluate", "encode", "report"]
+PIPELINE = ["prepare", "features", "fit", "reconstruct", "evaluate", "encode", "brain_correlation", "report"]
 
 
 # ---------------------------------------------------------------------------------- the example stage
@@ -123,7 +123,7 @@ def test_a_builtin_stage_keeps_its_place_whatever_the_registration_order():
 
 def test_stage_commands_follow_the_pipeline_order_in_help():
     text = _help([])
-    positions = [text.index(f" {name} ") for name in PIPELINE]
+    positions = [text.index(f" {name.replace('_', '-')} ") for name in PIPELINE]
     assert positions == sorted(positions)
 
 

@@ -3,12 +3,42 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import logging
 import os
+import re
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "get_data_home"]
+from .errors import Brain2ImageError, ResourceError
+
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "get_data_home", "is_disk_full",
+           "disk_full_error", "remove_stale_temporaries"]
+
+logger = logging.getLogger(__name__)
+
+#: Temporary files of :func:`atomic_path`: ``.<final name>.<host>-<pid>.<random>.tmp<suffix>``.
+_TEMPORARY = re.compile(r"^\.(?P<final>.+)\.(?P<host>[^.]+)-(?P<pid>[0-9]+)\.[^.]+\.tmp")
+
+#: errno values of a write that found no room: no space, quota exceeded, file too large.
+_DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether ``error`` is a write that found no room (ENOSPC, EDQUOT, EFBIG; also as h5py words it)."""
+    if not isinstance(error, OSError) or isinstance(error, Brain2ImageError):
+        return False
+    text = str(error)
+    return error.errno in _DISK_FULL_ERRNOS or "errno = 28" in text or "No space left on device" in text
+
+
+def disk_full_error(path: str | os.PathLike, error: OSError, kept: str) -> ResourceError:
+    """The one-line error for a write to ``path`` that found no room; ``kept`` says what is left as it was."""
+    reason = error.strerror or " ".join(str(error).split())
+    return ResourceError(f"{path}: could not write it ({reason}); {kept}. Free some disk space (or choose "
+                         "an output folder on another disk) and run the command again")
 
 
 @contextlib.contextmanager
@@ -16,7 +46,8 @@ def atomic_path(final_path: str | os.PathLike, suffix: str | None = None) -> Ite
     """Yield a temporary path next to ``final_path``; rename it into place on success.
 
     On any exception the temporary file is removed and ``final_path`` is left untouched,
-    so a killed or failed job never leaves a truncated output behind.
+    so a killed or failed job never leaves a truncated output behind. A write that finds the disk
+    full becomes a :class:`~brain2image.errors.ResourceError` naming ``final_path``.
 
     Parameters
     ----------
@@ -29,8 +60,8 @@ def atomic_path(final_path: str | os.PathLike, suffix: str | None = None) -> Ite
     final_path = Path(final_path)
     final_path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(final_path.suffixes) if suffix is None else suffix
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final_path.name}.", suffix=".tmp" + suffix,
-                                    dir=final_path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final_path.name}.{_host()}-{os.getpid()}.",
+                                    suffix=".tmp" + suffix, dir=final_path.parent)
     os.close(fd)
     tmp_path = Path(tmp_name)
     # mkstemp creates 0600 files; give the output the permissions a plain open() would.
@@ -40,9 +71,54 @@ def atomic_path(final_path: str | os.PathLike, suffix: str | None = None) -> Ite
     try:
         yield tmp_path
         os.replace(tmp_path, final_path)
+    except OSError as error:
+        if not is_disk_full(error):
+            raise
+        kept = f"the previous {final_path.name} is unchanged" if final_path.exists() else "nothing was written"
+        raise disk_full_error(final_path, error, kept) from error
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
+
+
+def _is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files that killed processes of this host left under ``folder``.
+
+    A process killed by a signal (SIGKILL, the OOM killer, a lost node) never reaches the
+    clean-up of :func:`atomic_path`; its temporary file is never taken for an output, and this
+    removes it on the next run. Files of processes still running, or of other hosts sharing the
+    folder, are left alone.
+
+    Returns
+    -------
+    The removed paths.
+    """
+    folder, host = Path(folder), _host()
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for path in folder.rglob(".*.tmp*"):
+        match = _TEMPORARY.match(path.name)
+        if match and match["host"] == host and not _is_running(int(match["pid"])) and path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    if removed:
+        logger.info("removed %d temporary file(s) of interrupted runs under %s", len(removed), folder)
+    return removed
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

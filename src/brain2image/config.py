@@ -264,6 +264,10 @@ class EvaluationConfig:
                                                 "(default: the local caches)")
     size: int = _field(425, min=11, expected="an integer ≥ 11 (the SSIM window is 11 pixels)",
                        help="PixCorr/SSIM comparison size (capped at the real images' size)")
+    retrieval_candidates: int = _field(300, min=2, help="test images drawn per retrieval draw (MindEye: 300; "
+                                                        "all of them when the test set is smaller)")
+    retrieval_draws: int = _field(30, min=1, help="random draws of the retrieval's candidate set (MindEye: 30)")
+    retrieval_seed: int = _field(0, min=0, help="seed of the retrieval's draws")
 
 
 @dataclass
@@ -297,6 +301,9 @@ class RunConfig:
     nsd_root: str = _field(help="NSD root (holds nsddata/, nsddata_betas/, nsddata_stimuli/)")
     out_dir: str = _field(help="run folder")
     subject: int = _field(1, min=1, max=8, expected="an NSD subject 1..8", help="NSD subject (1..8)")
+    subjects: list[int] | None = _field(
+        None, cli=False, min=1, max=8, expected="a non-empty list of distinct NSD subjects 1..8, e.g. [1, 2, 5, 7]",
+        help="several NSD subjects, each run into <out_dir>/subjXX/, then a study summary (instead of subject)")
     model: str = _field("bundled", help="'bundled', a diffusers hub id in the local cache, a local diffusers "
                                         "folder, or 'random:sd-v1-4' (SD v1.4's architecture with random "
                                         "weights, to measure a run's sizes; docs/random_model.md)")
@@ -319,8 +326,11 @@ class RunConfig:
                                       "settings_class), by stage name; checked when the run starts")
 
     def to_dict(self) -> dict:
-        """Plain-dict form (JSON-serialisable)."""
-        return config_to_dict(self)
+        """Plain-dict form (JSON-serialisable); ``subjects`` only when set (a one-subject run's stays as it was)."""
+        values = config_to_dict(self)
+        if values.get("subjects") is None:
+            values.pop("subjects", None)
+        return values
 
 
 #: Sections of a run config: table name -> dataclass.
@@ -594,7 +604,26 @@ def _checked_values(cls: type, values: Mapping[str, Any], checking: _Checking) -
         except _Invalid as invalid:
             expected = f.metadata.get("expected", invalid.expected)
             raise InvalidArgumentError(_value_message(cls, f, values[key], expected, checking.where)) from None
+    if cls is RunConfig:
+        _check_subjects(out, checking.where)
     return out
+
+
+def _check_subjects(values: Mapping[str, Any], where: str | None) -> None:
+    """``subjects`` (already checked one by one) has no repeats and comes without a non-default ``subject``."""
+    from .errors import InvalidArgumentError
+
+    subjects = values.get("subjects")
+    if subjects is None:
+        return
+    prefix = f"{where}: " if where else ""
+    if len(set(subjects)) != len(subjects):
+        raise InvalidArgumentError(f"{prefix}subjects = {_shown(subjects)}: expected distinct NSD subjects "
+                                   "1..8, each once")
+    subject = values.get("subject", 1)
+    if subject != 1:
+        raise InvalidArgumentError(f"{prefix}subject = {_shown(subject)} and subjects = {_shown(subjects)}: "
+                                   "expected one of the two keys (subjects runs each subject; leave subject out)")
 
 
 def check_config(config: Any, where: str | None = None, *, allow_none: bool = False) -> None:

@@ -27,4 +27,4 @@ class MissingWeightsError(Brain2ImageError, FileNotFoundError):
 
 
 class ResourceError(Brain2ImageError, RuntimeError):
-    """A stage ran out of memory (GPU or host); the message names the option that bounds it."""
+    """A stage ran out of memory (GPU or host) or of disk space; the message names the option or path at fault."""

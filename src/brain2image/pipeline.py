@@ -17,17 +17,23 @@ a run folder is :class:`~brain2image.formats.run_layout.RunLayout`'s::
     encoding/                     encode
     metrics.json, report.html     report
     run_config.json, timings.json, model.json
+
+A config with ``subjects = [1, 2, 5, 7]`` (:func:`run_study`) runs each subject into its own such
+folder ``out_dir/subjXX/``, then writes ``out_dir/summary.json`` and ``out_dir/report.html``
+(:mod:`brain2image.study_summary`); ``out_dir/study_config.json`` holds its config.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ._io import atomic_write_text
+from ._io import atomic_write_text, remove_stale_temporaries
 from .config import (
     EncodingOptions,
     RunConfig,
@@ -39,8 +45,16 @@ from .config import (
 from .errors import MissingFileError
 from .formats.run_layout import RUN_FILES, RunLayout
 
+if TYPE_CHECKING:
+    from .stages.base import Stage
+
+#: The config of a several-subject run, saved in its ``out_dir`` (each subject's folder has its ``run_config.json``).
+STUDY_CONFIG_FILE = "study_config.json"
+
 __all__ = ["RunConfig", "EncodingOptions", "load_run_config", "run_config_from_dict", "run_pipeline",
-           "check_run_inputs", "build_report", "RUN_FILES"]
+           "check_run_inputs", "check_subjects_present", "subject_configs", "run_study", "check_study",
+           "start_study", "start_run_folder", "build_report",
+           "RUN_FILES", "STUDY_CONFIG_FILE"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +67,6 @@ def build_report(run_dir: str | os.PathLike, *, n_images: int | None = None) -> 
     from .stages.report import build_report as build
 
     return build(run_dir, n_images=n_images)
-
-
 
 
 def check_run_inputs(config: RunConfig) -> None:
@@ -81,9 +93,32 @@ def check_run_inputs(config: RunConfig) -> None:
             "(owner/name), 'random:sd-v1-4' or an existing local diffusers folder")
 
 
+def _checked_stages(config: RunConfig, stages: Sequence[str] | None) -> list[Stage]:
+    """The stages a one-subject run runs, after every check made before anything is written.
+
+    Raises
+    ------
+    InvalidArgumentError, DataFormatError, MissingFileError
+        As :func:`run_pipeline`.
+    """
+    from .stages import get_stage, pipeline_stages
+    from .stages.registry import check_stage_settings
+
+    check_stage_settings(config)
+    wanted = None if stages is None else {get_stage(name).name for name in stages}
+    chosen = [stage for stage in pipeline_stages() if wanted is None or stage.name in wanted]
+    for stage in chosen:
+        if stage.enabled(config):
+            stage.check(config)
+    check_run_inputs(config)
+    return chosen
+
+
 def run_pipeline(config: RunConfig, *, progress: bool = True, timer_seed: dict[str, float] | None = None,
                  stages: Sequence[str] | None = None) -> Path:
     """Run (or resume) every stage of the method for one subject, in the run folder ``config.out_dir``.
+
+    A config with ``subjects`` runs :func:`run_study` instead (one folder per subject, then the study summary).
 
     Parameters
     ----------
@@ -111,27 +146,130 @@ def run_pipeline(config: RunConfig, *, progress: bool = True, timer_seed: dict[s
     MissingFileError
         Before anything is written, for a missing NSD root or model folder (:func:`check_run_inputs`).
     """
-    from .stages import StageContext, Timings, get_stage, pipeline_stages, run_stage
-    from .stages.registry import check_stage_settings
+    from .stages import StageContext, Timings, run_stage
 
     check_config(config)
-    check_stage_settings(config)
-    wanted = None if stages is None else {get_stage(name).name for name in stages}
-    chosen = [stage for stage in pipeline_stages() if wanted is None or stage.name in wanted]
-    for stage in chosen:
-        if stage.enabled(config):
-            stage.check(config)
-    check_run_inputs(config)
+    if config.subjects is not None:
+        return run_study(config, progress=progress, stages=stages)
+    chosen = _checked_stages(config, stages)
     if config.threads:
         import torch
 
         torch.set_num_threads(config.threads)
-    layout = RunLayout.of(config.out_dir, config.subject, config.model)
-    layout.root.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(layout.file("config"), json.dumps(config.to_dict(), indent=2))
+    layout = start_run_folder(config)
     timings = Timings(layout.file("timings"))
     timings.values.update(timer_seed or {})
     ctx = StageContext(config, progress=progress, timings=timings)
     for stage in chosen:
         run_stage(stage, ctx)
     return layout.file("report")
+
+
+def start_run_folder(config: RunConfig) -> RunLayout:
+    """Make a one-subject run folder ready: stale temporaries removed, ``run_config.json`` written.
+
+    Returns
+    -------
+    RunLayout of ``config.out_dir``.
+    """
+    layout = RunLayout.of(config.out_dir, config.subject, config.model)
+    remove_stale_temporaries(layout.root)
+    layout.root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(layout.file("config"), json.dumps(config.to_dict(), indent=2))
+    return layout
+
+
+def subject_configs(config: RunConfig) -> list[RunConfig]:
+    """One single-subject config per subject of ``config.subjects``, each into ``<out_dir>/subjXX``.
+
+    Each is the config a one-subject run of that subject would have (``subjects`` unset), so its
+    folder is laid out, and resumed, exactly as a one-subject run's.
+    """
+    from .study_summary import subject_folder
+
+    return [dataclasses.replace(config, subject=int(subject), subjects=None,
+                                out_dir=str(Path(config.out_dir) / subject_folder(subject)))
+            for subject in config.subjects or [config.subject]]
+
+
+def check_subjects_present(config: RunConfig) -> None:
+    """Check that every subject of the run has its ``nsddata/ppdata/subjXX`` and betas folders.
+
+    Raises
+    ------
+    MissingFileError
+        Naming the first missing subject and the folder looked at.
+    """
+    from .nsd.layout import NSDLayout
+
+    for subject in config.subjects or [config.subject]:
+        layout = NSDLayout(config.nsd_root, subject, space=config.prepare.space,
+                           beta_version=config.prepare.beta_version)
+        for folder in (layout.root / "nsddata" / "ppdata" / layout.subj, layout.betas_dir()):
+            if not folder.is_dir():
+                raise MissingFileError(f"subjects: subject {subject} is not in the NSD tree: folder {folder} "
+                                       "not found; expected an NSD root holding every subject of the run")
+
+
+def check_study(config: RunConfig, stages: Sequence[str] | None = None) -> list[Stage]:
+    """Every check of :func:`run_study` (of a one-subject run without ``subjects``); writes nothing.
+
+    Returns
+    -------
+    The stages each subject runs, in pipeline order.
+
+    Raises
+    ------
+    InvalidArgumentError, DataFormatError, MissingFileError
+        As :func:`run_study`.
+    """
+    check_config(config)
+    check_run_inputs(config)
+    check_subjects_present(config)
+    singles = subject_configs(config) if config.subjects is not None else [config]
+    return [_checked_stages(single, stages) for single in singles][-1]
+
+
+def start_study(config: RunConfig) -> list[RunConfig]:
+    """Make a several-subject run's ``out_dir`` ready (``study_config.json``); returns each subject's config."""
+    remove_stale_temporaries(config.out_dir)
+    atomic_write_text(Path(config.out_dir) / STUDY_CONFIG_FILE, json.dumps(config.to_dict(), indent=2))
+    return subject_configs(config)
+
+
+def run_study(config: RunConfig, *, progress: bool = True, stages: Sequence[str] | None = None) -> Path:
+    """Run (or resume) every subject of ``config.subjects``, then write the study's summary.
+
+    The config is saved as ``<out_dir>/study_config.json``; each subject runs :func:`run_pipeline`
+    into ``<out_dir>/subjXX/`` (finished stages are skipped, as in a one-subject run); then
+    ``<out_dir>/summary.json`` and ``<out_dir>/report.html``
+    (:func:`brain2image.study_summary.write_study_summary`) hold each subject's metrics and their
+    mean and sd.
+
+    Parameters
+    ----------
+    config : RunConfig
+        With ``subjects`` set (None: the one ``subject``).
+    progress : bool
+        Progress bars.
+    stages : sequence of str, optional
+        Only these stages (by name) for each subject; the summary needs each subject's ``metrics.json``.
+
+    Returns
+    -------
+    Path of the study's ``report.html``.
+
+    Raises
+    ------
+    InvalidArgumentError, DataFormatError, MissingFileError
+        Before anything is written, as :func:`run_pipeline` for any subject's config; a subject
+        missing from the NSD tree (:func:`check_subjects_present`).
+    """
+    from .study_summary import write_study_summary
+
+    check_study(config, stages)
+    configs = start_study(config)
+    for single in configs:
+        logger.info("subject %d: run folder %s", single.subject, single.out_dir)
+        run_pipeline(single, progress=progress, stages=stages)
+    return write_study_summary(config.out_dir, [single.subject for single in configs])

@@ -4,7 +4,8 @@ The page embeds every image as a base64 PNG, so it can be mailed or archived as 
 Sections: reconstructions (a fixed-column grid, one row per test image: ground truth, one z only
 image as it is deterministic, then every sample of the other methods; scrolled sideways, never
 wrapped), the metric table per method (with a caveat when the semantic scores come from the
-embedded scene evaluator), decoding accuracy per ROI and target, the encoding analysis (maps
+embedded scene evaluator), the decoders' top-1 retrieval in z and c, the reconstructions'
+brain correlation per ROI (when the run has it), decoding accuracy per ROI and target, the encoding analysis (maps
 with captions, and ROI summary, when present), the run's configuration and the stage timings.
 Every image carries alt text saying what it shows. A run made
 with a ``random:`` model (seeded random weights) carries a banner saying so, and a warning when
@@ -29,7 +30,7 @@ from .ldm.random_model import RANDOM_WEIGHTS_LABEL, random_weights_marking
 from .methods import Method
 
 __all__ = ["write_report", "render_report", "uses_scene_evaluator", "METRIC_LABELS", "METHOD_LABELS",
-           "SCENE_EVALUATOR_CAVEAT"]
+           "SCENE_EVALUATOR_CAVEAT", "BRAIN_CORRELATION_NOTE"]
 
 #: Human-readable column names of the metric table, with the direction of "better".
 METRIC_LABELS = {
@@ -202,6 +203,65 @@ def uses_scene_evaluator(feature_spaces: Sequence[str] | None) -> bool:
     return bool(feature_spaces) and "scene" in list(feature_spaces or ())
 
 
+def _retrieval_protocol(retrieval: Mapping[str, Mapping[str, float]]) -> tuple[str, str]:
+    """The table's way count (``300-way``, or ``n-way`` when the spaces differ) and the protocol sentence."""
+    sizes = {(int(r["n_candidates"]), int(r["n_draws"]), int(r.get("n_images", 0))) for r in retrieval.values()}
+    if len(sizes) != 1:
+        return "n-way", ("Top-1 retrieval among test images drawn at random without replacement (set sizes and "
+                         "draws per space in the table); cosine similarity of flattened feature vectors.")
+    n, draws, n_images = sizes.pop()
+    how = (f"among {n} test images drawn at random without replacement, averaged over {draws} seeded draws"
+           if n < n_images else f"among all {n} test images (one draw; fewer than MindEye's 300, so not "
+           "comparable with the 300-way figure)")
+    return f"{n}-way", (
+        f"Top-1 retrieval (MindEye's protocol) {how}: image retrieval counts a decoded feature vector (from "
+        "fMRI) as correct when the true vector of its own image is the most similar (cosine) of the set; "
+        "brain retrieval is the transpose (each true vector finds its own decoded vector). Ties count as "
+        "misses. It measures the decoders, so it is the same for every reconstruction method.")
+
+
+def _retrieval_section(retrieval: Mapping[str, Mapping[str, float]]) -> str:
+    """``Retrieval (top-1, n-way)``: image and brain retrieval per decoded space, chance, the protocol."""
+    ways, protocol = _retrieval_protocol(retrieval)
+    head = ('<tr><th class="l">decoded space</th><th>image retrieval (brain → image) ↑</th>'
+            "<th>brain retrieval (image → brain) ↑</th><th>chance</th><th>images per draw</th><th>draws</th></tr>")
+    rows = "".join(
+        f'<tr><td class="l">{html.escape(space)}</td><td>{100 * r["image"]:.1f}%</td>'
+        f'<td>{100 * r["brain"]:.1f}%</td><td>{100 * r["chance"]:.2f}%</td><td>{int(r["n_candidates"])}</td>'
+        f'<td>{int(r["n_draws"])}</td></tr>' for space, r in retrieval.items())
+    return (f"<h2>Retrieval (top-1, {ways})</h2><table>{head}{rows}</table>"
+            f'<p class="note">{html.escape(protocol)}</p>')
+
+
+#: The sentence under the brain-correlation table.
+BRAIN_CORRELATION_NOTE = (
+    "Each reconstruction passed through the subject's encoding model of z; Pearson r between the predicted and "
+    "the measured test response, per ROI, mean over images.")
+
+#: Row label of the seen images' own z in the brain-correlation table (the ceiling).
+_SEEN_LABEL = "seen images (ceiling)"
+
+
+def _correlation_cell(value: float | None) -> str:
+    """A mean r with three decimals, or a dash where there is none."""
+    return '<td class="note">–</td>' if value is None else f"<td>{value:.3f}</td>"
+
+
+def _brain_correlation_section(brain_correlation: Mapping) -> str:
+    """``Brain correlation``: mean r per method (rows, the seen images last) and ROI (columns)."""
+    per_method: Mapping[str, Mapping[str, float | None]] = brain_correlation.get("methods", {})
+    rois = list(brain_correlation.get("rois") or sorted({roi for v in per_method.values() for roi in v}))
+    methods = [m.value for m in Method if m.value in per_method] + sorted(
+        m for m in per_method if m not in METHOD_LABELS and m != "seen") + (["seen"] if "seen" in per_method else [])
+    head = '<tr><th class="l">method</th>' + "".join(f"<th>{html.escape(str(r))}</th>" for r in rois) + "</tr>"
+    rows = "".join(
+        f'<tr><td class="l">{html.escape(_SEEN_LABEL if m == "seen" else METHOD_LABELS.get(m, m))}</td>'
+        + "".join(_correlation_cell(per_method[m].get(r)) for r in rois) + "</tr>" for m in methods)
+    space = html.escape(str(brain_correlation.get("space", "z")))
+    return (f"<h2>Brain correlation (encoding model of {space})</h2><table>{head}{rows}</table>"
+            f'<p class="note">{html.escape(BRAIN_CORRELATION_NOTE)}</p>')
+
+
 def _decoding_table(decoding: Mapping[str, Mapping[str, float]]) -> str:
     head = ('<tr><th class="l">target ← ROI</th><th>voxels</th><th>targets</th><th>mean r</th><th>median r</th>'
             '<th>share r&gt;0.1</th><th>median α</th></tr>')
@@ -274,7 +334,9 @@ def render_report(*, title: str, seen: Mapping[int, np.ndarray], recon_index: pd
                   decoding: Mapping[str, Mapping[str, float]], config: Mapping,
                   timings: Mapping[str, float], encoding_summary: Mapping | None = None,
                   encoding_figures: Sequence[Path] = (), notes: Sequence[str] = (),
-                  feature_spaces: Sequence[str] | None = None, n_images: int = 8, thumb: int = 128) -> str:
+                  feature_spaces: Sequence[str] | None = None, n_images: int = 8, thumb: int = 128,
+                  retrieval: Mapping[str, Mapping[str, float]] | None = None,
+                  brain_correlation: Mapping | None = None) -> str:
     """Render the report page as an HTML string.
 
     Parameters
@@ -304,6 +366,12 @@ def render_report(*, title: str, seen: Mapping[int, np.ndarray], recon_index: pd
         carries the scene-evaluator caveat.
     n_images, thumb : int
         How many test images the grid shows, and the thumbnail size in pixels.
+    retrieval : mapping, optional
+        ``{space: retrieval}`` of the decoders (``evaluation.json``'s ``retrieval``): a
+        "Retrieval (top-1, n-way)" table.
+    brain_correlation : mapping, optional
+        ``brain_correlation.json`` (``space``, ``rois``, ``methods``: ``{method: {roi: mean r}}``):
+        a methods × ROIs table.
     """
     methods = [m.value for m in Method if m.value in set(recon_index.method)]
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
@@ -312,6 +380,10 @@ def render_report(*, title: str, seen: Mapping[int, np.ndarray], recon_index: pd
     parts.append("<h2>Reconstructions</h2>")
     parts.append(_grid_section(seen, recon_index, recon_root, methods, n_images, thumb))
     parts.append("<h2>Metrics</h2>" + _metric_table(metrics, feature_spaces))
+    if retrieval:
+        parts.append(_retrieval_section(retrieval))
+    if brain_correlation:
+        parts.append(_brain_correlation_section(brain_correlation))
     parts.append("<h2>Decoding accuracy</h2>" + _decoding_table(decoding))
     if encoding_summary:
         rois = sorted({roi for v in encoding_summary.values() for roi in v})

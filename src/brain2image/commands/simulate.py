@@ -53,6 +53,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model-size", type=int,
                         help="side the simulated subject sees the stimuli at (default: the stimulus side)")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument("--subjects", type=int, default=1, metavar="N",
+                        help="subjects subj01 … subjNN (1..8) sharing the stimuli; each has its own seed, "
+                        "voxel tunings, ncsnr and ROI sizes, and subject k ≥ 2 its own "
+                        "simulation_truth_subjXX.h5 (docs/simulation.md)")
     parser.add_argument("--nifti-betas", action="store_true", help="also write betas_sessionNN.nii.gz")
     parser.set_defaults(func=run)
 
@@ -63,7 +67,9 @@ def run(args: argparse.Namespace) -> int:
 
     options = {argument: getattr(args, option) for option, argument in _STUDY_OPTIONS.items()}
     study = simulate_study(args.out, preset=args.preset, nifti_betas=args.nifti_betas, seed=args.seed,
-                           progress=show_progress(args), **options)
+                           n_subjects=args.subjects, progress=show_progress(args), **options)
     logger.info("NSD tree: %s; ground truth: %s", study.nsd_root, study.truth_path)
     print(f"NSD tree: {study.nsd_root}\nground truth: {study.truth_path}")
+    for subject, path in zip(study.subjects[1:], study.truth_paths[1:]):
+        print(f"ground truth of subject {subject}: {path}")
     return 0

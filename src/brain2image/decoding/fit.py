@@ -107,7 +107,7 @@ def _read_features(store_path: Path, prepared_path: Path, train_ids: np.ndarray,
     """
     if not store_path.is_file():
         raise MissingFileError(f"feature store not found: {store_path}")
-    store = FeatureStore(store_path)
+    store = FeatureStore.open(store_path)
     attrs = store.attrs
     study = _study(prepared_path, prepared_attrs, store_path, attrs)
     train_images, row_image = np.unique(train_ids, return_inverse=True)

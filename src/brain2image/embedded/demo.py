@@ -79,6 +79,6 @@ def run_demo(out_dir: str | os.PathLike, *, seed: int = 0, progress: bool = True
     timings: dict[str, float] = {}
     if not (study_dir / "simulation_truth.h5").is_file():
         start = time.perf_counter()
-        simulate_study(study_dir, seed=seed, progress=progress, **{**DEMO_STUDY, **(simulate_options or {})})
+        simulate_study(study_dir, preset="demo", seed=seed, progress=progress, **(simulate_options or {}))
         timings["simulate"] = round(time.perf_counter() - start, 2)
     return run_pipeline(config, progress=progress, timer_seed=timings)

@@ -12,8 +12,8 @@ import json
 import logging
 import os
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +24,20 @@ from .._io import atomic_path, atomic_write_text
 from ..config import EncodingConfig
 from ..devices import device_scope
 from ..errors import DataFormatError
-from ..formats.encoding_results import write_encoding_results
+from ..formats.encoding_results import EncodingModel, write_encoding_results
 from ..formats.prepared import PreparedData
 from ..ridge.backend import resolve_backend
 from ..stats import pearson_columns
-from .models import fit_banded, fit_space, prepare_space, reduce_trials
+from .models import SpaceData, TrainDesign, fit_banded, fit_space, prepare_space, primal_weights, reduce_trials
 from .noise_ceiling import nc_fraction, noise_ceiling, signed_r2
 from .partition import partition_variance
 
 __all__ = ["EncodingConfig", "EncodingResults", "encode_arrays", "run_encoding_analysis", "default_pairs",
-           "read_roi_data", "write_results"]
+           "read_roi_data", "write_results", "voxel_keys", "summary_masks", "KEPT_MODELS"]
+
+#: Feature spaces whose fitted model :func:`run_encoding_analysis` keeps in ``results.h5`` (to
+#: predict responses to new images: the ``brain_correlation`` stage).
+KEPT_MODELS = ("z",)
 
 logger = logging.getLogger(__name__)
 
@@ -52,11 +56,14 @@ class EncodingResults:
         weights ``weight_a``, ``weight_b``.
     noise_ceiling : array of shape (n_voxels,) or None
         Percent of explainable variance of the test averages.
+    models : dict name -> EncodingModel
+        The fitted models of the spaces asked for (``keep_models`` of :func:`encode_arrays`).
     """
 
     spaces: dict[str, dict[str, np.ndarray]]
     partitions: dict[str, dict[str, np.ndarray]]
     noise_ceiling: np.ndarray | None = None
+    models: dict[str, EncodingModel] = field(default_factory=dict)
 
 
 def default_pairs(names: Sequence[str]) -> list[tuple[str, str]]:
@@ -76,11 +83,21 @@ def _space_pair(pair: Sequence[str], names: Sequence[str]) -> tuple[str, str]:
     return str(pair[0]), str(pair[1])
 
 
+def _kept_model(features: np.ndarray, space: SpaceData, design: TrainDesign, coef: np.ndarray,
+                keys: np.ndarray) -> EncodingModel:
+    """The fitted model of one space as weights on its standardised features."""
+    assert space.mean is not None
+    return EncodingModel(weights=primal_weights(features, space, design, coef), intercept=design.y_offset,
+                         feature_mean=space.mean, feature_scale=space.scale, voxel_keys=keys,
+                         feature_shape=tuple(int(n) for n in np.shape(features)[1:]), form=space.kind)
+
+
 def encode_arrays(features: Mapping[str, np.ndarray], train_index: np.ndarray, Y_train: np.ndarray,
                   test_index: np.ndarray, Y_test: np.ndarray, *, ncsnr: np.ndarray | None = None,
                   n_test_repeats: float | np.ndarray = 3, config: EncodingConfig | None = None,
                   partition_pairs: Sequence[Sequence[str]] | None = None, device: str = "cpu",
-                  progress: bool = False) -> EncodingResults:
+                  progress: bool = False, keep_models: Collection[str] = (),
+                  voxel_keys: np.ndarray | None = None) -> EncodingResults:
     """Fit every feature space to every voxel and partition variance between pairs.
 
     Parameters
@@ -107,6 +124,11 @@ def encode_arrays(features: Mapping[str, np.ndarray], train_index: np.ndarray, Y
         a CUDA device, else on ``numpy`` (:func:`~brain2image.ridge.backend.resolve_backend`).
     progress : bool
         Show a bar over the models (one per feature space, one per partitioned pair).
+    keep_models : collection of str
+        Feature spaces whose fitted model is returned too (``EncodingResults.models``; names not
+        in ``features`` are ignored). The fit is the same; only the weights are kept.
+    voxel_keys : array of shape (n_voxels,), optional
+        Position key of each voxel, kept with the models (default: the column index).
 
     Returns
     -------
@@ -126,6 +148,8 @@ def encode_arrays(features: Mapping[str, np.ndarray], train_index: np.ndarray, Y
                                   target_chunk=config.target_chunk,
                                   backend=resolve_backend(config.backend, device, option="[encoding] backend"))
     in_pairs = {n for pair in pairs for n in pair}
+    keys = np.arange(Y_test.shape[1], dtype=np.int64) if voxel_keys is None else np.asarray(voxel_keys, np.int64)
+    models: dict[str, EncodingModel] = {}
     spaces: dict[str, dict[str, np.ndarray]] = {}
     kernels = {}
     bar = tqdm(total=len(names) + len(pairs), desc="encoding models", unit="model", disable=not progress)
@@ -134,7 +158,11 @@ def encode_arrays(features: Mapping[str, np.ndarray], train_index: np.ndarray, Y
         # Spaces that enter a banded model are built as kernels once and reused there.
         space = prepare_space(features[name], design, test_index, kernel=True if name in in_pairs else None)
         with device_scope(device):
-            pred, alphas = fit_space(space, design, **fit_kw)
+            if name in keep_models:
+                pred, alphas, coef = fit_space(space, design, return_coef=True, **fit_kw)
+                models[name] = _kept_model(features[name], space, design, coef, keys)
+            else:
+                pred, alphas = fit_space(space, design, **fit_kw)
         r = pearson_columns(Y_test, pred, fill=0.0)
         spaces[name] = {"r": r, "r2": signed_r2(r), "alpha": alphas.astype(np.float64)}
         if nc is not None:
@@ -156,7 +184,7 @@ def encode_arrays(features: Mapping[str, np.ndarray], train_index: np.ndarray, Y
                     part["unique_a"].mean(), b, part["unique_b"].mean(), part["shared"].mean())
         bar.update()
     bar.close()
-    return EncodingResults(spaces=spaces, partitions=partitions, noise_ceiling=nc)
+    return EncodingResults(spaces=spaces, partitions=partitions, noise_ceiling=nc, models=models)
 
 
 # ---------------------------------------------------------------------------------------- files
@@ -178,20 +206,47 @@ def read_roi_data(prepared_path: str | os.PathLike, roi: str) -> dict:
             "space": str(prepared.attrs.get("space", ""))}
 
 
-def _voxel_keys(data: dict) -> np.ndarray:
+def voxel_keys(data: Mapping[str, np.ndarray | None]) -> np.ndarray:
+    """An int64 key per voxel from its position: ``ijk`` (volume) or ``hemi`` + ``vertex`` (surface).
+
+    Parameters
+    ----------
+    data : mapping
+        ``ijk`` (n_voxels, 3) or None, and ``vertex`` / ``hemi`` (n_voxels,)
+        (:meth:`~brain2image.formats.prepared.PreparedData.positions`).
+
+    Returns
+    -------
+    array of shape (n_voxels,), int64
+    """
     if data["ijk"] is not None:
         ijk = np.asarray(data["ijk"], dtype=np.int64)
         return (ijk[:, 0] * 100_000 + ijk[:, 1]) * 100_000 + ijk[:, 2]
     return np.asarray(data["hemi"], dtype=np.int64) * 10_000_000 + np.asarray(data["vertex"], dtype=np.int64)
 
 
-def _summary_masks(prepared_path: Path, roi_data: dict, summary_rois: Sequence[str]) -> dict[str, np.ndarray]:
-    """Boolean masks over the analysis ROI's voxels of each summary ROI (matched by position)."""
-    keys = _voxel_keys(roi_data)
+def summary_masks(prepared_path: str | os.PathLike, roi_data: Mapping[str, np.ndarray | None],
+                  summary_rois: Sequence[str]) -> dict[str, np.ndarray]:
+    """Boolean masks over the analysis ROI's voxels of each summary ROI (matched by position).
+
+    Parameters
+    ----------
+    prepared_path : path-like
+        The prepared file holding the summary ROIs.
+    roi_data : mapping
+        Positions of the analysis ROI's voxels (``ijk`` or ``vertex`` + ``hemi``).
+    summary_rois : sequence of str
+
+    Returns
+    -------
+    dict name -> bool array of shape (n_voxels,)
+        ``all`` (every voxel), then one per summary ROI.
+    """
+    keys = voxel_keys(roi_data)
     masks = {"all": np.ones(len(keys), bool)}
     prepared = PreparedData(prepared_path)
     for name in summary_rois:
-        masks[name] = np.isin(keys, _voxel_keys(prepared.positions(name)))
+        masks[name] = np.isin(keys, voxel_keys(prepared.positions(name)))
     return masks
 
 
@@ -213,7 +268,7 @@ def write_results(results: EncodingResults, path: str | os.PathLike, *, roi_data
                   attrs: Mapping | None = None) -> Path:
     """Write ``results.h5`` (:func:`brain2image.formats.encoding_results.write_encoding_results`)."""
     return write_encoding_results(results.spaces, results.partitions, results.noise_ceiling, path,
-                                  roi_data=roi_data, attrs=attrs)
+                                  roi_data=roi_data, attrs=attrs, models=results.models)
 
 
 def _write_maps(results: EncodingResults, roi_data: dict, out_dir: Path, summary: dict) -> list[Path]:
@@ -291,16 +346,18 @@ def run_encoding_analysis(prepared_path: str | os.PathLike, feature_stores: Mapp
                 tqdm(feature_stores.items(), desc="read feature stores", unit="store", disable=not progress)}
     results = encode_arrays(features, np.searchsorted(ids, data["train_ids"]), data["Y_train"],
                             np.searchsorted(ids, data["test_ids"]), data["Y_test"], ncsnr=data["ncsnr"],
-                            n_test_repeats=data["n_repeats"], config=config, device=device, progress=progress)
+                            n_test_repeats=data["n_repeats"], config=config, device=device, progress=progress,
+                            keep_models=KEPT_MODELS, voxel_keys=voxel_keys(data))
     out = Path(out_dir) / "encoding"
-    masks = _summary_masks(prepared_path, data, config.summary_rois)
+    masks = summary_masks(prepared_path, data, config.summary_rois)
     summary = summarise(results, masks)
     summary["config"] = dataclasses.asdict(config)
     summary["feature_stores"] = {k: str(v) for k, v in feature_stores.items()}
     write_results(results, out / "results.h5", roi_data=data,
                   attrs={"config": json.dumps(dataclasses.asdict(config)), "prepared": str(prepared_path),
                          "roi": config.roi, "feature_stores": json.dumps(summary["feature_stores"])})
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     if config.maps:
         _write_maps(results, data, out, summary)
+    # summary.json last: the encode stage is done when it exists (a run killed before has it redone).
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     return results

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 
@@ -40,7 +40,7 @@ from ..ridge import BackendLike, check_target_chunk, grouped_folds, himalaya_bac
 from ..ridge.memory import encoding_target_chunk
 
 __all__ = ["TrainDesign", "reduce_trials", "SpaceData", "prepare_space", "fit_space", "fit_banded",
-           "DEFAULT_ALPHAS"]
+           "primal_weights", "DEFAULT_ALPHAS"]
 
 logger = logging.getLogger(__name__)
 
@@ -111,12 +111,24 @@ class SpaceData:
         Weighted standardised features, or their linear kernel.
     test : array of shape (n_test, n_features) or (n_test, n_unique)
     n_features : int
+    mean, std : arrays of shape (n_features,), float64, optional
+        The trial-weighted standardisation of each feature (``std`` 1 for a constant feature):
+        the model's input is ``(x - mean) / std / sqrt(n_features)``.
     """
 
     kind: str
     train: np.ndarray
     test: np.ndarray
     n_features: int
+    mean: np.ndarray | None = None
+    std: np.ndarray | None = None
+
+    @property
+    def scale(self) -> np.ndarray:
+        """``std * sqrt(n_features)``: the model's input is ``(x - mean) / scale``, shape (n_features,)."""
+        if self.std is None:
+            raise ValueError("this SpaceData holds no standardisation (built before prepare_space kept it)")
+        return self.std * np.sqrt(self.n_features)
 
 
 def _moments(features: np.ndarray, rows: np.ndarray, counts: np.ndarray, start: int, stop: int
@@ -163,19 +175,21 @@ def prepare_space(features: np.ndarray, design: TrainDesign, test_rows: np.ndarr
         block, mean, std = _moments(features, design.rows, design.counts, 0, n_features)
         train = ((block - mean) / std * scale * weights).astype(np.float32)
         test = ((np.asarray(features[test_rows], dtype=np.float64) - mean) / std * scale).astype(np.float32)
-        return SpaceData("primal", train, test, n_features)
+        return SpaceData("primal", train, test, n_features, mean, std)
     n_unique, n_test = len(design.rows), len(test_rows)
     k_train = np.zeros((n_unique, n_unique), dtype=np.float64)
     k_test = np.zeros((n_test, n_unique), dtype=np.float64)
+    means, stds = np.zeros(n_features), np.ones(n_features)
     for start in range(0, n_features, chunk):
         stop = min(start + chunk, n_features)
         block, mean, std = _moments(features, design.rows, design.counts, start, stop)
+        means[start:stop], stds[start:stop] = mean, std
         xw = ((block - mean) / std * scale * weights).astype(np.float32)
         xt = ((np.asarray(features[test_rows, start:stop], dtype=np.float64) - mean) / std * scale
               ).astype(np.float32)
         k_train += xw @ xw.T
         k_test += xt @ xw.T
-    return SpaceData("kernel", k_train.astype(np.float32), k_test.astype(np.float32), n_features)
+    return SpaceData("kernel", k_train.astype(np.float32), k_test.astype(np.float32), n_features, means, stds)
 
 
 def _folds(design: TrainDesign, n_folds: int, random_state: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -197,9 +211,21 @@ def _batch_params(design: TrainDesign, target_chunk: int | None, backend: Backen
     return {"n_targets_batch": batch, "n_targets_batch_refit": batch}
 
 
+@overload
+def fit_space(space: SpaceData, design: TrainDesign, *, alphas: Any = ..., n_folds: int = ..., random_state: int = ...,
+              target_chunk: int | None = ..., backend: BackendLike = ..., return_coef: Literal[False] = ...
+              ) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+@overload
+def fit_space(space: SpaceData, design: TrainDesign, *, alphas: Any = ..., n_folds: int = ..., random_state: int = ...,
+              target_chunk: int | None = ..., backend: BackendLike = ..., return_coef: Literal[True]
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+
+
 def fit_space(space: SpaceData, design: TrainDesign, *, alphas: Any = DEFAULT_ALPHAS, n_folds: int = 5,
-              random_state: int = 0, target_chunk: int | None = None,
-              backend: BackendLike = "numpy") -> tuple[np.ndarray, np.ndarray]:
+              random_state: int = 0, target_chunk: int | None = None, backend: BackendLike = "numpy",
+              return_coef: bool = False) -> tuple[np.ndarray, ...]:
     """Fit one feature space to every voxel; per-voxel alpha chosen by cross-validation.
 
     Parameters
@@ -216,12 +242,17 @@ def fit_space(space: SpaceData, design: TrainDesign, *, alphas: Any = DEFAULT_AL
     backend : str or module
         himalaya backend the estimator runs on (``"numpy"``, ``"torch"``, ``"torch_cuda"``, a
         resolved name: :func:`~brain2image.ridge.backend.resolve_backend`).
+    return_coef : bool
+        Also return the fitted coefficients (turn them into weights with :func:`primal_weights`).
 
     Returns
     -------
     pred : array of shape (n_test, n_voxels), float32
         Test predictions, training mean added back.
     best_alphas : array of shape (n_voxels,)
+    coef : array of shape (n_features, n_voxels) or (n_unique, n_voxels), float32
+        With ``return_coef``: himalaya's ``coef_`` (primal form) or ``dual_coef_`` (kernel form)
+        of the model refitted on every training image with each voxel's alpha.
     """
     from himalaya.kernel_ridge import KernelRidgeCV
     from himalaya.ridge import RidgeCV
@@ -229,6 +260,7 @@ def fit_space(space: SpaceData, design: TrainDesign, *, alphas: Any = DEFAULT_AL
     params = _batch_params(design, target_chunk, backend, n_test=len(space.test), n_kernels=1,
                            n_alphas=int(np.size(alphas)), n_folds=n_folds)
     cv = _folds(design, n_folds, random_state)
+    model: Any
     if space.kind == "kernel":
         model = KernelRidgeCV(alphas=np.asarray(alphas), kernel="precomputed", solver="eigenvalues",
                               solver_params=params, cv=cv)
@@ -238,7 +270,50 @@ def fit_space(space: SpaceData, design: TrainDesign, *, alphas: Any = DEFAULT_AL
         model.fit(space.train, design.y)
         pred = np.asarray(bk.to_numpy(model.predict(space.test))).astype(np.float32) + design.y_offset
         best_alphas = np.asarray(bk.to_numpy(model.best_alphas_))
-    return pred, best_alphas
+        if not return_coef:
+            return pred, best_alphas
+        coef = model.dual_coef_ if space.kind == "kernel" else model.coef_
+        rows = len(space.train) if space.kind == "kernel" else space.n_features
+        return pred, best_alphas, np.asarray(bk.to_numpy(coef), dtype=np.float32).reshape(rows, -1)
+
+
+def primal_weights(features: np.ndarray, space: SpaceData, design: TrainDesign, coef: np.ndarray, *,
+                   chunk: int = 8192) -> np.ndarray:
+    """The ridge weights on the standardised features of a model :func:`fit_space` fitted.
+
+    In the primal form they are ``coef`` itself; in the kernel form ``X^T coef``, with ``X`` the
+    weighted standardised training features (built again, ``chunk`` columns at a time), so that
+    ``(x - space.mean) / space.scale @ weights`` is the kernel model's prediction for any image.
+
+    Parameters
+    ----------
+    features : array of shape (n_images, ...)
+        The features :func:`prepare_space` was given.
+    space : SpaceData
+        What :func:`prepare_space` returned (it holds the standardisation).
+    design : TrainDesign
+    coef : array of shape (n_features, n_voxels) or (n_unique, n_voxels)
+        The ``coef`` :func:`fit_space` returned with ``return_coef=True``.
+
+    Returns
+    -------
+    weights : array of shape (n_features, n_voxels), float32
+    """
+    if space.kind == "primal":
+        return np.asarray(coef, dtype=np.float32)
+    if space.mean is None or space.std is None:
+        raise ValueError("primal_weights needs the standardisation prepare_space keeps in the SpaceData")
+    features = np.asarray(features)
+    features = features.reshape(len(features), -1)
+    weights = np.empty((space.n_features, coef.shape[1]), dtype=np.float32)
+    row_weights = design.weights[:, None] / np.sqrt(space.n_features)
+    coef = np.asarray(coef, dtype=np.float32)
+    for start in range(0, space.n_features, chunk):
+        stop = min(start + chunk, space.n_features)
+        block = np.asarray(features[design.rows, start:stop], dtype=np.float64)
+        xw = ((block - space.mean[start:stop]) / space.std[start:stop] * row_weights).astype(np.float32)
+        weights[start:stop] = xw.T @ coef
+    return weights
 
 
 def fit_banded(spaces: list[SpaceData], design: TrainDesign, *, alphas: Any = DEFAULT_ALPHAS, n_folds: int = 5,

@@ -44,7 +44,7 @@ from .. import __version__
 from .._io import atomic_path
 from ..config import DecoderConfig, config_from_dict, config_to_json
 from ..errors import DataFormatError, InvalidArgumentError, MissingFileError
-from ._hdf5 import has_datasets
+from ._hdf5 import has_datasets, open_hdf5
 
 __all__ = ["DecoderFile", "DECODER_DATASETS", "WEIGHT_DATASETS"]
 
@@ -218,7 +218,7 @@ class DecoderFile:
         path = Path(path)
         if not path.is_file():
             raise MissingFileError(f"decoder file not found: {path}")
-        with h5py.File(path, "r") as f:
+        with open_hdf5(path, "decoder file") as f:
             _require(f, path, DECODER_DATASETS + (WEIGHT_DATASETS if load_weights else ()))
             _check_shapes({k: f[k].shape for k in (*_expected_shapes(0, 0, 0), "test/pred") if k in f},
                           str(path), DataFormatError)
@@ -244,7 +244,7 @@ class DecoderFile:
         path = Path(path)
         if not path.is_file():
             raise MissingFileError(f"decoder file not found: {path}")
-        with h5py.File(path, "r") as f:
+        with open_hdf5(path, "decoder file") as f:
             return {k: v.decode() if isinstance(v, bytes) else v.item() if isinstance(v, np.generic) else v
                     for k, v in f.attrs.items()}
 
@@ -260,7 +260,7 @@ class DecoderFile:
         path = Path(path)
         if not path.is_file():
             raise MissingFileError(f"decoder file not found: {path}")
-        with h5py.File(path, "r") as f:
+        with open_hdf5(path, "decoder file") as f:
             _require(f, path, ("test/ids", "test/pred"))
             ids, pred = np.asarray(f["test/ids"][()], np.int64), np.asarray(f["test/pred"][()], np.float32)
         if pred.ndim < 2 or len(pred) != len(ids):

@@ -1,9 +1,30 @@
-"""The encoding results file (``encoding/results.h5``): per-voxel scores of each feature space."""
+"""The encoding results file (``encoding/results.h5``): per-voxel scores of each feature space.
+
+Layout::
+
+    /spaces/<name>/{r,r2,alpha,nc_fraction}       float32 (n_voxels,): scores of each feature space
+    /partitions/<a>__<b>/{r2_a,r2_b,r2_joint,unique_a,unique_b,shared,r_joint,weight_a,weight_b}
+                                                  float32 (n_voxels,); attrs a, b
+    /noise_ceiling                                float32 (n_voxels,)
+    /voxels/{ijk | vertex,hemi}                   the analysis ROI's voxel positions
+    /models/<name>/weights                        float32 (n_features, n_voxels): ridge weights
+    /models/<name>/intercept                      float32 (n_voxels,): the training mean response
+    /models/<name>/feature_mean, feature_scale    float64 (n_features,): the model's input is
+                                                  (x.ravel() - feature_mean) / feature_scale
+    /models/<name>/voxel_keys                     int64 (n_voxels,): the voxels' position keys
+                                                  attrs: feature_shape (one image's feature), form
+                                                  ("primal" / "kernel": how it was solved)
+
+``/models`` holds the fitted encoding models kept to predict responses to new images (the ``z``
+space: :class:`EncodingModel`, read by :func:`read_encoding_model`). File attrs: ``config``,
+``prepared``, ``roi``, ``feature_stores``, ``brain2image_version``.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -11,19 +32,91 @@ import numpy as np
 
 from .. import __version__
 from .._io import atomic_path
+from ..errors import DataFormatError, MissingFileError
+from ._hdf5 import has_datasets, open_hdf5
 
-__all__ = ["write_encoding_results"]
+__all__ = ["EncodingModel", "write_encoding_results", "read_encoding_model", "has_encoding_model", "MODEL_FIELDS"]
+
+#: Datasets of one ``/models/<name>`` group.
+MODEL_FIELDS = ("weights", "intercept", "feature_mean", "feature_scale", "voxel_keys")
+
+
+@dataclass
+class EncodingModel:
+    """A fitted linear encoding model of one feature space: features of an image -> voxel responses.
+
+    Attributes
+    ----------
+    weights : array of shape (n_features, n_voxels), float32
+        Ridge weights on the standardised features.
+    intercept : array of shape (n_voxels,), float32
+        Added to every prediction (the mean training response).
+    feature_mean, feature_scale : arrays of shape (n_features,), float64
+        Standardisation: the model's input is ``(x.ravel() - feature_mean) / feature_scale``.
+    voxel_keys : array of shape (n_voxels,), int64
+        Position key of each voxel (:func:`brain2image.encoding.analysis.voxel_keys`).
+    feature_shape : tuple of int
+        Shape of one image's feature (``(4, 40, 40)`` for z).
+    form : {"primal", "kernel"}
+        How the ridge was solved (the weights are primal either way).
+    roi : str
+        The prepared file's ROI key the voxels come from (set when read from a file).
+    """
+
+    weights: np.ndarray
+    intercept: np.ndarray
+    feature_mean: np.ndarray
+    feature_scale: np.ndarray
+    voxel_keys: np.ndarray
+    feature_shape: tuple[int, ...]
+    form: str = "primal"
+    roi: str = ""
+
+    @property
+    def n_voxels(self) -> int:
+        """Voxels the model predicts."""
+        return int(self.weights.shape[1])
+
+    def check(self, where: str = "encoding model") -> None:
+        """Raise :class:`DataFormatError` when the arrays' shapes disagree."""
+        n_features, n_voxels = self.weights.shape if self.weights.ndim == 2 else (-1, -1)
+        expected = {"weights": (int(np.prod(self.feature_shape)), n_voxels), "intercept": (n_voxels,),
+                    "feature_mean": (n_features,), "feature_scale": (n_features,), "voxel_keys": (n_voxels,)}
+        for name, shape in expected.items():
+            if tuple(getattr(self, name).shape) != shape:
+                raise DataFormatError(f"{where}: field '{name}' has shape {tuple(getattr(self, name).shape)}; "
+                                      f"expected {shape} (feature_shape {self.feature_shape})")
+
+
+def _write_model(f: h5py.File, name: str, model: EncodingModel) -> None:
+    model.check(f"encoding model {name!r}")
+    g = f.create_group(f"models/{name}")
+    g.create_dataset("weights", data=np.asarray(model.weights, dtype=np.float32))
+    g.create_dataset("intercept", data=np.asarray(model.intercept, dtype=np.float32))
+    g.create_dataset("feature_mean", data=np.asarray(model.feature_mean, dtype=np.float64))
+    g.create_dataset("feature_scale", data=np.asarray(model.feature_scale, dtype=np.float64))
+    g.create_dataset("voxel_keys", data=np.asarray(model.voxel_keys, dtype=np.int64))
+    g.attrs["feature_shape"] = np.asarray(model.feature_shape, dtype=np.int64)
+    g.attrs["form"] = model.form
 
 
 def write_encoding_results(spaces: Mapping[str, Mapping[str, np.ndarray]],
                            partitions: Mapping[str, Mapping[str, np.ndarray]], noise_ceiling: np.ndarray | None,
                            path: str | os.PathLike, *, roi_data: dict | None = None,
-                           attrs: Mapping | None = None) -> Path:
-    """Write ``results.h5``.
+                           attrs: Mapping | None = None, models: Mapping[str, EncodingModel] | None = None) -> Path:
+    """Write ``results.h5`` atomically (layout in the module docstring).
 
-    Layout: ``/spaces/<name>/{r,r2,alpha,nc_fraction}``,
-    ``/partitions/<a>|<b>/{r2_a,r2_b,r2_joint,unique_a,unique_b,shared,r_joint,weight_a,weight_b}``
-    (``a``, ``b`` in attrs), ``/noise_ceiling``, ``/voxels/{ijk | vertex,hemi}``.
+    Parameters
+    ----------
+    spaces, partitions : mapping name -> mapping field -> array of shape (n_voxels,)
+    noise_ceiling : array of shape (n_voxels,), optional
+    path : path-like
+    roi_data : dict, optional
+        ``ijk`` or ``vertex`` + ``hemi`` of the voxels.
+    attrs : mapping, optional
+        File attributes.
+    models : mapping name -> EncodingModel, optional
+        Fitted models kept to predict new images (``/models/<name>``).
     """
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         for name, values in spaces.items():
@@ -41,7 +134,58 @@ def write_encoding_results(spaces: Mapping[str, Mapping[str, np.ndarray]],
             for key in ("ijk", "vertex", "hemi"):
                 if roi_data.get(key) is not None:
                     f.create_dataset(f"voxels/{key}", data=roi_data[key])
+        for name, model in (models or {}).items():
+            _write_model(f, name, model)
         for key, value in (attrs or {}).items():
             f.attrs[key] = value
         f.attrs["brain2image_version"] = __version__
     return Path(path)
+
+
+def read_encoding_model(path: str | os.PathLike, space: str = "z") -> EncodingModel:
+    """The fitted encoding model of ``space`` kept in a results file.
+
+    Parameters
+    ----------
+    path : path-like
+        ``encoding/results.h5``.
+    space : str
+        Feature space (``z``).
+
+    Returns
+    -------
+    EncodingModel
+        With ``roi`` from the file's attributes.
+
+    Raises
+    ------
+    MissingFileError
+        No results file.
+    DataFormatError
+        An unreadable file, a file without the model of ``space`` (written before models were
+        kept, or without that space), or a model with a missing field or inconsistent shapes.
+    """
+    path = Path(path)
+    rerun = f"run `brain2image encode` (with the {space} feature store) again to write it"
+    if not path.is_file():
+        raise MissingFileError(f"encoding results {path} not found; run `brain2image encode` first")
+    with open_hdf5(path, "encoding results file") as f:
+        if f"models/{space}" not in f:
+            raise DataFormatError(f"{path}: no fitted model '/models/{space}' (the {space} encoding weights); {rerun}")
+        g = f[f"models/{space}"]
+        missing = [k for k in MODEL_FIELDS if k not in g] + [k for k in ("feature_shape",) if k not in g.attrs]
+        if missing:
+            raise DataFormatError(f"{path}: '/models/{space}' lacks {missing}; {rerun}")
+        model = EncodingModel(**{k: g[k][()] for k in MODEL_FIELDS},
+                              feature_shape=tuple(int(n) for n in g.attrs["feature_shape"]),
+                              form=str(g.attrs.get("form", "primal")), roi=str(f.attrs.get("roi", "")))
+    model.check(f"{path}: '/models/{space}'")
+    return model
+
+
+def has_encoding_model(path: str | os.PathLike, space: str = "z") -> bool:
+    """Whether ``path`` is a readable results file holding every dataset of the model of ``space``."""
+    try:
+        return has_datasets(path, tuple(f"models/{space}/{name}" for name in MODEL_FIELDS))
+    except DataFormatError:
+        return False

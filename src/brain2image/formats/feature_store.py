@@ -20,9 +20,9 @@ import h5py
 import numpy as np
 
 from .. import __version__
-from .._io import atomic_path
+from .._io import atomic_path, disk_full_error, is_disk_full
 from ..errors import DataFormatError, InvalidArgumentError, MissingFileError
-from ._hdf5 import has_datasets
+from ._hdf5 import has_datasets, open_hdf5
 
 __all__ = ["FeatureStore", "merge_stores", "merge_feature_shards", "partial_path", "shard_path", "parse_shard",
            "shard_ids", "shard_attrs", "require_same_study", "PROVENANCE_KEYS", "RESULT_KEYS", "SHARD_KEYS",
@@ -217,6 +217,11 @@ class FeatureStore:
         missing = [k for k in PROVENANCE_KEYS if k not in attrs]
         if missing:
             raise ValueError(f"feature store attrs lack {missing}")
+        if store.partial_path.exists() and not store.path.exists() and not _is_readable(store.partial_path):
+            # A process killed inside an HDF5 write can leave the partial file unreadable: start it again.
+            logger.warning("%s: unreadable (a write was interrupted); starting this store again",
+                           store.partial_path)
+            store.partial_path.unlink()
         for existing in (store.path, store.partial_path):
             if existing.exists():
                 store._check_matches(existing, ids, feature_shape, attrs)
@@ -227,7 +232,7 @@ class FeatureStore:
 
     @staticmethod
     def _check_matches(file: Path, ids: np.ndarray, feature_shape: tuple, attrs: Mapping[str, Any]) -> None:
-        with h5py.File(file, "r") as f:
+        with open_hdf5(file, "feature store") as f:
             if "features" not in f or "ids" not in f or "done" not in f:
                 raise DataFormatError(f"{file}: not a feature store (needs 'features', 'ids', 'done'); delete it")
             old_shape = tuple(f["features"].shape[1:])
@@ -275,21 +280,28 @@ class FeatureStore:
             raise MissingFileError(f"{self.partial_path}: no partial store to write into (already complete?)")
         order = np.argsort(ids)
         ids, values = ids[order], values[order]
-        with h5py.File(self.partial_path, "r+") as f:
-            all_ids = f["ids"][()]
-            pos = np.searchsorted(all_ids, ids)
-            if np.any(pos >= len(all_ids)) or np.any(all_ids[np.minimum(pos, len(all_ids) - 1)] != ids):
-                raise DataFormatError(f"{self.partial_path}: ids {ids[:5].tolist()}... are not all in the store")
-            if len(np.unique(pos)) != len(pos):
-                raise ValueError("duplicate ids in one write")
-            if values.shape[1:] != f["features"].shape[1:]:
-                raise DataFormatError(f"{self.partial_path}: rows of shape {values.shape[1:]} do not fit "
-                                      f"'features' rows {f['features'].shape[1:]}")
-            f["features"][pos] = values
-            done = f["done"][()]
-            done[pos] = True
-            f["done"][...] = done
-            f.flush()
+        try:
+            with h5py.File(self.partial_path, "r+") as f:
+                all_ids = f["ids"][()]
+                pos = np.searchsorted(all_ids, ids)
+                if np.any(pos >= len(all_ids)) or np.any(all_ids[np.minimum(pos, len(all_ids) - 1)] != ids):
+                    raise DataFormatError(f"{self.partial_path}: ids {ids[:5].tolist()}... are not all in the store")
+                if len(np.unique(pos)) != len(pos):
+                    raise ValueError("duplicate ids in one write")
+                if values.shape[1:] != f["features"].shape[1:]:
+                    raise DataFormatError(f"{self.partial_path}: rows of shape {values.shape[1:]} do not fit "
+                                          f"'features' rows {f['features'].shape[1:]}")
+                f["features"][pos] = values
+                f.flush()  # the rows reach the file before they are marked done
+                done = f["done"][()]
+                done[pos] = True
+                f["done"][...] = done
+                f.flush()
+        except OSError as error:
+            if not is_disk_full(error):
+                raise
+            raise disk_full_error(self.partial_path, error, "the rows finished before stay there and the "
+                                  "command resumes from them") from error
 
     def finalize(self) -> Path:
         """Rename the partial file to the final path once every row is done; returns the final path."""
@@ -323,7 +335,7 @@ class FeatureStore:
                 raise MissingFileError(f"feature store {store.path} is unfinished ({store.partial_path} exists); "
                                        "rerun `brain2image features` to complete it")
             raise MissingFileError(f"feature store {store.path} not found")
-        with h5py.File(store.path, "r") as f:
+        with open_hdf5(store.path, "feature store") as f:
             for name in ("features", "ids"):
                 if name not in f:
                     raise DataFormatError(f"{store.path}: no dataset '{name}' (not a feature store)")
@@ -449,6 +461,14 @@ def _read_row_blocks(ds: h5py.Dataset, rows: np.ndarray, block_bytes: int) -> np
         out[order[i:j]] = slab[sorted_rows[i:j] - lo]
         i = j
     return out
+
+
+def _is_readable(path: Path) -> bool:
+    try:
+        with h5py.File(path, "r") as f:
+            return all(name in f for name in ("ids", "features", "done"))
+    except OSError:
+        return False
 
 
 def _shard_of(path: Path, attrs: Mapping[str, Any]) -> tuple[int, int] | None:

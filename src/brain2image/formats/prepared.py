@@ -304,8 +304,17 @@ class PreparedWriter:
     def __enter__(self) -> PreparedWriter:
         self._atomic = atomic_path(self.path)
         tmp = self._atomic.__enter__()
-        self._handle = h5py.File(tmp, "w")
-        self._write_layout(self._handle)
+        try:
+            self._handle = h5py.File(tmp, "w")
+            self._write_layout(self._handle)
+        except BaseException as error:
+            # __exit__ is not called when __enter__ fails: remove the temporary file here (a full
+            # disk becomes the one-line error naming the path).
+            if self._handle is not None:
+                self._handle.close()
+                self._handle = None
+            self._atomic.__exit__(type(error), error, error.__traceback__)
+            raise
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,

@@ -28,6 +28,7 @@ __all__ = ["RunLayout", "RUN_FILES", "FEATURE_DATASET"]
 RUN_FILES = {
     "metrics": "metrics.json",
     "evaluation": "evaluation.json",
+    "brain_correlation": "brain_correlation.json",
     "report": "report.html",
     "timings": "timings.json",
     "config": "run_config.json",

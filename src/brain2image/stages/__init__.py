@@ -4,7 +4,7 @@
 order in a run folder; ``brain2image <stage>`` is each stage's command, its parser generated from
 the stage's options; a cluster runner calls ``stage.run(ctx, shard)`` with a
 :class:`StageContext`. Importing this package registers the built-in stages, in pipeline order:
-prepare, features, fit, reconstruct, evaluate, encode, report.
+prepare, features, fit, reconstruct, evaluate, encode, brain_correlation, report.
 """
 
 from __future__ import annotations

@@ -105,13 +105,23 @@ class EncodeStage(Stage):
         return {"encoding": self._root(ctx) / RUN_FILES["encoding"]}
 
     def is_done(self, ctx: StageContext) -> bool:
-        """``summary.json`` is there and covers every feature space the config names."""
-        path = self.outputs(ctx)["encoding"] / "summary.json"
+        """``summary.json`` covers every feature space the config names, and ``results.h5`` keeps the z model.
+
+        A results file written before the z model was kept (``/models/z``) is done again, so that
+        ``brain_correlation`` finds the model.
+        """
+        from ..encoding.analysis import KEPT_MODELS
+        from ..formats.encoding_results import has_encoding_model
+
+        folder = self.outputs(ctx)["encoding"]
+        path = folder / "summary.json"
         if not path.is_file():
             return False
         wanted = {k.removeprefix("features_") for k in self.inputs(ctx) if k != "prepared"}
         wanted |= set(zc_space_names(ctx.config.zc))
-        return wanted <= set(json.loads(path.read_text()).get("feature_stores", {}))
+        if not wanted <= set(json.loads(path.read_text()).get("feature_stores", {})):
+            return False
+        return all(has_encoding_model(folder / "results.h5", space) for space in KEPT_MODELS if space in wanted)
 
     def _zc_stores(self, ctx: StageContext, stores: dict[str, Path]) -> dict[str, Path]:
         """Compute (or resume) the z_c / U-Net feature stores; returns name -> store."""

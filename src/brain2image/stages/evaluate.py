@@ -1,28 +1,82 @@
-"""``evaluate``: reconstructions + NSD stimuli -> the metric table (``evaluation.json`` in a run)."""
+"""``evaluate``: reconstructions + NSD stimuli -> the metric table (``evaluation.json`` in a run).
+
+In a run folder the stage also records the decoders' top-1 retrieval in the decoded z and c
+spaces (:mod:`brain2image.evaluation.retrieval`) under ``retrieval``: a property of the decoders,
+the same for every reconstruction method.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
 
+from .._io import atomic_write_text
+from ..config import EvaluationConfig
 from .base import Stage, StageContext
 from .options import Option
 from .registry import register_stage
 
-__all__ = ["EvaluateStage"]
+__all__ = ["EvaluateStage", "RETRIEVAL_TARGETS", "retrieval_settings", "decoder_retrieval"]
 
 logger = logging.getLogger(__name__)
+
+#: The decoded feature spaces whose retrieval a run's evaluation records.
+RETRIEVAL_TARGETS = ("z", "c")
+
+
+def retrieval_settings(evaluation: EvaluationConfig) -> dict[str, int]:
+    """``n_candidates``, ``n_draws`` and ``seed`` of the retrieval (``[evaluation] retrieval_*`` keys)."""
+    return {"n_candidates": evaluation.retrieval_candidates, "n_draws": evaluation.retrieval_draws,
+            "seed": evaluation.retrieval_seed}
+
+
+def decoder_retrieval(decoder: Path, store: Path, target: str, *, n_candidates: int, n_draws: int,
+                      seed: int) -> dict[str, Any]:
+    """Retrieval between a decoder file's test predictions and the true features of the same 73k ids.
+
+    Parameters
+    ----------
+    decoder : Path
+        Decoder file (``test/ids``, ``test/pred``).
+    store : Path
+        The target's feature store (must hold every test id).
+    target : str
+        Feature name, for messages.
+    n_candidates, n_draws, seed : int
+        The protocol (:func:`~brain2image.evaluation.retrieval.retrieval_accuracy`).
+
+    Returns
+    -------
+    dict
+        :func:`~brain2image.evaluation.retrieval.retrieval_accuracy`'s result.
+
+    Raises
+    ------
+    MissingFileError
+        Without the decoder file or the store.
+    DataFormatError
+        When the store lacks a test id or the two files are of different studies or subjects.
+    """
+    from ..evaluation.retrieval import retrieval_accuracy
+    from .reconstruct import check_same_study, read_aligned
+
+    ids, decoded = read_aligned(decoder, None, f"decoded {target}")
+    check_same_study({"decoder": decoder, "store": store})
+    _, true = read_aligned(store, ids, f"true {target}")
+    return retrieval_accuracy(decoded, true, n_candidates, n_draws, seed)
 
 
 @register_stage
 class EvaluateStage(Stage):
-    """PixCorr, SSIM, both identifications and feature-space distances of every method."""
+    """PixCorr, SSIM, both identifications and feature-space distances of every method; retrieval in a run."""
 
     name = "evaluate"
     help = "compute the metric table of reconstructions"
     description = ("Compute PixCorr, SSIM, two-way identification (MindEye and Takagi definitions) and "
-                   "correlation distances of every method in a reconstruction folder.")
+                   "correlation distances of every method in a reconstruction folder. In a run folder, also "
+                   "the decoders' top-1 image and brain retrieval in the decoded z and c spaces.")
     sections = ("evaluation",)
     run_keys = ("nsd_root", "device")
     path_options = (
@@ -33,9 +87,19 @@ class EvaluateStage(Stage):
                                      "nsddata_stimuli/stimuli/nsd/nsd_stimuli.hdf5"},
                         "device": {"help": "torch device of the feature networks"}}
 
+    def _retrieval_inputs(self, ctx: StageContext) -> dict[str, tuple[Path, Path]]:
+        """Per target, its decoder file and true feature store (run folders only)."""
+        if not ctx.in_run_folder:
+            return {}
+        layout, decoder = ctx.layout, ctx.config.decoder
+        rois = {"z": decoder.z_roi, "c": decoder.c_roi}
+        return {t: (layout.decoder(t, rois[t]), layout.feature_store(t)) for t in RETRIEVAL_TARGETS}
+
     def inputs(self, ctx: StageContext) -> dict[str, Any]:
-        """``recon``: the reconstruction folder."""
-        return {"recon": ctx.path("recon", lambda: ctx.layout.file("recon"))}
+        """``recon``: the reconstruction folder; in a run, also each target's decoder file and feature store."""
+        retrieval = {f"{kind}_{t}": path for t, paths in self._retrieval_inputs(ctx).items()
+                     for kind, path in zip(("decoder", "features"), paths)}
+        return {"recon": ctx.path("recon", lambda: ctx.layout.file("recon")), **retrieval}
 
     def outputs(self, ctx: StageContext) -> dict[str, Any]:
         """``evaluation``: the metrics JSON."""
@@ -45,14 +109,24 @@ class EvaluateStage(Stage):
         """Never skipped (seconds): a run recomputes it from the images on disk."""
         return False
 
+    def retrieval(self, ctx: StageContext) -> dict[str, dict[str, Any]]:
+        """``{target: retrieval}`` of the run's decoders (``{}`` outside a run folder)."""
+        settings = retrieval_settings(ctx.config.evaluation)
+        return {t: decoder_retrieval(decoder, store, t, **settings)
+                for t, (decoder, store) in self._retrieval_inputs(ctx).items()}
+
     def run(self, ctx: StageContext, shard: tuple[int, int] | None = None) -> dict:
-        """Evaluate; returns what was written (``methods``, ``feature_spaces``, ...)."""
+        """Evaluate; returns what was written (``methods``, ``feature_spaces``, ``retrieval`` in a run, ...)."""
         from ..evaluation.evaluate import evaluate_recon_dir
 
         self.refuse_shard(shard)
         config, out = ctx.config.evaluation, self.outputs(ctx)["evaluation"]
+        retrieval = self.retrieval(ctx)
         result = evaluate_recon_dir(self.inputs(ctx)["recon"], ctx.config.nsd_root, out, config.metrics,
                                     weights_dir=config.weights_dir, size=config.size, device=ctx.config.device)
+        if retrieval:
+            result["retrieval"] = retrieval
+            atomic_write_text(out, json.dumps(result, indent=2))
         logger.info("wrote %s (%d methods%s)", out, len(result["methods"]),
                     f", {result['weights']}" if "weights" in result else "")
         return result

@@ -26,7 +26,8 @@ __all__ = ["BUILTIN_MODULES", "ENTRY_POINT_GROUP", "load_builtin_stages", "regis
 logger = logging.getLogger(__name__)
 
 #: Modules of the built-in stages, in pipeline order.
-BUILTIN_MODULES = ("prepare", "features", "fit", "reconstruct", "evaluate", "encode", "report")
+BUILTIN_MODULES = ("prepare", "features", "fit", "reconstruct", "evaluate", "encode", "brain_correlation",
+                   "report")
 #: Entry-point group of stages from other packages.
 ENTRY_POINT_GROUP = "brain2image.stages"
 

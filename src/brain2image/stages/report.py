@@ -12,7 +12,8 @@ import numpy as np
 
 from .. import __version__
 from .._io import atomic_write_text
-from ..errors import MissingFileError
+from ..errors import DataFormatError, MissingFileError
+from ..formats.run_layout import RUN_FILES
 from ..methods import ALL_METHODS
 from .base import CommandOutput, Stage, StageContext, Timings
 from .options import Option
@@ -22,9 +23,32 @@ __all__ = ["ReportStage", "collect_metrics", "build_report"]
 
 _METHOD_NAMES = {m.value for m in ALL_METHODS}
 
+def _brain_correlation(run_dir: Path) -> dict[str, Any] | None:
+    """The run's ``brain_correlation.json`` (``None`` without one).
+
+    Raises
+    ------
+    DataFormatError
+        When the file is not a JSON object.
+    """
+    path = run_dir / RUN_FILES["brain_correlation"]
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise DataFormatError(f"{path}: not valid JSON ({error}); expected the brain_correlation stage's "
+                              "record") from None
+    if not isinstance(record, dict) or not isinstance(record.get("methods"), dict):
+        raise DataFormatError(f"{path}: field 'methods' is missing; expected {{method: {{roi: mean r}}}}")
+    return record
+
 
 def collect_metrics(ctx: StageContext) -> dict[str, Any]:
     """``metrics.json`` of a run folder: each method's metrics, decoding accuracy, stage times.
+
+    Also the decoders' ``retrieval`` (from ``evaluation.json``) and ``brain_correlation`` (from
+    ``brain_correlation.json``), each when the run has it.
 
     Raises
     ------
@@ -46,6 +70,11 @@ def collect_metrics(ctx: StageContext) -> dict[str, Any]:
     metrics["timings_s"]["total"] = round(sum(ctx.timings.values.values()), 2)
     metrics["feature_spaces"] = evaluation.get("feature_spaces")
     metrics["metric_set"] = evaluation.get("metric_set")
+    if "retrieval" in evaluation:
+        metrics["retrieval"] = evaluation["retrieval"]
+    brain_correlation = _brain_correlation(layout.root)
+    if brain_correlation is not None:
+        metrics["brain_correlation"] = brain_correlation
     metrics["model"] = config.model
     metrics.update(random_weights_marking(config.model, config.nsd_root))
     metrics["brain2image_version"] = __version__
@@ -117,7 +146,8 @@ def build_report(run_dir: str | os.PathLike, *, n_images: int | None = None) -> 
                         decoding=metrics.get("decoding", {}), config=config,
                         timings={k: v for k, v in metrics.get("timings_s", {}).items() if k != "total"},
                         encoding_summary=encoding_summary, encoding_figures=figures, notes=notes,
-                        feature_spaces=_feature_spaces(run_dir, metrics), n_images=n_images)
+                        feature_spaces=_feature_spaces(run_dir, metrics), n_images=n_images,
+                        retrieval=metrics.get("retrieval"), brain_correlation=metrics.get("brain_correlation"))
 
 
 @register_stage
@@ -126,8 +156,9 @@ class ReportStage(Stage):
 
     name = "report"
     help = "write metrics.json and report.html for a run folder"
-    description = ("Collect the run's metrics, decoding accuracy and stage times into metrics.json, then write "
-                   "one self-contained HTML page (reconstruction grid, metric table, decoding accuracy, "
+    description = ("Collect the run's metrics, decoders' retrieval, brain correlation (when the run has it), "
+                   "decoding accuracy and stage times into metrics.json, then write one self-contained HTML page "
+                   "(reconstruction grid, metric table, retrieval, brain correlation, decoding accuracy, "
                    "encoding maps, config, timings) for a run folder made by `run` or `demo`.")
     sections = ("report",)
     path_options = (Option("run_dir", "run folder", type=Path, role="input", positional=True),)

@@ -6,12 +6,13 @@
 * ``<out>/nsd/``: an NSD tree (:mod:`.nsd_writer`) that the real-NSD reader opens unchanged;
 * ``<out>/simulation_truth.h5``: what the decoders should recover (see :func:`write_truth`).
 
-Design (as in NSD, scaled down): one subject (``subj01``) sees every image of the simulated
-"73k" space; ``n_shared`` images (the "shared1000") are shown 3 times each, in 3 different
-sessions when there are at least 3; every other image 1–3 times so that the sessions hold
-exactly 750 trials; trial order within a session is random. With ``late_sessions`` (NSD's
-sessions 38–40, released later), ``late_shared`` shared images have their last repeat(s) in
-those sessions and every other shared image is seen 3 times before them.
+Design (as in NSD, scaled down): each subject (``subj01``, or ``subj01`` … ``subjNN`` with
+``n_subjects``, :mod:`.cohort`) sees every image of the simulated "73k" space; ``n_shared``
+images (the "shared1000") are shown 3 times each, in 3 different sessions when there are at
+least 3; every other image 1–3 times so that the sessions hold exactly 750 trials; trial order
+within a session is random. With ``late_sessions`` (NSD's sessions 38–40, released later),
+``late_shared`` shared images have their last repeat(s) in those sessions and every other shared
+image is seen 3 times before them.
 
 Presets (:data:`PRESETS`, :func:`preset_settings`): ``nsd`` is an NSD-size subject (40 sessions,
 10,000 images, 1,000 shared, 15,724 ``nsdgeneral`` voxels, 425 px stimuli); ``demo`` the demo's
@@ -27,6 +28,7 @@ otherwise they are kept in memory, (n_images, n_voxels) float32.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -44,6 +46,14 @@ from ... import __version__
 from ..._io import atomic_path
 from ...errors import InvalidArgumentError
 from . import nsd_writer
+from .cohort import (
+    SubjectDraw,
+    check_subject_count,
+    first_subject,
+    other_subject,
+    subject_images,
+    truth_file_name,
+)
 from .nsd_writer import BETA_SCALE, TRIALS_PER_SESSION
 from .scenes import Scene, label_names, render_scenes, sample_scenes, scene_captions, scene_labels
 from .subject import (
@@ -127,13 +137,19 @@ class SimulatedStudy:
     truth_path : Path
         The ground truth (``<out>/simulation_truth.h5``).
     subject : int
-        The simulated subject's number (1).
+        The first simulated subject's number (1).
+    subjects : tuple of int
+        Every simulated subject (1..n_subjects).
+    truth_paths : tuple of Path
+        The ground truth of each subject (``simulation_truth.h5``, then ``simulation_truth_subjXX.h5``).
     """
 
     out_dir: Path
     nsd_root: Path
     truth_path: Path
     subject: int = 1
+    subjects: tuple[int, ...] = (1,)
+    truth_paths: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -463,24 +479,31 @@ def _write_stimuli(path: Path, scenes: list[Scene], image_size: int, view_size: 
     return view
 
 
-def _write_design_files(paths: Mapping[str, Path], stimuli: _Stimuli, design: StudyDesign,
-                        anatomy: SimulatedAnatomy, image_size: int, seed: int) -> None:
-    """Captions, experimental design, stimulus table, behaviour and ROIs of the tree."""
+def _write_shared_files(paths: Mapping[str, Path], stimuli: _Stimuli, designs: Mapping[int, StudyDesign],
+                        image_size: int) -> None:
+    """Captions, experimental design (a ``subjectim`` row per subject) and stimulus table of the tree."""
     n_images = len(stimuli.scenes)
     next_id = 1
     for split, mask in (("train2017", ~stimuli.is_val), ("val2017", stimuli.is_val)):
         idx = np.nonzero(mask)[0]
         next_id = nsd_writer.write_captions(paths[f"captions_{split}"], stimuli.coco_ids[idx].tolist(),
                                             [stimuli.captions[i] for i in idx], image_size, next_id)
-    nsd_writer.write_expdesign(paths["expdesign"], design.masterordering,
-                               design.subjectim[None, :], design.sharedix)
+    first = designs[min(designs)]
+    nsd_writer.write_expdesign(paths["expdesign"], first.masterordering,
+                               np.stack([designs[k].subjectim for k in sorted(designs)]), first.sharedix)
     shared = np.zeros(n_images, dtype=bool)
-    shared[design.sharedix - 1] = True
+    shared[first.sharedix - 1] = True
     nsd_writer.write_stim_info(
         paths["stim_info"], stimuli.coco_ids, np.where(stimuli.is_val, "val2017", "train2017").tolist(),
-        shared, {1: np.ones(n_images, dtype=bool)}, {1: design.repetition_trials(n_images)},
+        shared, {k: np.ones(n_images, dtype=bool) for k in designs},
+        {k: design.repetition_trials(n_images) for k, design in designs.items()},
         stimuli.crop_boxes, stimuli.losses)
-    nsd_writer.write_responses(paths["responses"], 1, design.masterordering, design.subjectim, seed=seed)
+
+
+def _write_subject_files(paths: Mapping[str, Path], number: int, design: StudyDesign, anatomy: SimulatedAnatomy,
+                         seed: int) -> None:
+    """A subject's behaviour (``responses.tsv``) and ROIs."""
+    nsd_writer.write_responses(paths["responses"], number, design.masterordering, design.subjectim, seed=seed)
     nsd_writer.write_rois(paths, anatomy.brainmask, anatomy.nsdgeneral, anatomy.streams,
                           STREAM_LABELS, anatomy.affine)
 
@@ -596,8 +619,8 @@ def simulate_study(out_dir: str | os.PathLike, *, preset: str | None = None, n_i
                    model_size: int | None = None, standardise_images: int | None = None,
                    ncsnr: float | None = None, session_offset: float | None = None,
                    val_fraction: float | None = None, nifti_betas: bool = False, seed: int = 0,
-                   progress: bool = True) -> SimulatedStudy:
-    """Simulate a subject viewing procedural scenes and write an NSD tree plus the ground truth.
+                   n_subjects: int = 1, progress: bool = True) -> SimulatedStudy:
+    """Simulate subjects viewing procedural scenes and write an NSD tree plus the ground truth.
 
     Every size and noise argument left at None takes the preset's value, else
     :data:`DEFAULT_SETTINGS`'s (given in brackets below).
@@ -640,6 +663,10 @@ def simulate_study(out_dir: str | os.PathLike, *, preset: str | None = None, n_i
         Also write ``betas_sessionNN.nii.gz``.
     seed : int
         Seed of every random choice: same arguments and seed → byte-identical files.
+    n_subjects : int
+        Subjects ``subj01`` … ``subjNN`` (1..8) sharing the stimuli and ``masterordering``; subject 1 is
+        the one-subject study's, the others differ in seed, tunings, ncsnr and ROI sizes (:mod:`.cohort`).
+        Subject ``k`` ≥ 2's truth is ``<out_dir>/simulation_truth_subjXX.h5``.
     progress : bool
         Show progress bars.
 
@@ -651,42 +678,91 @@ def simulate_study(out_dir: str | os.PathLike, *, preset: str | None = None, n_i
              "late_shared": late_shared, "volume_shape": volume_shape, "roi_sizes": roi_sizes,
              "image_size": image_size, "model_size": model_size, "standardise_images": standardise_images,
              "ncsnr": ncsnr, "session_offset": session_offset, "val_fraction": val_fraction}
+    check_subject_count(n_subjects)
     settings = _resolve_settings(preset, seed, given)
-    return _run_study(Path(out_dir).expanduser().resolve(), settings, nifti_betas=nifti_betas, progress=progress)
+    return _run_study(Path(out_dir).expanduser().resolve(), settings, n_subjects=n_subjects, nifti_betas=nifti_betas,
+                      progress=progress)
 
 
-def _run_study(out_dir: Path, settings: _StudySettings, *, nifti_betas: bool, progress: bool) -> SimulatedStudy:
-    """Draw everything from ``settings.seed`` and write the tree and the truth (see simulate_study)."""
+def _subject_draws(settings: _StudySettings, streams: list[np.random.SeedSequence], n_subjects: int
+                   ) -> list[SubjectDraw]:
+    """Subject 1 from the study seed's streams, the others from their own seeds (:mod:`.cohort`)."""
+    _, _, rng_anat, rng_subject, rng_noise, _, rng_behav = streams
+    draws = [first_subject(settings.roi_sizes, settings.ncsnr, anatomy=rng_anat, tuning=rng_subject,
+                           noise=rng_noise, behaviour=rng_behav)]
+    draws += [other_subject(k, settings.seed, settings.roi_sizes, settings.ncsnr,
+                            settings.n_images - settings.n_shared) for k in range(2, n_subjects + 1)]
+    return draws
+
+
+def _subject_design(design: StudyDesign, draw: SubjectDraw) -> StudyDesign:
+    """The study design with the subject's own ``subjectim`` row."""
+    return dataclasses.replace(design, subjectim=subject_images(design.subjectim, len(design.sharedix),
+                                                                draw.image_order))
+
+
+def _subject_settings(settings: _StudySettings, draw: SubjectDraw) -> _StudySettings:
+    """The study's settings with the subject's ROI sizes and ncsnr."""
+    return dataclasses.replace(settings, roi_sizes=draw.roi_sizes, ncsnr=draw.ncsnr)
+
+
+def _simulate_one(out_dir: Path, paths: Mapping[str, Path], settings: _StudySettings, draw: SubjectDraw,
+                  anatomy: SimulatedAnatomy, design: StudyDesign, stimuli: _Stimuli, view: np.ndarray, *,
+                  n_subjects: int, nifti_betas: bool, progress: bool) -> Path:
+    """One subject's responses, betas, behaviour and ROIs, and its ground truth; returns the truth's path."""
+    own = _subject_settings(settings, draw)
+    _write_subject_files(paths, draw.number, design, anatomy, seed=_seed_of(draw.behaviour))
+    truth_path = out_dir / truth_file_name(draw.number)
+    scratch = out_dir / ".simulation_signal.scratch.h5"
+    attrs = own.truth_attrs(anatomy) | ({"subject": draw.number} if n_subjects > 1 else {})
+    try:
+        with contextlib.ExitStack() as stack:
+            subject, signal = _simulate_subject(own, anatomy, view, stimuli.labels, _seed_of(draw.tuning),
+                                                scratch, stack, progress)
+            logger.info("subject %d: %d ROI voxels", draw.number, subject.n_voxels)
+            roi_offsets = _write_betas(paths, subject, signal, design, np.random.default_rng(draw.noise),
+                                       session_offset=own.session_offset, nifti=nifti_betas, progress=progress)
+            write_truth(truth_path, subject=subject, signal=signal, labels=stimuli.labels,
+                        scenes_json=json.dumps([s.to_dict() for s in stimuli.scenes]), coco_ids=stimuli.coco_ids,
+                        design=design, session_offset=roi_offsets, attrs=attrs)
+    finally:
+        scratch.unlink(missing_ok=True)
+    return truth_path
+
+
+def _marker(settings: _StudySettings, draws: list[SubjectDraw]) -> dict[str, object]:
+    """The tree's marker; with several subjects, each one's truth file, ROI sizes and ncsnr too."""
+    marker = settings.marker()
+    if len(draws) > 1:
+        marker["subjects"] = {str(d.number): {"truth": f"../{truth_file_name(d.number)}", "roi_sizes": d.roi_sizes,
+                                              "ncsnr_target": d.ncsnr} for d in draws}
+    return marker
+
+
+def _run_study(out_dir: Path, settings: _StudySettings, *, n_subjects: int = 1, nifti_betas: bool,
+               progress: bool) -> SimulatedStudy:
+    """Draw everything from ``settings.seed`` and write the tree and the truths (see simulate_study)."""
     start = time.perf_counter()
     nsd_root = out_dir / "nsd"
-    paths = nsd_writer.nsd_paths(nsd_root, subject=1)
     streams = np.random.SeedSequence(settings.seed).spawn(7)
-    rng_scenes, rng_design, rng_anat, rng_subject, rng_noise, rng_coco, rng_behav = streams
+    rng_scenes, rng_design, _, _, _, rng_coco, _ = streams
 
     # Design first: it validates the sizes.
     design = make_design(settings.n_images, settings.n_shared, settings.n_sessions, seed=_seed_of(rng_design),
                          late_sessions=settings.late_sessions, late_shared=settings.late_shared)
-    anatomy = make_anatomy(settings.volume_shape, settings.roi_sizes, seed=_seed_of(rng_anat))
+    draws = _subject_draws(settings, streams, n_subjects)
+    designs = {d.number: _subject_design(design, d) for d in draws}
+    anatomies = {d.number: make_anatomy(settings.volume_shape, d.roi_sizes, seed=_seed_of(d.anatomy)) for d in draws}
+    shared_paths = nsd_writer.nsd_paths(nsd_root, subject=1)
     stimuli = _draw_stimuli(settings.n_images, settings.val_fraction, rng_scenes, rng_coco)
-    view = _write_stimuli(paths["stimuli"], stimuli.scenes, settings.image_size, settings.view_size, progress)
+    view = _write_stimuli(shared_paths["stimuli"], stimuli.scenes, settings.image_size, settings.view_size, progress)
     logger.info("rendered %d scenes", settings.n_images)
-    _write_design_files(paths, stimuli, design, anatomy, settings.image_size, seed=_seed_of(rng_behav))
-    truth_path = out_dir / "simulation_truth.h5"
-    scratch = out_dir / ".simulation_signal.scratch.h5"
-    try:
-        with contextlib.ExitStack() as stack:
-            subject, signal = _simulate_subject(settings, anatomy, view, stimuli.labels, _seed_of(rng_subject),
-                                                scratch, stack, progress)
-            del view
-            logger.info("subject: %d ROI voxels", subject.n_voxels)
-            roi_offsets = _write_betas(paths, subject, signal, design, np.random.default_rng(rng_noise),
-                                       session_offset=settings.session_offset, nifti=nifti_betas,
-                                       progress=progress)
-            write_truth(truth_path, subject=subject, signal=signal, labels=stimuli.labels,
-                        scenes_json=json.dumps([s.to_dict() for s in stimuli.scenes]), coco_ids=stimuli.coco_ids,
-                        design=design, session_offset=roi_offsets, attrs=settings.truth_attrs(anatomy))
-    finally:
-        scratch.unlink(missing_ok=True)
-    nsd_writer.write_marker(nsd_root, settings.marker())
+    _write_shared_files(shared_paths, stimuli, designs, settings.image_size)
+    options: dict[str, Any] = {"n_subjects": n_subjects, "nifti_betas": nifti_betas, "progress": progress}
+    truths = tuple(_simulate_one(out_dir, nsd_writer.nsd_paths(nsd_root, subject=d.number), settings, d,
+                                 anatomies[d.number], designs[d.number], stimuli, view, **options)
+                   for d in draws)
+    nsd_writer.write_marker(nsd_root, _marker(settings, draws))
     logger.info("simulated study written to %s in %.1f s", out_dir, time.perf_counter() - start)
-    return SimulatedStudy(out_dir=out_dir, nsd_root=nsd_root, truth_path=truth_path)
+    return SimulatedStudy(out_dir=out_dir, nsd_root=nsd_root, truth_path=truths[0],
+                          subjects=tuple(d.number for d in draws), truth_paths=truths)
