@@ -15,14 +15,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         subparsers, "run", help="run all stages for a study described by a TOML config (resumable)",
         description="Run every registered stage in order (prepare → features → fit → reconstruct → evaluate → "
         "encode → report) as set in CONFIG (see examples/nsd_subj01_sd14.toml and docs/cli.md). Stages "
-        "whose outputs exist are skipped.")
+        "whose outputs exist are skipped. With subjects = [1, 2, 5, 7] (examples/nsd_subjects_1257_sd14.toml) "
+        "each subject runs into <out_dir>/subjXX/, then <out_dir>/summary.json and report.html hold every "
+        "subject's metrics with their mean and sd.")
     parser.add_argument("config", help="TOML run config")
+    parser.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                        help="run the stages as Ray tasks (pip install brain2image[ray]; docs/cluster.md): "
+                        "without ADDRESS (or 'local') on a local Ray with this machine's CPUs, with 'auto' or "
+                        "host:port on that running cluster; give it after CONFIG")
     parser.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
+    """Run the config's stages (for each of its ``subjects``, then the study summary); print the report's path."""
     from ..pipeline import load_run_config, run_pipeline
 
-    report = run_pipeline(load_run_config(args.config), progress=show_progress(args))
+    config = load_run_config(args.config)
+    if args.ray is not None:
+        from ..cluster.ray_runner import run_on_ray
+
+        report = run_on_ray(config, args.ray, progress=show_progress(args))
+    else:
+        report = run_pipeline(config, progress=show_progress(args))
     print(report.resolve())
     return 0

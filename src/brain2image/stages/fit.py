@@ -75,12 +75,16 @@ class FitStage(Stage):
                           DecoderFile.filename(subject, target, roi))
 
     def jobs(self, ctx: StageContext) -> list[DecoderJob]:
-        """The decoders to fit: z and c in a run folder, ``--target`` in a command."""
+        """The decoders to fit: z and c in a run folder, ``--target`` in a command.
+
+        ``ctx.extra["targets"]`` (a cluster runner's one task per target) keeps only those targets.
+        """
         if not ctx.in_run_folder:
             return [self._command_job(ctx)]
         decoder, layout = ctx.config.decoder, ctx.layout
+        wanted = ctx.extra.get("targets") or ("z", "c")
         return [DecoderJob(t, roi, layout.feature_store(t), layout.decoder(t, roi))
-                for t, roi in (("z", decoder.z_roi), ("c", decoder.c_roi))]
+                for t, roi in (("z", decoder.z_roi), ("c", decoder.c_roi)) if t in wanted]
 
     def inputs(self, ctx: StageContext) -> dict[str, Any]:
         """``prepared`` and the feature store of each target."""

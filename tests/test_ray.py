@@ -1,0 +1,232 @@
+"""``brain2image run CONFIG --ray``: the stages as Ray tasks on a local Ray of 2 CPUs.
+
+A two-subject tiny study runs once on one process and once on Ray (with one reconstruction shard
+made to fail once, after its first image); both must give the same images and metrics.
+"""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from ldm_dummy import save_tiny_ldm, tiny_ldm
+
+from brain2image.cli import main
+from brain2image.cluster.plan import plan_subject
+from brain2image.cluster.ray_runner import run_on_ray
+from brain2image.cluster.tasks import TransientTaskError, finish_stage, retry_transient
+from brain2image.config import RunConfig, load_run_config
+from brain2image.embedded.simulate.study import simulate_study
+from brain2image.errors import DataFormatError, MissingFileError
+from brain2image.stages import pipeline_stages
+
+ray = pytest.importorskip("ray")
+
+TESTS = Path(__file__).resolve().parent
+#: Environment variable naming the marker file whose presence makes one image write fail once:
+#: the worker raises OSError, or, when the marker reads "kill", dies (``os._exit``).
+FAIL_MARKER_ENV = "BRAIN2IMAGE_TEST_FAIL_MARKER"
+#: Environment variable naming the file where workers log each image they write.
+WRITE_LOG_ENV = "BRAIN2IMAGE_TEST_WRITE_LOG"
+_SMALL_ROIS = {"early": 120, "ventral": 120, "midventral": 10, "lateral": 10}
+
+
+def inject_failure_once() -> None:
+    """Ray worker setup hook: log each image written; the first one written while the marker exists fails."""
+    marker, log = os.environ.get(FAIL_MARKER_ENV), os.environ.get(WRITE_LOG_ENV)
+    if not marker or not log:
+        return
+    from brain2image.formats.recon_index import ReconFolder
+
+    original = ReconFolder.write_image
+
+    def write_image(self, *args, **kwargs):
+        path = original(self, *args, **kwargs)
+        with open(log, "a") as out:
+            out.write(f"{path}\n")
+        try:
+            os.rename(marker, marker + ".consumed")  # atomic: one worker, once
+        except FileNotFoundError:
+            return path
+        if Path(marker + ".consumed").read_text() == "kill":
+            os._exit(1)
+        raise OSError(f"injected failure after writing {path}")
+
+    ReconFolder.write_image = write_image
+
+
+def _write_config(path, nsd_root, out_dir, model) -> Path:
+    path.write_text(f'nsd_root = "{nsd_root}"\nout_dir = "{out_dir}"\nmodel = "{model}"\nsubjects = [1, 2]\n'
+                    "[features]\nbatch_size = 1\n[decoder]\nalphas = [1.0, 100.0, 10000.0]\ncv_folds = 3\n"
+                    '[reconstruction]\nnum_inference_steps = 4\nn_samples = 1\nmethods = ["z_only", "z_plus_c"]\n'
+                    "[encoding]\nenabled = false\n[report]\nn_images = 2\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """A two-subject simulated tree, a tiny model, and a run config for each way of running.
+
+    One image per features batch, so that shards batch the images as one pass does (same floats).
+    """
+    root = tmp_path_factory.mktemp("ray_study")
+    tree = simulate_study(root / "study", n_images=300, n_shared=8, n_sessions=1, volume_shape=(12, 14, 10),
+                          roi_sizes=_SMALL_ROIS, n_subjects=2, progress=False)
+    model = save_tiny_ldm(tiny_ldm(text="bert"), root / "tiny_model")
+    configs = {name: _write_config(root / f"{name}.toml", tree.nsd_root, root / name, model)
+               for name in ("sequential", "ray")}
+    return root, configs
+
+
+@pytest.fixture(scope="module")
+def local_ray(tmp_path_factory):
+    """A local Ray of 2 CPUs whose workers fail once when the marker file exists."""
+    folder = tmp_path_factory.mktemp("fault")
+    marker, log = folder / "fail_once", folder / "written.log"
+    path = os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
+    env = {FAIL_MARKER_ENV: str(marker), WRITE_LOG_ENV: str(log), "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+             runtime_env={"env_vars": env, "worker_process_setup_hook": "test_ray.inject_failure_once"})
+    yield marker, log
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def both_runs(study, local_ray):
+    """The study run on one process, then on Ray (``--ray``, joining the session) with one failure injected."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    root, configs = study
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(1):  # as the Ray workers of 1 CPU: the same sums in the same order
+            assert main(["--no-progress", "run", str(configs["sequential"])]) == 0
+        local_ray[0].write_text("raise")
+        assert main(["--no-progress", "run", str(configs["ray"]), "--ray"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    injected = Path(f"{local_ray[0]}.consumed").read_text()  # what the failing worker did
+    return root, local_ray, injected
+
+
+def _pngs(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*.png"))}
+
+
+def _metrics(path: Path) -> dict:
+    return {k: v for k, v in json.loads(path.read_text()).items() if k != "timings_s"}
+
+
+def test_ray_run_gives_the_sequential_outputs(both_runs):
+    root, _, _ = both_runs
+    for subject in ("subj01", "subj02"):
+        sequential, on_ray = root / "sequential" / subject, root / "ray" / subject
+        images = _pngs(sequential / "recon")
+        assert len(images) == 8 * 2 and images == _pngs(on_ray / "recon")
+        assert _metrics(sequential / "metrics.json") == _metrics(on_ray / "metrics.json")
+        times = json.loads((on_ray / "timings.json").read_text())
+        assert {"prepare", "features_z", "features_c", "fit_z", "fit_c", "reconstruct", "evaluate"} <= set(times)
+        assert (on_ray / "recon" / "index.shard-2-of-2.csv").is_file()
+    assert json.loads((root / "sequential" / "summary.json").read_text()) == \
+        json.loads((root / "ray" / "summary.json").read_text())
+    assert (root / "ray" / "report.html").is_file()
+
+
+def test_task_failing_once_mid_shard_is_retried(both_runs):
+    root, (marker, log), injected = both_runs
+    assert injected == "raise" and not marker.exists()  # a shard raised once, then the run finished
+    written = [line for line in log.read_text().splitlines() if line.startswith(str(root / "ray"))]
+    assert len(written) == 2 * 16 and len(set(written)) == len(written)  # the retry kept the image written
+
+
+def test_killed_worker_reruns_only_its_shard(both_runs, tmp_path):
+    root, (marker, log), _ = both_runs
+    folder = tmp_path / "subj01"
+    shutil.copytree(root / "ray" / "subj01", folder)
+    shutil.rmtree(folder / "recon")
+    marker.write_text("kill")
+    run_on_ray(_subject_config(root, folder), n_shards=2, stages=["reconstruct"], progress=False)
+    assert Path(str(marker) + ".consumed").read_text() == "kill" and not marker.exists()  # a worker died
+    assert _pngs(folder / "recon") == _pngs(root / "sequential" / "subj01" / "recon")
+    written = [line for line in log.read_text().splitlines() if line.startswith(str(folder))]
+    assert len(written) == 16 and len(set(written)) == 16  # each image once: the rerun redid only what was missing
+
+
+def test_merge_refuses_an_incomplete_set_of_shards(both_runs, tmp_path):
+    root, _, _ = both_runs
+    folder = tmp_path / "subj01"
+    shutil.copytree(root / "ray" / "subj01", folder)
+    single = _subject_config(root, folder)
+    (folder / "recon" / "index.csv").unlink()
+    (folder / "recon" / "index.shard-2-of-2.csv").unlink()
+    with pytest.raises(DataFormatError, match="shard 2/2 missing"):
+        finish_stage("reconstruct", single, 2)
+    store = next(p for p in (folder / "features").glob("*_z.h5") if ".shard-" not in p.name)
+    store.unlink()
+    next((folder / "features").glob("*_z.shard-2-of-2.h5")).unlink()
+    with pytest.raises(DataFormatError, match="shard 2/2 missing"):
+        finish_stage("features", single, 2)
+    assert not store.exists()
+
+
+def _subject_config(root: Path, folder: Path) -> RunConfig:
+    import dataclasses
+
+    from brain2image.pipeline import subject_configs
+
+    first = subject_configs(load_run_config(root / "ray.toml"))[0]
+    return dataclasses.replace(first, out_dir=str(folder))
+
+
+def test_unreachable_address_is_one_line_before_anything_is_written(study, tmp_path, capsys):
+    root, configs = study
+    config = _write_config(tmp_path / "run.toml", load_run_config(configs["ray"]).nsd_root, tmp_path / "out",
+                           root / "tiny_model")
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    assert main(["run", str(config), "--ray", f"127.0.0.1:{port}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("brain2image run: error: --ray 127.0.0.1:")
+    assert f"127.0.0.1:{port}" in err and "no Ray cluster reachable" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_plan_shards_heavy_stages_and_asks_a_gpu_for_device_stages():
+    config = RunConfig(nsd_root="nsd", out_dir="out", device="cuda")
+    plans = {plan.stage: plan for plan in plan_subject(config, pipeline_stages(), n_shards=3)}
+    assert [t.shard for t in plans["features"].tasks] == [(1, 3), (2, 3), (3, 3)]
+    assert plans["reconstruct"].n_shards == 3 and plans["features"].needs_finish
+    assert [t.targets for t in plans["fit"].tasks] == [("z",), ("c",)] and plans["fit"].n_shards is None
+    assert len(plans["prepare"].tasks) == 1 and not plans["prepare"].needs_finish
+    assert plans["features"].num_gpus == 1 and plans["prepare"].num_gpus == 0
+    cpu = plan_subject(RunConfig(nsd_root="nsd", out_dir="out"), pipeline_stages(), n_shards=1)
+    assert all(plan.num_gpus == 0 and len(plan.tasks) == (2 if plan.stage == "fit" else 1) for plan in cpu)
+
+
+@pytest.mark.parametrize(("error", "raised"), [
+    (OSError("stale NFS handle"), TransientTaskError),  # retried
+    (RuntimeError("CUDA error: unspecified launch failure"), TransientTaskError),
+    (MissingFileError("prepared/subj01.h5 not found"), MissingFileError),  # bad input: never retried
+    (ValueError("a bug"), ValueError),  # retrying would fail the same way
+])
+def test_only_transient_errors_are_retried(error, raised):
+    with pytest.raises(raised) as caught, retry_transient("subject 1 features 1/2"):
+        raise error
+    assert str(error) in str(caught.value) and (raised is not TransientTaskError or "subject 1" in str(caught.value))
+
+
+def test_a_normal_run_does_not_import_ray(both_runs):
+    root, _, _ = both_runs
+    code = ("import sys; from brain2image.cli import main; "
+            f"assert main(['--no-progress', 'run', {str(root / 'sequential.toml')!r}]) == 0; "
+            "assert 'ray' not in sys.modules, 'ray imported'")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
