@@ -5,9 +5,10 @@ A run killed this way resumes to the same outputs as an uninterrupted run, with 
 A small run (simulated study, tiny random LDM, every stage and method) runs once uninterrupted
 in a child process that counts the calls of each hook of ``fault_child.HOOKS`` per stage. Then
 the same run, in the same folder path, is started again and again, each child killed on its cue,
-in pipeline order: for each stage, first a kill at a seeded random call inside it (drawn among
-the hooks that stage calls: a feature-store write, an HDF5 write before its flush, a temporary
-file before its rename, a ridge fold, a PNG write or read, an encoding space), then a kill
+in pipeline order: for each stage, first a kill at a seeded random call inside it (of the hook,
+among those the stage calls, that the plan has used least so far: a feature-store write, an HDF5
+write before its flush, a temporary file before its rename, a ridge fold, a PNG write or read, an
+encoding space), then a kill
 right after the stage returns. A last child finishes the run. Every file must then equal the
 uninterrupted run's, byte for byte (timings excepted), and no temporary, partial or shard file
 may be left.
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fault_child import HOOKS
 from ldm_dummy import save_tiny_ldm, tiny_ldm
 
 from brain2image.embedded.simulate.study import simulate_study
@@ -129,12 +131,18 @@ def _report_without_timings(run: Path) -> str:
 
 
 def _plan(counts: dict[str, int], rng: np.random.Generator) -> list[list[str]]:
-    """Kill cues in pipeline order: a seeded call inside each stage that has hooks, then its boundary."""
-    cues = []
+    """Kill cues in pipeline order: a seeded call inside each stage that has hooks, then its boundary.
+
+    Inside each stage the hook is the one used least so far by the plan (ties drawn with ``rng``),
+    so the kills spread over every kind of call; the call number is drawn among the stage's calls.
+    """
+    cues, used = [], dict.fromkeys(HOOKS, 0)
     for stage in (s.name for s in pipeline_stages()):
         hooks = sorted(key.split("/")[1] for key in counts if key.startswith(f"{stage}/"))
         if hooks:
-            hook = hooks[rng.integers(len(hooks))]
+            fewest = min(used[h] for h in hooks)
+            hook = str(rng.choice([h for h in hooks if used[h] == fewest]))
+            used[hook] += 1
             k = int(rng.integers(1, counts[f"{stage}/{hook}"] + 1))
             cues.append(["--kill-at", stage, hook, "before" if hook in KILL_BEFORE else "after", str(k)])
         cues.append(["--kill-after-stage", stage])
