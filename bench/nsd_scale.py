@@ -68,6 +68,7 @@ class Settings:
     feature_sample: int
     eval_sample: int
     encode_sessions: list[int]
+    fit_targets: list[str]
 
     @property
     def nsd_root(self) -> Path:
@@ -192,7 +193,8 @@ def case_fit(settings: Settings) -> list[dict]:
     write_stores(settings)
     config, data = DecoderConfig(), PreparedData(settings.prepared)
     rows = []
-    for target, roi in (("z", config.z_roi), ("c", config.c_roi)):
+    rois = {"z": config.z_roi, "c": config.c_roi}
+    for target, roi in ((target, rois[target]) for target in settings.fit_targets):
         n_trials, n_voxels = len(data.trials("train")["ids"]), data.n_voxels(roi)
         n_targets = int(np.prod(Z_SHAPE if target == "z" else C_SHAPE))
         out = Path(settings.work) / "decoders" / f"{target}.h5"
@@ -465,6 +467,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eval-sample", type=int, default=8, help="images the CPU evaluates (× 5 samples)")
     parser.add_argument("--encode-sessions", type=int, nargs=2, default=[2, 4],
                         help="CPU: encode on these first sessions, then scale to all")
+    parser.add_argument("--fit-targets", nargs="+", choices=("z", "c"), default=["z", "c"],
+                        help="the decoders the fit case fits (each keeps its row from earlier invocations)")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--settings", help=argparse.SUPPRESS)
@@ -474,7 +478,7 @@ def main(argv: list[str] | None = None) -> None:
         _child(args.child, args.settings, args.result)
         return
     settings = Settings(str(Path(args.study).resolve()), str(Path(args.work).resolve()), args.device, args.threads,
-                        args.feature_sample, args.eval_sample, list(args.encode_sessions))
+                        args.feature_sample, args.eval_sample, list(args.encode_sessions), list(args.fit_targets))
     work = Path(settings.work)
     work.mkdir(parents=True, exist_ok=True)
     needs_study = bool(STUDY_CASES & set(args.cases)) or not settings.prepared.is_file()
@@ -483,7 +487,10 @@ def main(argv: list[str] | None = None) -> None:
         (work / "case_simulate.json").write_text(json.dumps([simulated]))
     for case in args.cases:
         rows = run_case(case, settings)
-        (work / f"case_{case}.json").write_text(json.dumps(rows))
+        saved = work / f"case_{case}.json"
+        measured = {row["stage"] for row in rows}
+        kept = [row for row in json.loads(saved.read_text()) if row["stage"] not in measured] if saved.is_file() else []
+        saved.write_text(json.dumps(kept + rows))
         print(format_table(rows, settings.device, markdown=False).split("\n", 1)[1], flush=True)
     # The table holds every case measured in this work folder (earlier invocations included).
     table = [row for case in ("simulate", *CASES) if (work / f"case_{case}.json").is_file()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +13,7 @@ import torch
 
 from brain2image.ldm.loading import LatentDiffusionModel
 
-__all__ = ["tiny_ldm", "write_fake_stimuli", "save_tiny_ldm", "one_torch_thread"]
+__all__ = ["tiny_ldm", "write_fake_stimuli", "save_tiny_ldm", "single_torch_thread", "one_torch_thread"]
 
 
 def _tokenizer():
@@ -122,10 +124,19 @@ def write_fake_stimuli(root, n_images: int = 6, size: int = 24, seed: int = 0,
     return {"images": images, "captions": captions}
 
 
+@contextlib.contextmanager
+def single_torch_thread() -> Iterator[None]:
+    """One torch thread inside the block (the previous count restored afterwards), for module fixtures."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
 @pytest.fixture(autouse=True)
 def one_torch_thread():
     """Tiny models run fastest single-threaded on a busy machine (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    with single_torch_thread():
+        yield

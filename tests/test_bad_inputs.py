@@ -24,13 +24,14 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from ldm_dummy import save_tiny_ldm, tiny_ldm
+from ldm_dummy import single_torch_thread
+from study_fixtures import one_error_line, simulate_small_study, tiny_study
 
 from brain2image.cli import main
-from brain2image.embedded.simulate.study import simulate_study
 
-ROI_SIZES = {"early": 40, "ventral": 40, "midventral": 8, "lateral": 8}
-VOLUME = (10, 12, 8)
+#: The valid study's settings that differ from the small study's (study_fixtures.SMALL_STUDY).
+STUDY = {"n_images": 600, "n_sessions": 2, "volume_shape": (10, 12, 8),
+         "roi_sizes": {"early": 40, "ventral": 40, "midventral": 8, "lateral": 8}, "image_size": 32}
 
 
 @dataclass(frozen=True)
@@ -90,23 +91,17 @@ def _ok(argv: list[str]) -> None:
 @pytest.fixture(scope="module")
 def valid_study(tmp_path_factory) -> Path:
     """A small valid study with every file a stage reads; cases copy it."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("valid")
-    simulate_study(root / "study", n_images=600, n_shared=8, n_sessions=2, volume_shape=VOLUME,
-                   roi_sizes=ROI_SIZES, image_size=32, progress=False)
-    save_tiny_ldm(tiny_ldm(text="bert"), root / "model")
     study = Study(root)
-    _ok(["prepare", "--nsd-root", str(study.nsd), "--subject", "1", "--out", str(study.prepared)])
-    _ok(["features", "--nsd-root", str(study.nsd), "--prepared", str(study.prepared), "--model", str(study.model),
-         "--out", str(study.features)])
-    _ok(["fit", "--prepared", str(study.prepared), "--features", str(study.store("z")), "--target", "z",
-         "--out", str(root / "decoders"), "--alphas", "1", "100", "--cv-folds", "2"])
-    _ok(["reconstruct", "--z", str(study.decoder), "--model", str(study.model), "--out", str(study.recon),
-         "--methods", "z_only", "--n-samples", "1", "--num-inference-steps", "4"])
-    torch.set_num_threads(threads)
+    with single_torch_thread():
+        tiny_study(root, model=study.model.name, **STUDY)
+        _ok(["prepare", "--nsd-root", str(study.nsd), "--subject", "1", "--out", str(study.prepared)])
+        _ok(["features", "--nsd-root", str(study.nsd), "--prepared", str(study.prepared), "--model",
+             str(study.model), "--out", str(study.features)])
+        _ok(["fit", "--prepared", str(study.prepared), "--features", str(study.store("z")), "--target", "z",
+             "--out", str(root / "decoders"), "--alphas", "1", "100", "--cv-folds", "2"])
+        _ok(["reconstruct", "--z", str(study.decoder), "--model", str(study.model), "--out", str(study.recon),
+             "--methods", "z_only", "--n-samples", "1", "--num-inference-steps", "4"])
     return root
 
 
@@ -159,8 +154,7 @@ def _corrupt_weights(s: Study) -> None:
 def _other_study_store(s: Study) -> None:
     """Replace the z store by the z features of another simulated study with the same image ids."""
     other = s.root / "other"
-    simulate_study(other, n_images=600, n_shared=8, n_sessions=2, volume_shape=VOLUME, roi_sizes=ROI_SIZES,
-                   image_size=32, seed=1, progress=False)
+    simulate_small_study(other, **STUDY, seed=1)
     store = s.store("z")
     _ok(["features", "--nsd-root", str(other / "nsd"), "--prepared", str(s.prepared), "--model", str(s.model),
          "--out", str(other / "features"), "--feature", "z"])
@@ -359,8 +353,6 @@ def _drop_store_rows(path: Path) -> None:
 
 @pytest.mark.parametrize("case", BAD_INPUTS, ids=[case.name for case in BAD_INPUTS])
 def test_a_bad_input_is_one_line_exit_2_and_nothing_half_written(case, valid_study, tmp_path, capsys, monkeypatch):
-    import torch
-
     study = Study(tmp_path / "case")
     shutil.copytree(valid_study, study.root)
     case.breakage(study)
@@ -369,19 +361,15 @@ def test_a_bad_input_is_one_line_exit_2_and_nothing_half_written(case, valid_stu
         _fill_the_disk(monkeypatch)
     capsys.readouterr()
     before = _snapshot(study.root)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     try:
-        status = main(["--no-progress", *argv])
+        with single_torch_thread():
+            status = main(["--no-progress", *argv])
     except SystemExit as usage_error:  # argparse's one-line usage errors (OneLineParser)
         status = usage_error.code
     finally:
-        torch.set_num_threads(threads)
         monkeypatch.undo()
-    err = capsys.readouterr().err
+    err = one_error_line(capsys, argv[0])
     assert status == 2, (argv, err)
-    assert err.count("\n") == 1 and err.startswith(f"brain2image {argv[0]}: error: "), err
-    assert "Traceback" not in err
     for words in case.expected(study):
         assert words in err, (words, err)
     after = _snapshot(study.root)

@@ -8,11 +8,11 @@ import json
 import h5py
 import numpy as np
 import pytest
-from ldm_dummy import save_tiny_ldm, tiny_ldm
+from ldm_dummy import single_torch_thread
+from study_fixtures import tiny_study
 
 from brain2image.cli import main
 from brain2image.config import DecoderConfig, ReconstructionConfig, ReportConfig
-from brain2image.embedded.simulate.study import simulate_study
 from brain2image.encoding.analysis import EncodingConfig, encode_arrays, summary_masks, write_results
 from brain2image.encoding.brain_correlation import brain_correlation, predict_responses, roi_correlations
 from brain2image.errors import DataFormatError, MissingFileError
@@ -143,25 +143,18 @@ def test_results_without_a_z_model_are_one_line_errors(tmp_path):
 # ---------------------------------------------------------------------------------- the stage in a run
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory):
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("brain_correlation")
-    study = simulate_study(root / "study", n_images=260, n_shared=8, n_sessions=1, volume_shape=(12, 14, 10),
-                           roi_sizes={"early": 120, "ventral": 120, "midventral": 10, "lateral": 10},
-                           progress=False)
-    model_dir = save_tiny_ldm(tiny_ldm(text="bert"), root / "tiny_model")
-    config = RunConfig(
-        nsd_root=str(study.nsd_root), out_dir=str(root / "run"), model=str(model_dir),
-        decoder=DecoderConfig(alphas=[1.0, 100.0, 10000.0], cv_folds=3),
-        reconstruction=ReconstructionConfig(num_inference_steps=4, n_samples=2, methods=("z_only", "oracle")),
-        encoding=EncodingOptions(enabled=True, maps=False, cv_folds=3, partition_pairs=[],
-                                 alphas=[1.0, 100.0, 10000.0]),
-        report=ReportConfig(n_images=2))
-    run_pipeline(config, progress=False)
-    yield root / "run", config
-    torch.set_num_threads(threads)
+    with single_torch_thread():
+        root = tmp_path_factory.mktemp("brain_correlation")
+        study, model_dir = tiny_study(root, n_images=260)
+        config = RunConfig(
+            nsd_root=str(study.nsd_root), out_dir=str(root / "run"), model=str(model_dir),
+            decoder=DecoderConfig(alphas=[1.0, 100.0, 10000.0], cv_folds=3),
+            reconstruction=ReconstructionConfig(num_inference_steps=4, n_samples=2, methods=("z_only", "oracle")),
+            encoding=EncodingOptions(enabled=True, maps=False, cv_folds=3, partition_pairs=[],
+                                     alphas=[1.0, 100.0, 10000.0]),
+            report=ReportConfig(n_images=2))
+        run_pipeline(config, progress=False)
+        yield root / "run", config
 
 
 def test_run_writes_brain_correlation_json(small_run):

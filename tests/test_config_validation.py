@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from study_fixtures import one_error_line
 
 from brain2image.cli import main
 from brain2image.config import (
@@ -76,13 +77,6 @@ BAD_VALUES = [
 ]
 
 
-def _one_error_line(capsys, command: str = "run") -> str:
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "Traceback" not in err, err
-    assert err.startswith(f"brain2image {command}: error: "), err
-    return err
-
-
 def _write_config(tmp_path: Path, lines: str) -> Path:
     path = tmp_path / "run.toml"
     path.write_text(f'nsd_root = "{tmp_path / "nsd"}"\nout_dir = "{tmp_path / "out"}"\n{lines}\n')
@@ -98,7 +92,7 @@ def test_a_bad_value_in_a_run_config_stops_the_run_before_anything_is_written(tm
     message = str(error.value)
     assert message.startswith(f"{path}: {key} = {shown}: expected ") and expected in message
     assert main(["run", str(path)]) == 2
-    assert _one_error_line(capsys) == f"brain2image run: error: {message}\n"
+    assert one_error_line(capsys) == f"brain2image run: error: {message}\n"
     assert not (tmp_path / "out").exists()
 
 
@@ -133,7 +127,7 @@ def _stage_cases(tmp_path: Path) -> list[tuple[list[str], str]]:
 def test_a_bad_option_of_a_stage_command_is_one_line_and_writes_nothing(tmp_path, capsys):
     for argv, message in _stage_cases(tmp_path):
         assert main(argv) == 2, argv
-        assert message in _one_error_line(capsys, argv[0])
+        assert message in one_error_line(capsys, argv[0])
         assert not (tmp_path / "out").exists(), argv
 
 
@@ -144,7 +138,7 @@ def test_report_checks_its_n_images_option(tmp_path, capsys):
     run.mkdir()
     (run / "run_config.json").write_text(json.dumps(config_to_dict(RunConfig(nsd_root="nsd", out_dir=str(run)))))
     assert main(["report", str(run), "--n-images", "0"]) == 2
-    assert "[report] n_images = 0 (--n-images): expected an integer ≥ 1" in _one_error_line(capsys, "report")
+    assert "[report] n_images = 0 (--n-images): expected an integer ≥ 1" in one_error_line(capsys, "report")
     assert sorted(p.name for p in run.iterdir()) == ["run_config.json"]
 
 
@@ -159,7 +153,7 @@ def test_usage_errors_are_one_line_with_status_2(tmp_path, capsys, argv, message
     with pytest.raises(SystemExit) as stop:
         main(argv)
     assert stop.value.code == 2
-    err = _one_error_line(capsys, argv[0])
+    err = one_error_line(capsys, argv[0])
     assert message in err and f"see brain2image {argv[0]} --help" in err
 
 

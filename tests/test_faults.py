@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -124,8 +125,6 @@ def _fingerprint(run: Path) -> dict[str, str]:
 
 
 def _report_without_timings(run: Path) -> str:
-    import re
-
     html = (run / "report.html").read_text()
     return re.sub(r"<h2>Timings</h2><table>.*?</table>", "", html, flags=re.S)
 

@@ -7,15 +7,14 @@ import h5py
 import numpy as np
 import pytest
 import scipy.io
-from ldm_dummy import save_tiny_ldm, tiny_ldm
+from ldm_dummy import single_torch_thread
+from study_fixtures import one_error_line, tiny_study
 
 from brain2image.cli import main
 from brain2image.config import RunConfig, load_run_config
 from brain2image.embedded.simulate.study import simulate_study
 from brain2image.errors import InvalidArgumentError
 from brain2image.study_summary import numeric_metrics, summarise_subjects
-
-_SMALL_ROIS = {"early": 120, "ventral": 120, "midventral": 10, "lateral": 10}
 
 
 def _write_config(path, nsd_root, out_dir, model, top: str = "subjects = [1, 2]") -> None:
@@ -28,19 +27,13 @@ def _write_config(path, nsd_root, out_dir, model, top: str = "subjects = [1, 2]"
 @pytest.fixture(scope="module")
 def study_run(tmp_path_factory):
     """A two-subject simulated tree, a tiny model, and ``brain2image run`` of ``subjects = [1, 2]``."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("multi_subject")
-    study = simulate_study(root / "study", n_images=300, n_shared=8, n_sessions=1, volume_shape=(12, 14, 10),
-                           roi_sizes=_SMALL_ROIS, n_subjects=2, progress=False)
-    model = save_tiny_ldm(tiny_ldm(text="bert"), root / "tiny_model")
-    config_path = root / "run.toml"
-    _write_config(config_path, study.nsd_root, root / "run", model)
-    assert main(["--no-progress", "run", str(config_path)]) == 0
-    yield root, study, config_path
-    torch.set_num_threads(threads)
+    with single_torch_thread():
+        root = tmp_path_factory.mktemp("multi_subject")
+        study, model = tiny_study(root, n_subjects=2)
+        config_path = root / "run.toml"
+        _write_config(config_path, study.nsd_root, root / "run", model)
+        assert main(["--no-progress", "run", str(config_path)]) == 0
+        yield root, study, config_path
 
 
 def test_each_subject_runs_into_its_own_folder(study_run):
@@ -114,8 +107,8 @@ def test_bad_subjects_are_one_line_errors(tmp_path, capsys, top, words):
     path = tmp_path / "run.toml"
     _write_config(path, tmp_path, tmp_path / "out", "bundled", top=top)
     assert main(["run", str(path)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and words in err and str(path) in err
+    err = one_error_line(capsys)
+    assert words in err and str(path) in err
     assert not (tmp_path / "out").exists()
 
 
@@ -130,8 +123,7 @@ def test_missing_subject_is_one_line_before_anything_is_written(study_run, tmp_p
     path = tmp_path / "run.toml"
     _write_config(path, study.nsd_root, tmp_path / "out", root / "tiny_model", top="subjects = [1, 3]")
     assert main(["run", str(path)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1
+    err = one_error_line(capsys)
     assert "subject 3" in err and str(study.nsd_root / "nsddata" / "ppdata" / "subj03") in err
     assert not (tmp_path / "out").exists()
 

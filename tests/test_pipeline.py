@@ -6,34 +6,27 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-from ldm_dummy import save_tiny_ldm, tiny_ldm
+from ldm_dummy import save_tiny_ldm, single_torch_thread, tiny_ldm
+from study_fixtures import tiny_study
 
 from brain2image.cli import main
 from brain2image.config import DecoderConfig, EncodingConfig, ReconstructionConfig, ReportConfig
-from brain2image.embedded.simulate.study import simulate_study
 from brain2image.pipeline import EncodingOptions, RunConfig, load_run_config, run_pipeline
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("pipeline")
-    study = simulate_study(root / "study", n_images=300, n_shared=8, n_sessions=1, volume_shape=(12, 14, 10),
-                           roi_sizes={"early": 120, "ventral": 120, "midventral": 10, "lateral": 10},
-                           progress=False)
-    model_dir = save_tiny_ldm(tiny_ldm(text="bert"), root / "tiny_model")
-    config = RunConfig(
-        nsd_root=str(study.nsd_root), out_dir=str(root / "run"), model=str(model_dir),
-        decoder=DecoderConfig(alphas=[1.0, 100.0, 10000.0], cv_folds=3),
-        reconstruction=ReconstructionConfig(num_inference_steps=10, n_samples=2,
-                                            methods=("z_only", "c_only", "z_plus_c", "oracle")),
-        encoding=EncodingOptions(enabled=True), report=ReportConfig(n_images=3))
-    report = run_pipeline(config, progress=False)
-    yield root, config, report
-    torch.set_num_threads(threads)
+    with single_torch_thread():
+        root = tmp_path_factory.mktemp("pipeline")
+        study, model_dir = tiny_study(root)
+        config = RunConfig(
+            nsd_root=str(study.nsd_root), out_dir=str(root / "run"), model=str(model_dir),
+            decoder=DecoderConfig(alphas=[1.0, 100.0, 10000.0], cv_folds=3),
+            reconstruction=ReconstructionConfig(num_inference_steps=10, n_samples=2,
+                                                methods=("z_only", "c_only", "z_plus_c", "oracle")),
+            encoding=EncodingOptions(enabled=True), report=ReportConfig(n_images=3))
+        report = run_pipeline(config, progress=False)
+        yield root, config, report
 
 
 def test_pipeline_writes_report_metrics_and_every_stage(tiny_run):

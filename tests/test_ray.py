@@ -60,10 +60,18 @@ def inject_failure_once() -> None:
 
 
 def _write_config(path, nsd_root, out_dir, model) -> Path:
+    """A run config of two subjects.
+
+    The decoders solve 48 targets at a time (so that c is fitted in parts on Ray); the encoding models
+    z, c, one z_c level and one U-Net layer, with the z|c partition.
+    """
     path.write_text(f'nsd_root = "{nsd_root}"\nout_dir = "{out_dir}"\nmodel = "{model}"\nsubjects = [1, 2]\n'
-                    "[features]\nbatch_size = 1\n[decoder]\nalphas = [1.0, 100.0, 10000.0]\ncv_folds = 3\n"
+                    "[features]\nbatch_size = 1\n"
+                    "[decoder]\nalphas = [1.0, 100.0, 10000.0]\ncv_folds = 3\ntarget_chunk = 48\n"
                     '[reconstruction]\nnum_inference_steps = 4\nn_samples = 1\nmethods = ["z_only", "z_plus_c"]\n'
-                    "[encoding]\nenabled = false\n[report]\nn_images = 2\n")
+                    '[encoding]\nmaps = false\ncv_folds = 3\nbanded_n_iter = 4\nsummary_rois = ["early"]\n'
+                    '[zc]\nzc_strengths = [0.5]\nnum_inference_steps = 4\nunet_layers = ["mid_block"]\n'
+                    "unet_steps = [0.5]\n[report]\nn_images = 2\n")
     return path
 
 
@@ -123,6 +131,21 @@ def _metrics(path: Path) -> dict:
     return {k: v for k, v in json.loads(path.read_text()).items() if k != "timings_s"}
 
 
+def _hdf5_arrays(path: Path) -> dict:
+    import h5py
+
+    arrays = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, item: arrays.__setitem__(name, item[()]) if isinstance(item, h5py.Dataset) else None)
+    return arrays
+
+
+def _same_arrays(a: dict, b: dict) -> bool:
+    import numpy as np
+
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k], equal_nan=a[k].dtype.kind == "f") for k in a)
+
+
 def test_ray_run_gives_the_sequential_outputs(both_runs):
     root, _, _ = both_runs
     for subject in ("subj01", "subj02"):
@@ -131,8 +154,21 @@ def test_ray_run_gives_the_sequential_outputs(both_runs):
         assert len(images) == 8 * 2 and images == _pngs(on_ray / "recon")
         assert _metrics(sequential / "metrics.json") == _metrics(on_ray / "metrics.json")
         times = json.loads((on_ray / "timings.json").read_text())
-        assert {"prepare", "features_z", "features_c", "fit_z", "fit_c", "reconstruct", "evaluate"} <= set(times)
+        assert {"prepare", "features_z", "features_c", "fit_z", "fit_c", "reconstruct", "evaluate", "features_zc",
+                "encode"} <= set(times)
         assert (on_ray / "recon" / "index.shard-2-of-2.csv").is_file()
+        # c fitted in two parts, merged; the encoding fitted per space and pair, assembled
+        decoders = sorted(p.name for p in (on_ray / "decoders").iterdir())
+        assert len(decoders) == 2 and not any(".part-" in name for name in decoders)
+        for name in decoders:
+            assert _same_arrays(_hdf5_arrays(sequential / "decoders" / name), _hdf5_arrays(on_ray / "decoders" / name))
+        assert _same_arrays(_hdf5_arrays(sequential / "encoding" / "results.h5"),
+                            _hdf5_arrays(on_ray / "encoding" / "results.h5"))
+        summary = json.loads((on_ray / "encoding" / "summary.json").read_text().replace(str(on_ray), "RUN"))
+        assert set(summary["mean_r"]) == {"z", "c", "zc_0.5", "unet_mid_block_s0.5_t0.5"}
+        assert summary == json.loads((sequential / "encoding" / "summary.json").read_text().replace(str(sequential),
+                                                                                                   "RUN"))
+        assert not (on_ray / "encoding" / "parts").exists()
     assert json.loads((root / "sequential" / "summary.json").read_text()) == \
         json.loads((root / "ray" / "summary.json").read_text())
     assert (root / "ray" / "report.html").is_file()
@@ -199,15 +235,30 @@ def test_unreachable_address_is_one_line_before_anything_is_written(study, tmp_p
 
 
 def test_plan_shards_heavy_stages_and_asks_a_gpu_for_device_stages():
-    config = RunConfig(nsd_root="nsd", out_dir="out", device="cuda")
-    plans = {plan.stage: plan for plan in plan_subject(config, pipeline_stages(), n_shards=3)}
-    assert [t.shard for t in plans["features"].tasks] == [(1, 3), (2, 3), (3, 3)]
-    assert plans["reconstruct"].n_shards == 3 and plans["features"].needs_finish
-    assert [t.targets for t in plans["fit"].tasks] == [("z",), ("c",)] and plans["fit"].n_shards is None
-    assert len(plans["prepare"].tasks) == 1 and not plans["prepare"].needs_finish
-    assert plans["features"].num_gpus == 1 and plans["prepare"].num_gpus == 0
+    from brain2image.config import ZcConfig
+
+    config = RunConfig(nsd_root="nsd", out_dir="out", device="cuda",
+                       zc=ZcConfig(zc_strengths=[0.5], unet_layers=["mid_block"], unet_steps=[0.5]))
+    plans: dict = {}
+    for plan in plan_subject(config, pipeline_stages(), n_shards=3):
+        plans.setdefault(plan.stage, []).append(plan)
+    (features,), (reconstruct,), (fit,), (prepare,) = (plans[k] for k in ("features", "reconstruct", "fit", "prepare"))
+    assert [t.shard for t in features.tasks] == [(1, 3), (2, 3), (3, 3)]
+    assert reconstruct.n_shards == 3 and features.needs_finish and all(t.joined for t in features.tasks)
+    assert [(t.targets, t.target_part) for t in fit.tasks] == [(("z",), None), (("c",), (1, 3)), (("c",), (2, 3)),
+                                                               (("c",), (3, 3))]
+    assert fit.n_shards == 3 and fit.needs_finish
+    assert len(prepare.tasks) == 1 and not prepare.needs_finish and not prepare.tasks[0].joined
+    assert features.num_gpus == 1 and prepare.num_gpus == 0
+    zc_stores, parts = plans["encode"]
+    assert [t.encoding_part for t in zc_stores.tasks] == ["features_zc"] and not zc_stores.needs_finish
+    assert [t.encoding_part for t in parts.tasks] == ["z", "c", "zc_0.5", "unet_mid_block_s0.5_t0.5", "z|c"]
+    assert parts.needs_finish and parts.num_gpus == 1 and parts.tasks[-1].label == "subject 1 encode z|c"
     cpu = plan_subject(RunConfig(nsd_root="nsd", out_dir="out"), pipeline_stages(), n_shards=1)
-    assert all(plan.num_gpus == 0 and len(plan.tasks) == (2 if plan.stage == "fit" else 1) for plan in cpu)
+    sizes = {plan.stage: len(plan.tasks) for plan in cpu}
+    assert all(plan.num_gpus == 0 for plan in cpu) and sizes["fit"] == 2 and sizes["encode"] == 3
+    assert all(size == 1 for stage, size in sizes.items() if stage not in ("fit", "encode"))
+    assert [len(p.tasks) for p in plan_subject(config, pipeline_stages(), 3, target_parts=1) if p.stage == "fit"] == [2]
 
 
 @pytest.mark.parametrize(("error", "raised"), [

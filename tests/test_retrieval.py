@@ -21,7 +21,6 @@ from brain2image.formats.feature_store import FeatureStore
 from brain2image.formats.run_layout import RUN_FILES
 from brain2image.report import BRAIN_CORRELATION_NOTE
 from brain2image.stages import StageContext, get_stage
-from brain2image.stages.evaluate import retrieval_settings
 from brain2image.stages.report import collect_metrics
 
 
@@ -111,7 +110,8 @@ def test_bad_protocol_names_the_field():
 
 
 def test_default_settings_are_mindeyes_protocol():
-    assert retrieval_settings(EvaluationConfig()) == {"n_candidates": 300, "n_draws": 30, "seed": 0}
+    config = EvaluationConfig()
+    assert (config.retrieval_candidates, config.retrieval_draws, config.retrieval_seed) == (300, 30, 0)
 
 
 # ---------------------------------------------------------------------------------- in a run folder

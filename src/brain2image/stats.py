@@ -56,13 +56,15 @@ def pearson_columns(true: np.ndarray, pred: np.ndarray, *, fill: float = np.nan,
                                    f"got {true.shape} and {pred.shape}")
     out = np.empty(pred.shape[1])
     for start in range(0, pred.shape[1], chunk):
-        p = pred[:, start:start + chunk].astype(np.float64)
-        t = true[:, start:start + chunk].astype(np.float64)
-        p -= p.mean(0)
-        t -= t.mean(0)
-        denom = np.sqrt((p * p).sum(0) * (t * t).sum(0))
+        # One contiguous row per column: each column's sums run alike whatever the columns beside it,
+        # so a column's r does not depend on how many columns are scored together.
+        p = np.ascontiguousarray(pred[:, start:start + chunk].T, dtype=np.float64)
+        t = np.ascontiguousarray(true[:, start:start + chunk].T, dtype=np.float64)
+        p -= p.mean(1, keepdims=True)
+        t -= t.mean(1, keepdims=True)
+        denom = np.sqrt((p * p).sum(1) * (t * t).sum(1))
         with np.errstate(divide="ignore", invalid="ignore"):
-            r = (p * t).sum(0) / np.where(denom > 0, denom, 1.0)
+            r = (p * t).sum(1) / np.where(denom > 0, denom, 1.0)
         out[start:start + chunk] = np.where(denom > 0, r, fill)
     return out
 

@@ -1,8 +1,10 @@
 """``brain2image run CONFIG --ray [ADDRESS]``: a run (one subject or several) as Ray tasks.
 
 Per subject the stages run in pipeline order; ``features`` and ``reconstruct`` run as one task per
-shard of the image ids, then a task merges the shards; ``fit`` runs one task per target (z, c);
-every other stage is one task (:mod:`brain2image.cluster.plan`). The tasks of a stage wait for the
+shard of the image ids, then a task merges the shards; ``fit`` runs one task for z and one per
+part of the c targets, then a task merges the parts; ``encode`` runs one task per feature space
+and per partitioned pair (after the z_c / U-Net stores), then a task assembles them; every other
+stage is one task (:mod:`brain2image.cluster.plan`). The tasks of a stage wait for the
 previous stage's through Ray's own dependencies, so several subjects run at once as far as the
 cluster's resources allow. Every task works in the run folder, which must be on a filesystem
 shared by every node; a stage already done is skipped, a finished shard is kept, so a retried or
@@ -163,7 +165,8 @@ def _submit(ray: Any, plans: Sequence[StagePlan], *, max_retries: int) -> dict[A
         labels.update(zip(refs, (task.label for task in plan.tasks)))
         if plan.needs_finish:
             label = f"subject {plan.config.subject} {plan.stage} (finish)"
-            finish = remote_finish.options(name=label, **options).remote(plan.stage, plan.config, plan.n_shards, *refs)
+            finish = remote_finish.options(name=label, **options).remote(plan.stage, plan.config, plan.n_shards,
+                                                                         *refs)
             labels[finish] = label
             refs = [finish]
         after = refs
@@ -200,7 +203,7 @@ def _wait_all(ray: Any, labels: dict[Any, str], progress: bool) -> None:
 
 def run_on_ray(config: RunConfig, address: str | None = None, *, num_cpus: int | None = None,
                n_shards: int | None = None, cpus_per_task: int = 1, max_retries: int = 3, progress: bool = True,
-               stages: Sequence[str] | None = None) -> Path:
+               stages: Sequence[str] | None = None, target_parts: int | None = None) -> Path:
     """Run (or resume) a run config's stages as Ray tasks; the outputs are those of :func:`run_pipeline`.
 
     Parameters
@@ -222,6 +225,9 @@ def run_on_ray(config: RunConfig, address: str | None = None, *, num_cpus: int |
         A progress bar over finished tasks.
     stages : sequence of str, optional
         Only these stages (by name).
+    target_parts : int, optional
+        Parts of the c decoder's targets, one ``fit`` task each, in whole blocks of ``[decoder]
+        target_chunk`` (default: the shards; parts left without a block do nothing).
 
     Returns
     -------
@@ -247,7 +253,8 @@ def run_on_ray(config: RunConfig, address: str | None = None, *, num_cpus: int |
         labels: dict[Any, str] = {}
         for single in configs:
             start_run_folder(single)
-            labels.update(_submit(ray, plan_subject(single, chosen, shards, cpus_per_task), max_retries=max_retries))
+            plans = plan_subject(single, chosen, shards, cpus_per_task, target_parts)
+            labels.update(_submit(ray, plans, max_retries=max_retries))
         logger.info("%d Ray tasks for %d subject(s), %d shard(s) each", len(labels), len(configs), shards)
         _wait_all(ray, labels, progress)
     if config.subjects is not None:

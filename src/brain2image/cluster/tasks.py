@@ -17,10 +17,10 @@ from typing import Any
 from ..config import RunConfig
 from ..errors import Brain2ImageError
 from ..formats.run_layout import RunLayout
-from .plan import StageTask
+from .plan import PARTED_TARGETS, StageTask
 
 __all__ = ["TRANSIENT_ERRORS", "TransientTaskError", "retry_transient", "run_task", "finish_stage",
-           "merge_stage_shards"]
+           "merge_stage_shards", "assemble_encoding"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,27 +67,26 @@ def run_task(task: StageTask, threads: int = 1, *after: Any) -> dict[str, float]
     Returns
     -------
     dict
-        The task's stage times when its stage has several tasks (the finishing task records their
-        sum); empty for the one task of a stage, which records its times in ``timings.json`` itself.
+        The task's stage times when a finishing task joins it (``task.joined``: that task records
+        their sum); empty otherwise (the task recorded its times in ``timings.json`` itself).
     """
     from ..stages import StageContext, Timings, get_stage, run_stage
 
     _set_threads(task.config, threads)
-    alone = task.shard is None and task.targets is None
     layout = RunLayout.of(task.config.out_dir, task.config.subject, task.config.model)
-    timings = Timings(layout.file("timings") if alone else None)
-    extra = {"targets": task.targets} if task.targets else None
-    ctx = StageContext(task.config, extra=extra, progress=False, timings=timings)
+    timings = Timings(None if task.joined else layout.file("timings"))
+    ctx = StageContext(task.config, extra=task.extra, progress=False, timings=timings)
     with retry_transient(task.label):
         run_stage(get_stage(task.stage), ctx, task.shard)
-    return {} if alone else dict(timings.values)
+    return dict(timings.values) if task.joined else {}
 
 
 def merge_stage_shards(stage_name: str, config: RunConfig, n_shards: int) -> None:
-    """Merge the ``n_shards`` shards of ``features`` (its stores) or ``reconstruct`` (its folder).
+    """Merge the ``n_shards`` shards of ``features`` (its stores) or ``reconstruct`` (its folder), or parts of ``fit``.
 
     Feature stores already complete are kept; then the features record (``config.json``) is
-    written as a run without shards writes it.
+    written as a run without shards writes it. For ``fit``, the ``n_shards`` parts of the
+    :data:`~brain2image.cluster.plan.PARTED_TARGETS` decoders are joined (a decoder already there is kept).
 
     Raises
     ------
@@ -97,8 +96,12 @@ def merge_stage_shards(stage_name: str, config: RunConfig, n_shards: int) -> Non
     from ..formats.feature_store import merge_feature_shards
     from ..formats.recon_index import ReconFolder
     from ..stages import StageContext, get_stage
+    from ..stages.fit import FitStage
 
     stage = get_stage(stage_name)
+    if isinstance(stage, FitStage):
+        stage.merge_parts(StageContext(config, extra={"targets": PARTED_TARGETS}, progress=False), n_shards)
+        return
     ctx = StageContext(config, progress=False)
     if stage_name == "reconstruct":
         ReconFolder(stage.outputs(ctx)["recon"]).merge_shards(n_shards)
@@ -110,8 +113,22 @@ def merge_stage_shards(stage_name: str, config: RunConfig, n_shards: int) -> Non
     stage.run(ctx)
 
 
+def assemble_encoding(config: RunConfig, timings: Any) -> None:
+    """Join the parts of ``encode`` (one per feature space and pair) into its results, unless they are there.
+
+    Raises
+    ------
+    DataFormatError, MissingFileError
+        A missing part, or parts of other inputs (:func:`~brain2image.encoding.parts.assemble_encoding_parts`).
+    """
+    from ..stages import StageContext, get_stage, run_stage
+
+    run_stage(get_stage("encode"), StageContext(config, extra={"encoding_part": "assemble"}, progress=False,
+                                                timings=timings))
+
+
 def finish_stage(stage_name: str, config: RunConfig, n_shards: int | None, *task_times: Mapping[str, float]) -> None:
-    """Join a stage's tasks: merge its shards (when ``n_shards``), record their times in ``timings.json``.
+    """Join a stage's tasks: merge its shards or parts, assemble ``encode``; record their times in ``timings.json``.
 
     The time of each part is the sum over the tasks (worker seconds, as a run on one machine
     records them).
@@ -119,15 +136,18 @@ def finish_stage(stage_name: str, config: RunConfig, n_shards: int | None, *task
     Raises
     ------
     DataFormatError, MissingFileError
-        From :func:`merge_stage_shards`.
+        From :func:`merge_stage_shards` or :func:`assemble_encoding`.
     """
     from ..stages import Timings
 
-    with retry_transient(f"subject {config.subject} {stage_name} (merge)"):
-        if n_shards is not None:
+    with retry_transient(f"subject {config.subject} {stage_name} (finish)"):
+        own = Timings()
+        if stage_name == "encode":
+            assemble_encoding(config, own)
+        elif n_shards is not None:
             merge_stage_shards(stage_name, config, n_shards)
         totals: dict[str, float] = {}
-        for times in task_times:
+        for times in (*task_times, own.values):
             for name, seconds in times.items():
                 totals[name] = totals.get(name, 0.0) + float(seconds)
         timings = Timings(RunLayout.of(config.out_dir, config.subject, config.model).file("timings"))

@@ -1,4 +1,4 @@
-"""``brain2image merge TARGET...``: join the shards of feature stores or of reconstruction folders."""
+"""``brain2image merge TARGET...``: join the shards of feature stores or reconstruction folders, or decoder parts."""
 
 from __future__ import annotations
 
@@ -12,43 +12,54 @@ __all__ = ["register", "merge_target"]
 
 
 def merge_target(target: str | os.PathLike, n: int | None = None) -> Path:
-    """Join the shards of one feature store or reconstruction folder; returns the file written.
+    """Join the shards of one feature store or reconstruction folder, or a decoder's parts; returns the file written.
 
     Parameters
     ----------
     target : path-like
         A reconstruction folder (its ``index.shard-i-of-n.csv`` and ``config.shard-i-of-n.json``
         become ``index.csv`` and ``config.json``), or a feature store ``<name>.h5`` (or one of its
-        shards): the shards ``<name>.shard-i-of-n.h5`` beside it become ``<name>.h5``.
+        shards): the shards ``<name>.shard-i-of-n.h5`` beside it become ``<name>.h5``; or a decoder
+        file (or one of its parts): the parts ``<name>.part-i-of-n.h5`` of ``brain2image fit
+        --target-part`` beside it become ``<name>.h5``.
     n : int, optional
-        The number of shards, needed only when shards of several counts lie there.
+        The number of shards (parts), needed only when several counts lie there.
 
     Raises
     ------
     MissingFileError, InvalidArgumentError, DataFormatError
         No shards, several counts without ``n``, a missing shard or an inconsistent set.
     """
+    from ..decoding.parts import decoder_part_counts, merge_decoder_parts
+    from ..errors import InvalidArgumentError
     from ..formats.feature_store import merge_feature_shards
     from ..formats.recon_index import ReconFolder
 
     path = Path(target)
     if path.is_dir():
         return ReconFolder(path).merge_shards(n)
-    return merge_feature_shards(path, n)
+    decoder, counts = decoder_part_counts(path)
+    if not counts:
+        return merge_feature_shards(path, n)
+    if n is None and len(counts) > 1:
+        raise InvalidArgumentError(f"{decoder}: parts of {counts} parts lie beside it; expected one count (pass --n)")
+    return merge_decoder_parts(decoder, counts[0] if n is None else int(n))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``merge`` subcommand."""
     parser = add_command_parser(
-        subparsers, "merge", help="join the shards of feature stores or reconstruction folders",
+        subparsers, "merge", help="join the shards of feature stores or reconstruction folders, or decoder parts",
         description="Join the shards written with --shard i/n: a feature store <name>.h5 from the "
         "<name>.shard-i-of-n.h5 beside it, a reconstruction folder's index.csv and config.json from its "
-        "index.shard-i-of-n.csv and config.shard-i-of-n.json. Refuses a set with a missing shard, overlapping "
-        "ids, or shards of other settings or studies.")
+        "index.shard-i-of-n.csv and config.shard-i-of-n.json; and the parts of a decoder written with fit "
+        "--target-part i/n: <name>.h5 from the <name>.part-i-of-n.h5 beside it. Refuses a set with a missing "
+        "shard or part, overlapping ids, or shards or parts of other settings or studies.")
     parser.add_argument("targets", nargs="+", metavar="TARGET",
-                        help="feature store <name>.h5 (or one of its shard files) or reconstruction folder")
+                        help="feature store <name>.h5 (or one of its shard files), reconstruction folder, or "
+                        "decoder file <name>.h5 (or one of its part files)")
     parser.add_argument("--n", type=int, default=None, metavar="N",
-                        help="number of shards (only when shards of several counts lie beside a target)")
+                        help="number of shards or parts (only when several counts lie beside a target)")
     parser.set_defaults(func=_merge)
 
 

@@ -23,7 +23,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="run the stages as Ray tasks (pip install brain2image[ray]; docs/cluster.md): "
                         "without ADDRESS (or 'local') on a local Ray with this machine's CPUs, with 'auto' or "
                         "host:port on that running cluster; give it after CONFIG")
+    parser.add_argument("--shards", type=_positive, default=None, metavar="N",
+                        help="with --ray: shards of the image ids of features and reconstruct per subject "
+                        "(default: the cluster's GPUs with device = 'cuda', else its CPUs)")
+    parser.add_argument("--target-parts", type=_positive, default=None, metavar="N",
+                        help="with --ray: fit tasks of the c decoder, each a part of its targets in whole blocks "
+                        "of [decoder] target_chunk (default: --shards)")
     parser.set_defaults(func=_run)
+
+
+def _positive(text: str) -> int:
+    """A count of at least 1 (``argparse`` type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer of at least 1")
+    return value
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -31,10 +48,15 @@ def _run(args: argparse.Namespace) -> int:
     from ..pipeline import load_run_config, run_pipeline
 
     config = load_run_config(args.config)
+    if args.ray is None and (args.shards is not None or args.target_parts is not None):
+        from ..errors import InvalidArgumentError
+
+        raise InvalidArgumentError("--shards and --target-parts split the tasks of --ray; expected --ray with them")
     if args.ray is not None:
         from ..cluster.ray_runner import run_on_ray
 
-        report = run_on_ray(config, args.ray, progress=show_progress(args))
+        report = run_on_ray(config, args.ray, n_shards=args.shards, target_parts=args.target_parts,
+                            progress=show_progress(args))
     else:
         report = run_pipeline(config, progress=show_progress(args))
     print(report.resolve())

@@ -32,6 +32,7 @@ from ..ridge import BackendLike, ImageRidgeCV, backend_name
 from ..ridge.backend import resolve_backend
 from ..ridge.memory import decoder_target_chunk
 from ..stats import pearson_columns
+from .parts import part_attrs
 
 __all__ = ["fit_decoder_from_files", "load_decoder", "decoder_filename"]
 
@@ -48,7 +49,8 @@ class _Features:
     Y_test: np.ndarray           # (n_test, n_targets) float32, in the prepared file's test order
     train_images: np.ndarray     # (n_train_images,) sorted unique training 73k ids (rows of Y_train)
     row_image: np.ndarray        # (n_train_rows,) row of Y_train of each training trial
-    target_shape: tuple[int, ...]
+    target_shape: tuple[int, ...]  # of the fitted targets (flat for a part)
+    part_marks: dict[str, Any]     # the part's attributes (parts.part_attrs); empty for every target
     attrs: dict[str, Any]        # provenance attributes of the store
     study: dict[str, Any]        # the study of the inputs (nsd_root, stimuli_identity), when recorded
 
@@ -94,8 +96,9 @@ def _study(prepared_path: Path, prepared_attrs: dict[str, Any], store_path: Path
 
 
 def _read_features(store_path: Path, prepared_path: Path, train_ids: np.ndarray, test_ids: np.ndarray,
-                   prepared_attrs: dict[str, Any]) -> tuple[np.ndarray, _Features]:
-    """Feature rows of every training image and every test image.
+                   prepared_attrs: dict[str, Any], part: tuple[int, int] | None = None, chunk: int = 1
+                   ) -> tuple[np.ndarray, _Features]:
+    """Feature rows of every training image and every test image (only ``part``'s targets when given).
 
     Raises DataFormatError when the store's ``stimuli_identity`` differs from the prepared file's.
 
@@ -110,11 +113,15 @@ def _read_features(store_path: Path, prepared_path: Path, train_ids: np.ndarray,
     store = FeatureStore.open(store_path)
     attrs = store.attrs
     study = _study(prepared_path, prepared_attrs, store_path, attrs)
+    marks = {} if part is None else part_attrs(store.feature_shape, part, chunk)
+    columns = (int(marks["part_columns"][0]), int(marks["part_columns"][1])) if marks else None
     train_images, row_image = np.unique(train_ids, return_inverse=True)
-    Y_train = store.read_flat(train_images, needed_by=f"(training ids of prepared file {prepared_path})")
-    Y_test = store.read_flat(test_ids, needed_by=f"(test ids of prepared file {prepared_path})")
+    Y_train = store.read_flat(train_images, needed_by=f"(training ids of prepared file {prepared_path})",
+                              columns=columns)
+    Y_test = store.read_flat(test_ids, needed_by=f"(test ids of prepared file {prepared_path})", columns=columns)
+    shape = store.feature_shape if columns is None else (columns[1] - columns[0],)
     return Y_train, _Features(Y_test=Y_test, train_images=train_images, row_image=row_image.ravel(),
-                              target_shape=store.feature_shape,
+                              target_shape=shape, part_marks=marks,
                               attrs={k: attrs[k] for k in _FEATURE_ATTRS if k in attrs}, study=study)
 
 
@@ -127,8 +134,9 @@ def _json_value(value: Any) -> Any:
 
 def _provenance(prep: dict[str, Any], features: _Features, ridge: ImageRidgeCV, *, roi: str, target: str,
                 fit_seconds: float, prepared_path: Path, store_path: Path) -> dict[str, Any]:
-    """Attributes of the decoder file that record how it was made."""
-    return {"alpha_grid": ridge.alpha_grid_, "roi": roi, "target": target, "subject": prep["subject"],
+    """Attributes of the decoder file that record how it was made (and which part of the targets)."""
+    return {**features.part_marks, "alpha_grid": ridge.alpha_grid_, "roi": roi, "target": target,
+            "subject": prep["subject"],
             "n_train_rows": len(features.row_image), "n_train_images": len(features.train_images),
             "fit_seconds": fit_seconds, "backend": backend_name(ridge.backend), "dtype": ridge.dtype,
             "target_chunk": -1 if ridge.target_chunk is None else int(ridge.target_chunk),
@@ -150,7 +158,8 @@ def _next_phase(bar: tqdm) -> None:
 def fit_decoder_from_files(prepared_path: str | os.PathLike, feature_store_path: str | os.PathLike, roi: str,
                            target_name: str, out_path: str | os.PathLike, config: DecoderConfig | None = None,
                            *, backend: BackendLike | None = None, dtype: str | None = None,
-                           device: str = "cpu", progress: bool = False) -> Path:
+                           device: str = "cpu", progress: bool = False, part: tuple[int, int] | None = None
+                           ) -> Path:
     """Fit one decoder from a prepared file and a feature store; write the decoder file.
 
     Parameters
@@ -181,6 +190,13 @@ def fit_decoder_from_files(prepared_path: str | os.PathLike, feature_store_path:
         and an unset ``target_chunk`` is sized from its free memory (:mod:`brain2image.ridge.memory`).
     progress : bool
         Show a bar over the steps (reading, fitting, writing) and the ridge's bars over target chunks.
+    part : (i, n), optional
+        Fit only part ``i`` of ``n`` (1-based) of the targets, in blocks of ``target_chunk``
+        (:func:`~brain2image.decoding.parts.target_part_columns`), and write it to ``out_path`` as
+        a part file (its targets flattened, the part recorded in its attributes);
+        :func:`~brain2image.decoding.parts.merge_decoder_parts` joins the parts into the decoder a
+        fit without ``part`` writes. An empty part (no block left for it) is an
+        :class:`~brain2image.errors.InvalidArgumentError`.
 
     Returns
     -------
@@ -196,14 +212,16 @@ def fit_decoder_from_files(prepared_path: str | os.PathLike, feature_store_path:
     prep = _read_prepared(prepared_path, roi)
     _next_phase(bar)
     Y_train, features = _read_features(store_path, prepared_path, prep["train_ids"], prep["test_ids"],
-                                       prep["attrs"])
+                                       prep["attrs"], part, config.target_chunk)
     _next_phase(bar)
     with device_scope(device):
         chunk = decoder_target_chunk(config.target_chunk, backend, n_rows=len(prep["X_train"]),
                                      n_images=len(Y_train), n_features=prep["X_train"].shape[1],
                                      n_targets=Y_train.shape[1], dtype=dtype)
+        # A part of a decoder larger than one chunk solves its blocks as that decoder's fit does.
+        whole = part is None or int(np.prod(json.loads(features.part_marks["full_target_shape"]))) <= chunk
         ridge = ImageRidgeCV(alphas=config.alphas, n_folds=config.cv_folds, target_chunk=chunk, backend=backend,
-                             dtype=dtype, progress=progress)
+                             dtype=dtype, progress=progress, one_block_shortcut=whole)
         t0 = time.perf_counter()
         ridge.fit(prep["X_train"], Y_train, features.row_image)
         fit_seconds = time.perf_counter() - t0

@@ -18,13 +18,24 @@ Layout::
 ``/models`` holds the fitted encoding models kept to predict responses to new images (the ``z``
 space: :class:`EncodingModel`, read by :func:`read_encoding_model`). File attrs: ``config``,
 ``prepared``, ``roi``, ``feature_stores``, ``brain2image_version``.
+
+A part file (``encoding/parts/<part>.h5``, :class:`EncodingPart`) holds what one task of an
+analysis run one part per task fitted (:mod:`brain2image.encoding.parts`)::
+
+    /values/<field>                               (n_voxels,), dtype as fitted: a space's r, r2,
+                                                  alpha (nc_fraction); a pair's r_joint, weight_a,
+                                                  weight_b
+    /models/<part>/...                            a kept model, laid out as in results.h5
+
+File attrs: ``part``, ``kind`` ("space" / "pair"), ``has_model``, ``brain2image_version`` and the
+provenance strings the writer is given.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
@@ -35,10 +46,14 @@ from .._io import atomic_path
 from ..errors import DataFormatError, MissingFileError
 from ._hdf5 import has_datasets, open_hdf5
 
-__all__ = ["EncodingModel", "write_encoding_results", "read_encoding_model", "has_encoding_model", "MODEL_FIELDS"]
+__all__ = ["EncodingModel", "write_encoding_results", "read_encoding_model", "has_encoding_model", "MODEL_FIELDS",
+           "EncodingPart", "PART_FIELDS", "write_encoding_part", "read_encoding_part", "encoding_part_attrs"]
 
 #: Datasets of one ``/models/<name>`` group.
 MODEL_FIELDS = ("weights", "intercept", "feature_mean", "feature_scale", "voxel_keys")
+
+#: The ``/values`` every part file of each kind holds (a space's ``nc_fraction`` only with a noise ceiling).
+PART_FIELDS = {"space": ("r", "r2", "alpha"), "pair": ("r_joint", "weight_a", "weight_b")}
 
 
 @dataclass
@@ -189,3 +204,132 @@ def has_encoding_model(path: str | os.PathLike, space: str = "z") -> bool:
         return has_datasets(path, tuple(f"models/{space}/{name}" for name in MODEL_FIELDS))
     except DataFormatError:
         return False
+
+
+@dataclass
+class EncodingPart:
+    """What one part of an encoding analysis fitted: one feature space, or the banded model of a pair.
+
+    Attributes
+    ----------
+    name : str
+        The part: a feature space (``z``) or a pair (``z|c``).
+    kind : {"space", "pair"}
+    values : dict field -> array of shape (n_voxels,)
+        A space's ``r``, ``r2``, ``alpha`` (``nc_fraction``); a pair's ``r_joint``, ``weight_a``,
+        ``weight_b``. Written and read back with their dtype (no rounding).
+    attrs : dict str -> str
+        Provenance (what the part was fitted from).
+    model : EncodingModel or None
+        A space's fitted model, when it is kept.
+    """
+
+    name: str
+    kind: str
+    values: dict[str, np.ndarray]
+    attrs: dict[str, str] = field(default_factory=dict)
+    model: EncodingModel | None = None
+
+
+def write_encoding_part(path: str | os.PathLike, part: EncodingPart) -> Path:
+    """Write a part file atomically (layout in the module docstring).
+
+    Parameters
+    ----------
+    path : path-like
+    part : EncodingPart
+
+    Returns
+    -------
+    Path
+    """
+    if part.kind not in PART_FIELDS:
+        raise ValueError(f"encoding part {part.name!r}: kind {part.kind!r}; expected one of {list(PART_FIELDS)}")
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        values = f.create_group("values", track_order=True)  # read back in the order fitted
+        for key, arr in part.values.items():
+            values.create_dataset(key, data=np.asarray(arr))
+        if part.model is not None:
+            _write_model(f, part.name, part.model)
+        for key, value in part.attrs.items():
+            f.attrs[key] = value
+        f.attrs.update({"part": part.name, "kind": part.kind, "has_model": part.model is not None,
+                        "brain2image_version": __version__})
+    return Path(path)
+
+
+def _part_missing(f: h5py.File) -> list[str]:
+    """What an open part file lacks of its layout (attrs, values, a kept model's datasets)."""
+    missing = [f"attribute '{k}'" for k in ("part", "kind", "has_model") if k not in f.attrs]
+    if missing:
+        return missing
+    kind = str(f.attrs["kind"])
+    if kind not in PART_FIELDS:
+        return [f"a 'kind' of {list(PART_FIELDS)} (it is {kind!r})"]
+    missing = [f"'/values/{k}'" for k in PART_FIELDS[kind] if f"values/{k}" not in f]
+    if bool(f.attrs["has_model"]):
+        name = str(f.attrs["part"])
+        missing += [f"'/models/{name}/{k}'" for k in MODEL_FIELDS if f"models/{name}/{k}" not in f]
+    return missing
+
+
+def encoding_part_attrs(path: str | os.PathLike) -> dict[str, str] | None:
+    """The attributes of a complete part file; ``None`` when ``path`` is missing, unreadable or incomplete.
+
+    Parameters
+    ----------
+    path : path-like
+
+    Returns
+    -------
+    dict or None
+    """
+    path = Path(path)
+    if not path.is_file() or not h5py.is_hdf5(path):
+        return None
+    try:
+        with open_hdf5(path, "encoding part file") as f:
+            if _part_missing(f):
+                return None
+            return {key: _attr_text(value) for key, value in f.attrs.items()}
+    except DataFormatError:
+        return None
+
+
+def _attr_text(value: object) -> str:
+    """An HDF5 attribute as text (strings as they are, anything else through ``str``)."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def read_encoding_part(path: str | os.PathLike) -> EncodingPart:
+    """Read a part file written by :func:`write_encoding_part`.
+
+    Parameters
+    ----------
+    path : path-like
+
+    Returns
+    -------
+    EncodingPart
+        ``attrs`` holds every file attribute as text.
+
+    Raises
+    ------
+    MissingFileError
+        No file at ``path``.
+    DataFormatError
+        An unreadable file, or one that lacks part of the layout.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"encoding part file {path} not found; fit the part first")
+    with open_hdf5(path, "encoding part file") as f:
+        missing = _part_missing(f)
+        if missing:
+            raise DataFormatError(f"{path}: not a complete encoding part file (lacks {', '.join(missing)}); "
+                                  "delete it and fit the part again")
+        attrs = {key: _attr_text(value) for key, value in f.attrs.items()}
+        values = {key: f["values"][key][()] for key in f["values"]}
+        has_model = bool(f.attrs["has_model"])
+    model = read_encoding_model(path, attrs["part"]) if has_model else None
+    return EncodingPart(name=attrs["part"], kind=attrs["kind"], values=values, attrs=attrs, model=model)

@@ -392,7 +392,8 @@ class FeatureStore:
             rows = f["features"][pos]  # sorted unique indices, as h5py requires
         return rows[inverse.reshape(-1)]
 
-    def read_flat(self, ids: np.ndarray, *, needed_by: str = "", block_bytes: int = 256 * 2**20) -> np.ndarray:
+    def read_flat(self, ids: np.ndarray, *, needed_by: str = "", block_bytes: int = 256 * 2**20,
+                  columns: tuple[int, int] | None = None) -> np.ndarray:
         """Rows of ``ids`` flattened to (n_ids, n_values) float32, read in contiguous row blocks.
 
         Memory stays at the output plus one block (``block_bytes``), however scattered the ids are:
@@ -405,6 +406,9 @@ class FeatureStore:
         needed_by : str
             Who needs them (named in the error, e.g. "training ids of prepared file X").
         block_bytes : int
+        columns : (start, stop), optional
+            Only these flattened values of each row (a decoder's part of the targets); only the
+            slices of the features' first axis that hold them are read.
 
         Raises
         ------
@@ -418,7 +422,19 @@ class FeatureStore:
             if "done" in f and not f["done"][()].astype(bool)[rows].all():
                 raise DataFormatError(f"{self.path}: field 'done' is False for some needed images; "
                                       "expected a complete feature store (finish `brain2image features`)")
-            return _read_row_blocks(f["features"], rows, block_bytes)
+            return _read_row_blocks(f["features"], rows, block_bytes, self._columns(f["features"].shape, columns))
+
+    def _columns(self, shape: tuple[int, ...], columns: tuple[int, int] | None) -> tuple[int, int] | None:
+        """``columns`` checked against the flattened feature size (``None``: all)."""
+        if columns is None:
+            return None
+        n_values = int(np.prod(shape[1:]))
+        start, stop = (int(v) for v in columns)
+        if not 0 <= start < stop <= n_values:
+            raise InvalidArgumentError(f"{self.path}: columns {start}:{stop} are outside the {n_values} values of "
+                                       f"a feature of shape {tuple(shape[1:])}; expected 0 <= start < stop <= "
+                                       f"{n_values}")
+        return start, stop
 
     def _checked_ids(self, f: h5py.File) -> np.ndarray:
         for key in ("features", "ids"):
@@ -446,18 +462,27 @@ class FeatureStore:
         return pos
 
 
-def _read_row_blocks(ds: h5py.Dataset, rows: np.ndarray, block_bytes: int) -> np.ndarray:
-    """``ds[rows]`` flattened to (len(rows), n_values) float32, read in contiguous row blocks."""
+def _read_row_blocks(ds: h5py.Dataset, rows: np.ndarray, block_bytes: int,
+                     columns: tuple[int, int] | None = None) -> np.ndarray:
+    """``ds[rows]`` flattened to (len(rows), n_values) float32, read in contiguous row blocks.
+
+    With ``columns`` (start, stop) of the flattened values, only the slices of the features'
+    first axis that hold them are read, and the output has ``stop - start`` columns.
+    """
     n_values = int(np.prod(ds.shape[1:]))
-    out = np.empty((len(rows), n_values), dtype=np.float32)
+    start, stop = (0, n_values) if columns is None else columns
+    inner = int(np.prod(ds.shape[2:]))
+    first, last = start // inner, -(-stop // inner)  # slices of the first feature axis holding the columns
+    offset, read_values = start - first * inner, (last - first) * inner
+    out = np.empty((len(rows), stop - start), dtype=np.float32)
     order = np.argsort(rows)
     sorted_rows = rows[order]
-    block = max(1, block_bytes // max(1, n_values * 4))
+    block = max(1, block_bytes // max(1, read_values * 4))
     i = 0
     while i < len(sorted_rows):
         lo = sorted_rows[i]
         j = np.searchsorted(sorted_rows, lo + block, side="left")
-        slab = ds[lo:sorted_rows[j - 1] + 1].reshape(-1, n_values)
+        slab = ds[lo:sorted_rows[j - 1] + 1, first:last].reshape(-1, read_values)[:, offset:offset + stop - start]
         out[order[i:j]] = slab[sorted_rows[i:j] - lo]
         i = j
     return out

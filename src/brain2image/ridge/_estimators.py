@@ -48,7 +48,8 @@ class _FittedRidge:
         """
         if not hasattr(self, "coef_"):
             raise RuntimeError(f"{type(self).__name__} is not fitted; call fit first")
-        return predict_ridge(X, self.coef_, self.intercept_, self.x_mean_, self.x_std_)
+        return predict_ridge(X, self.coef_, self.intercept_, self.x_mean_, self.x_std_,
+                             getattr(self, "target_chunk", None))
 
 
 class ImageRidge(_FittedRidge):
@@ -110,6 +111,9 @@ class ImageRidgeCV(_FittedRidge):
     dtype : {"float32", "float64"}
     solver : {"eigh", "svd"}
     progress : bool
+    one_block_shortcut : bool
+        Let a fit whose targets are one chunk use the cheaper product order
+        (:func:`~brain2image.ridge.fit_ridge_cv`); ``False`` for a part of a larger fit.
 
     Attributes
     ----------
@@ -127,9 +131,11 @@ class ImageRidgeCV(_FittedRidge):
 
     def __init__(self, alphas: Any = DEFAULT_ALPHAS, n_folds: int = 5,
                  target_chunk: int | None = DEFAULT_TARGET_CHUNK, backend: BackendLike = "numpy",
-                 dtype: str = "float32", solver: str = "eigh", progress: bool = False) -> None:
+                 dtype: str = "float32", solver: str = "eigh", progress: bool = False,
+                 one_block_shortcut: bool = True) -> None:
         self.alphas = alphas
         self.n_folds = n_folds
+        self.one_block_shortcut = one_block_shortcut
         self.target_chunk = target_chunk
         self.backend = backend
         self.dtype = dtype
@@ -145,7 +151,8 @@ class ImageRidgeCV(_FittedRidge):
         """
         result = fit_ridge_cv(X, Y_unique, row_image, alphas=self.alphas, n_folds=self.n_folds,
                               groups=groups, target_chunk=self.target_chunk, backend=self.backend,
-                              dtype=self.dtype, solver=self.solver, progress=self.progress)
+                              dtype=self.dtype, solver=self.solver, progress=self.progress,
+                              one_block_shortcut=self.one_block_shortcut)
         self._store(result)
         self.cv_scores_ = result["cv_scores"]
         self.cv_scores_grid_ = result["cv_scores_grid"]

@@ -644,7 +644,12 @@ def decompose(Xs: np.ndarray, rows: np.ndarray, row_image: np.ndarray, bk: types
 
 
 def _columns(Y_unique: Any, columns: slice, images: np.ndarray | None = None) -> np.ndarray:
-    block = np.asarray(Y_unique[:, columns])
+    """The targets ``columns`` as a C-contiguous block.
+
+    The products of a block then do not depend on the columns beside it: a part of the targets
+    is solved exactly as in a fit of them all.
+    """
+    block = np.ascontiguousarray(Y_unique[:, columns])
     return block if images is None else _image_rows(block, images)
 
 
@@ -705,9 +710,10 @@ class _Projector:
     """
 
     def __init__(self, rows: _Rows, row_image: np.ndarray, n_images: int, n_targets: int,
-                 target_chunk: int | None, n_folds: int, split: bool, bk: types.ModuleType, dtype: str) -> None:
+                 target_chunk: int | None, n_folds: int, split: bool, bk: types.ModuleType, dtype: str,
+                 allow_cache: bool = True) -> None:
         self.rows, self.row_image, self.bk, self.dtype = rows, row_image, bk, dtype
-        self.cached = (check_target_chunk(target_chunk, n_targets) >= n_targets and split
+        self.cached = (allow_cache and check_target_chunk(target_chunk, n_targets) >= n_targets and split
                        and _cache_is_cheaper(rows.shape[1], n_images, n_targets, n_folds))
         self._P: Any = None
 
@@ -789,7 +795,8 @@ def _fold_errors(spec: _Spectrum, fold: tuple[np.ndarray, np.ndarray], rows: _Ro
 
 def _cv_pass(rows: _Rows, Y_unique: Any, row_image: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]],
              grid: np.ndarray, target_chunk: int | None, bk: types.ModuleType, dtype: str, solver: str,
-             progress: bool, with_all: bool) -> tuple[np.ndarray, np.ndarray, _Spectrum | None, _Projector]:
+             progress: bool, with_all: bool, allow_cache: bool = True
+             ) -> tuple[np.ndarray, np.ndarray, _Spectrum | None, _Projector]:
     """Pooled validation errors of every fold and alpha; with ``with_all``, also the spectrum of every row.
 
     The decompositions come from :func:`_spectra` (two side by side on numpy); each fold's
@@ -798,7 +805,7 @@ def _cv_pass(rows: _Rows, Y_unique: Any, row_image: np.ndarray, folds: list[tupl
     n_targets = Y_unique.shape[1]
     slices = target_slices(n_targets, target_chunk)
     projector = _Projector(rows, row_image, Y_unique.shape[0], n_targets, target_chunk, len(folds),
-                           _split_every_row(folds, rows.shape[0]), bk, dtype)
+                           _split_every_row(folds, rows.shape[0]), bk, dtype, allow_cache)
     out = (np.zeros((len(grid), n_targets)), np.zeros(n_targets))
     grid_b = bk.asarray(grid, dtype=dtype)
     everything = None
@@ -974,7 +981,8 @@ def fit_ridge(X: np.ndarray, Y_unique: Any, row_image: np.ndarray | None = None,
 def fit_ridge_cv(X: np.ndarray, Y_unique: Any, row_image: np.ndarray | None = None, *,
                  alphas: Any = DEFAULT_ALPHAS, n_folds: int = 5, groups: np.ndarray | None = None,
                  target_chunk: int | None = DEFAULT_TARGET_CHUNK, backend: BackendLike = "numpy",
-                 dtype: str = "float32", solver: str = "eigh", progress: bool = False) -> RidgeResult:
+                 dtype: str = "float32", solver: str = "eigh", progress: bool = False,
+                 one_block_shortcut: bool = True) -> RidgeResult:
     """Ridge regression with per-target alpha chosen by grouped K-fold cross-validation.
 
     See the module docstring for the model, the folds and the alpha scale.
@@ -999,6 +1007,10 @@ def fit_ridge_cv(X: np.ndarray, Y_unique: Any, row_image: np.ndarray | None = No
     dtype : {"float32", "float64"}
     solver : {"eigh", "svd"}
     progress : bool
+    one_block_shortcut : bool
+        With every target in one chunk, compute the products in the cheaper order where it is
+        cheaper (:class:`_Projector`). ``False``: the per-chunk order of a fit of more targets
+        than one chunk, which a part of such a fit uses to equal it bit for bit.
 
     Returns
     -------
@@ -1021,7 +1033,7 @@ def fit_ridge_cv(X: np.ndarray, Y_unique: Any, row_image: np.ndarray | None = No
     x_mean, x_std = standardize_stats(X)
     rows = _Rows(X, x_mean, x_std, dtype)
     sse, sst, everything, projector = _cv_pass(rows, Y_unique, row_image, folds, grid, target_chunk, bk, dtype,
-                                               solver, progress, with_all=True)
+                                               solver, progress, with_all=True, allow_cache=one_block_shortcut)
     best, grid_scores = select_alphas(sse, sst, grid)
     chosen = grid[best]
     coef, intercept = _refit(rows, Y_unique, row_image, chosen, target_chunk, bk, dtype, solver, progress,
@@ -1032,7 +1044,7 @@ def fit_ridge_cv(X: np.ndarray, Y_unique: Any, row_image: np.ndarray | None = No
 
 
 def predict_ridge(X: np.ndarray, coef: np.ndarray, intercept: np.ndarray, x_mean: np.ndarray,
-                  x_std: np.ndarray) -> np.ndarray:
+                  x_std: np.ndarray, target_chunk: int | None = None) -> np.ndarray:
     """``((X - x_mean) / x_std) @ coef + intercept``.
 
     Parameters
@@ -1041,6 +1053,10 @@ def predict_ridge(X: np.ndarray, coef: np.ndarray, intercept: np.ndarray, x_mean
     coef : array of shape (n_features, n_targets)
     intercept : array of shape (n_targets,)
     x_mean, x_std : arrays of shape (n_features,)
+    target_chunk : int, optional
+        Multiply ``target_chunk`` columns of ``coef`` at a time (the blocks the fit solved), so
+        that a column's prediction is computed alike in a fit of every target and in a fit of a
+        part made of whole blocks (:mod:`brain2image.decoding.parts`).
 
     Returns
     -------
@@ -1049,4 +1065,11 @@ def predict_ridge(X: np.ndarray, coef: np.ndarray, intercept: np.ndarray, x_mean
     X = np.asarray(X)
     if X.ndim != 2 or X.shape[1] != coef.shape[0]:
         raise InvalidArgumentError(f"X must have shape (n_rows, {coef.shape[0]}), got {X.shape}")
-    return standardize(X, x_mean, x_std, coef.dtype) @ coef + intercept.astype(coef.dtype)
+    Xs, offset = standardize(X, x_mean, x_std, coef.dtype), intercept.astype(coef.dtype)
+    if target_chunk is None or target_chunk >= coef.shape[1]:
+        return Xs @ coef + offset
+    out = np.empty((len(Xs), coef.shape[1]), dtype=coef.dtype)
+    for start in range(0, coef.shape[1], target_chunk):
+        block = slice(start, start + target_chunk)
+        out[:, block] = Xs @ np.ascontiguousarray(coef[:, block]) + offset[block]
+    return out

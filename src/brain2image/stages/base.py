@@ -288,6 +288,14 @@ class Stage:
         """
         return False
 
+    def needs_model_now(self, ctx: StageContext) -> bool:
+        """Whether :func:`run_stage` loads the model (and checks its fingerprint) before this run of the stage.
+
+        :meth:`needs_model` of the context's config; a stage whose pieces (``ctx.extra``) do not
+        all use the model narrows it.
+        """
+        return self.needs_model(ctx.config)
+
     def inputs(self, ctx: StageContext) -> dict[str, Any]:
         """Files the stage reads, by name."""
         return {}
@@ -408,7 +416,7 @@ def run_stage(stage: Stage, ctx: StageContext, shard: tuple[int, int] | None = N
         logger.info("stage %s: disabled by the config", stage.name)
         return None
     with stage_guard(stage, ctx):
-        if stage.needs_model(ctx.config):
+        if stage.needs_model_now(ctx):
             ctx.model()
         if stage.is_done(ctx):
             logger.info("stage %s: already done, skipped", stage.name)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import RunConfig, ZcConfig
-from ..errors import MissingFileError
+from ..errors import InvalidArgumentError, MissingFileError
 from ..formats.run_layout import RUN_FILES
 from .base import Stage, StageContext
 from .options import Option
@@ -47,6 +47,10 @@ class EncodeStage(Stage):
 
     The z_c / U-Net feature stores the config names (``[zc]`` in a run, ``--model`` in the command)
     are computed first, by :func:`brain2image.encoding.unet_features.extract_zc_stores`.
+
+    A cluster runner runs it in pieces through ``ctx.extra["encoding_part"]`` (:meth:`run`):
+    ``"features_zc"``, then each of :meth:`part_names` (one model each, any order), then
+    ``"assemble"`` (:mod:`brain2image.encoding.parts`). The files are those of one plain run.
     """
 
     name = "encode"
@@ -89,6 +93,10 @@ class EncodeStage(Stage):
     def needs_model(self, config: RunConfig) -> bool:
         """When the config names z_c / U-Net spaces."""
         return config.zc is not None
+
+    def needs_model_now(self, ctx: StageContext) -> bool:
+        """Only the whole stage and its ``features_zc`` piece use the model (not a part's fit, nor the assembly)."""
+        return super().needs_model_now(ctx) and ctx.extra.get("encoding_part") in (None, "features_zc")
 
     def _root(self, ctx: StageContext) -> Path:
         return Path(ctx.path("out", lambda: ctx.layout.root))
@@ -136,19 +144,93 @@ class EncodeStage(Stage):
                                      stores["z"], stores["c"], self._root(ctx) / RUN_FILES["features_zc"],
                                      ctx.config.zc, model_name=model.name, progress=ctx.progress)
 
+    def _given_stores(self, ctx: StageContext) -> dict[str, Path]:
+        """The feature stores of the inputs (z, c, and any other a command was given), by name."""
+        return {k.removeprefix("features_"): Path(v) for k, v in self.inputs(ctx).items() if k != "prepared"}
+
+    def _zc_store_paths(self, ctx: StageContext) -> dict[str, Path]:
+        """Where :meth:`_zc_stores` writes the z_c / U-Net stores the config names (computed or not)."""
+        folder = self._root(ctx) / RUN_FILES["features_zc"]
+        return {name: folder / f"{name}.h5" for name in zc_space_names(ctx.config.zc)}
+
+    def _part_stores(self, ctx: StageContext) -> dict[str, Path]:
+        """Every feature store of the analysis in part mode: the inputs, then the z_c / U-Net stores."""
+        return {**self._given_stores(ctx), **self._zc_store_paths(ctx)}
+
+    def part_names(self, ctx: StageContext) -> list[str]:
+        """The fitting parts of the context's analysis: the feature spaces (z, c, z_c / U-Net), then the pairs.
+
+        Each is a value of ``ctx.extra["encoding_part"]`` (:meth:`run`); ``"features_zc"`` comes
+        before them and ``"assemble"`` after.
+        """
+        from ..encoding.parts import encoding_part_names
+
+        return encoding_part_names(list(self._part_stores(ctx)), ctx.config.encoding.analysis_config())
+
     def run(self, ctx: StageContext, shard: tuple[int, int] | None = None) -> Any:
-        """Fit the encoding models; returns the :class:`~brain2image.encoding.analysis.EncodingResults`."""
+        """Fit the encoding models; returns the :class:`~brain2image.encoding.analysis.EncodingResults`.
+
+        ``ctx.extra["encoding_part"]`` (a cluster runner's one task per part) runs one piece instead:
+        ``"features_zc"`` computes (or resumes) the z_c / U-Net feature stores and returns them; a
+        name of :meth:`part_names` fits that part (its stores must be on disk) and returns its part
+        file; ``"assemble"`` joins the parts into the results and returns them.
+        """
+        self.refuse_shard(shard)
+        part = ctx.extra.get("encoding_part")
+        if part is None:
+            return self._run_whole(ctx)
+        if part == "features_zc":
+            return self._zc_stores(ctx, self._given_stores(ctx)) if ctx.config.zc is not None else {}
+        if part == "assemble":
+            return self._assemble(ctx)
+        return self._fit_part(ctx, str(part))
+
+    def _run_whole(self, ctx: StageContext) -> Any:
+        """The z_c / U-Net stores, then every model in one call."""
         from ..encoding.analysis import run_encoding_analysis
 
-        self.refuse_shard(shard)
-        inputs = self.inputs(ctx)
-        stores = {k.removeprefix("features_"): v for k, v in inputs.items() if k != "prepared"}
+        stores = self._given_stores(ctx)
         if ctx.config.zc is not None:
             stores.update(self._zc_stores(ctx, stores))
         with ctx.timed("encode"):
-            results = run_encoding_analysis(inputs["prepared"], {k: str(v) for k, v in stores.items()},
+            results = run_encoding_analysis(self.inputs(ctx)["prepared"], {k: str(v) for k, v in stores.items()},
                                             self._root(ctx), config=ctx.config.encoding.analysis_config(),
                                             device=ctx.config.device, progress=ctx.progress)
+        self._log_results(results)
+        return results
+
+    @staticmethod
+    def _log_results(results: Any) -> None:
+        """Log each feature space's mean test r."""
         for name, space in results.spaces.items():
             logger.info("%s: mean r %.3f", name, float(space["r"].mean()))
+
+    def _fit_part(self, ctx: StageContext, part: str) -> Path:
+        """Fit one part (one feature space or one pair) into ``encoding/parts/``; its stores must exist."""
+        from ..encoding.parts import fit_encoding_part
+
+        names = self.part_names(ctx)
+        if part not in names:
+            raise InvalidArgumentError(f"encode: encoding_part {part!r} is not a part of this run; expected "
+                                       f"'features_zc', 'assemble' or one of {names}")
+        stores = self._part_stores(ctx)
+        for name in part.split("|"):
+            if not stores[name].is_file():
+                raise MissingFileError(f"encode part {part!r}: feature store {stores[name]} not found; expected "
+                                       "it written first (the 'features_zc' part for z_c / U-Net spaces)")
+        with ctx.timed("encode"):
+            return fit_encoding_part(self.inputs(ctx)["prepared"], {k: str(v) for k, v in stores.items()},
+                                     self._root(ctx), part, config=ctx.config.encoding.analysis_config(),
+                                     device=ctx.config.device, progress=ctx.progress)
+
+    def _assemble(self, ctx: StageContext) -> Any:
+        """Join the parts into ``results.h5``, maps and ``summary.json``."""
+        from ..encoding.parts import assemble_encoding_parts
+
+        stores = self._part_stores(ctx)
+        with ctx.timed("encode"):
+            results = assemble_encoding_parts(self.inputs(ctx)["prepared"], {k: str(v) for k, v in stores.items()},
+                                              self._root(ctx), config=ctx.config.encoding.analysis_config(),
+                                              device=ctx.config.device, progress=ctx.progress)
+        self._log_results(results)
         return results

@@ -13,23 +13,16 @@ from pathlib import Path
 from typing import Any
 
 from .._io import atomic_write_text
-from ..config import EvaluationConfig
 from .base import Stage, StageContext
 from .options import Option
 from .registry import register_stage
 
-__all__ = ["EvaluateStage", "RETRIEVAL_TARGETS", "retrieval_settings", "decoder_retrieval"]
+__all__ = ["EvaluateStage", "RETRIEVAL_TARGETS", "decoder_retrieval"]
 
 logger = logging.getLogger(__name__)
 
 #: The decoded feature spaces whose retrieval a run's evaluation records.
 RETRIEVAL_TARGETS = ("z", "c")
-
-
-def retrieval_settings(evaluation: EvaluationConfig) -> dict[str, int]:
-    """``n_candidates``, ``n_draws`` and ``seed`` of the retrieval (``[evaluation] retrieval_*`` keys)."""
-    return {"n_candidates": evaluation.retrieval_candidates, "n_draws": evaluation.retrieval_draws,
-            "seed": evaluation.retrieval_seed}
 
 
 def decoder_retrieval(decoder: Path, store: Path, target: str, *, n_candidates: int, n_draws: int,
@@ -111,8 +104,9 @@ class EvaluateStage(Stage):
 
     def retrieval(self, ctx: StageContext) -> dict[str, dict[str, Any]]:
         """``{target: retrieval}`` of the run's decoders (``{}`` outside a run folder)."""
-        settings = retrieval_settings(ctx.config.evaluation)
-        return {t: decoder_retrieval(decoder, store, t, **settings)
+        evaluation = ctx.config.evaluation
+        return {t: decoder_retrieval(decoder, store, t, n_candidates=evaluation.retrieval_candidates,
+                                     n_draws=evaluation.retrieval_draws, seed=evaluation.retrieval_seed)
                 for t, (decoder, store) in self._retrieval_inputs(ctx).items()}
 
     def run(self, ctx: StageContext, shard: tuple[int, int] | None = None) -> dict:

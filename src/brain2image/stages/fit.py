@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from ..config import RunConfig
 from ..errors import InvalidArgumentError
 from .base import CommandOutput, Stage, StageContext
-from .options import Option
+from .options import Option, target_part_option
 from .registry import register_stage
 
 __all__ = ["FitStage", "DecoderJob"]
+
+logger = logging.getLogger(__name__)
 
 
 class DecoderJob(NamedTuple):
@@ -22,6 +25,16 @@ class DecoderJob(NamedTuple):
     roi: str
     store: Path
     out: Path
+
+
+def _holds_targets(store: Path, part: tuple[int, int], chunk: int) -> bool:
+    """Whether part ``(i, n)`` of the targets of the feature store ``store`` holds any (blocks of ``chunk``)."""
+    import numpy as np
+
+    from ..decoding.parts import target_part_columns
+    from ..formats.feature_store import FeatureStore
+
+    return target_part_columns(int(np.prod(FeatureStore.open(store).feature_shape)), part, chunk) is not None
 
 
 @register_stage
@@ -47,6 +60,7 @@ class FitStage(Stage):
         Option("target", "feature name, used in the decoder file name (z, c, ...)", required=True),
         Option("roi", "ROI key of the prepared file (default: --z-roi for z, --c-roi for c; required for other "
                       "targets)"),
+        target_part_option,
     )
 
     def check(self, config: RunConfig) -> None:
@@ -96,17 +110,47 @@ class FitStage(Stage):
         return {f"decoder_{job.target}": job.out for job in self.jobs(ctx)}
 
     def run(self, ctx: StageContext, shard: tuple[int, int] | None = None) -> list[Path]:
-        """Fit each decoder not on disk yet (a command refits); returns the decoder files."""
+        """Fit each decoder not on disk yet (a command refits); returns the decoder files.
+
+        ``ctx.extra["target_part"]`` ``(i, n)`` (a cluster runner's task of one part of the
+        targets) fits only that part of each decoder into its part file
+        (:func:`~brain2image.decoding.parts.decoder_part_path`), kept when already there (in a
+        run folder, a part that holds no block of targets fits nothing); :meth:`merge_parts`
+        joins them.
+        """
         from ..decoding import fit_decoder_from_files
+        from ..decoding.parts import decoder_part_path
 
         self.refuse_shard(shard)
         prepared, config = self.inputs(ctx)["prepared"], ctx.config.decoder
+        part = ctx.extra.get("target_part")
         written = []
         for job in self.jobs(ctx):
-            if not (ctx.in_run_folder and job.out.is_file()):
+            out = job.out if part is None else decoder_part_path(job.out, part)
+            if ctx.in_run_folder and part is not None and not _holds_targets(job.store, part, config.target_chunk):
+                logger.info("fit %s: part %d/%d holds no block of targets; nothing to fit", job.target, *part)
+                continue
+            if not (ctx.in_run_folder and (job.out.is_file() or out.is_file())):
                 with ctx.timed(f"fit_{job.target}"):
-                    fit_decoder_from_files(prepared, job.store, job.roi, job.target, job.out, config,
-                                           device=ctx.config.device, progress=ctx.progress)
+                    fit_decoder_from_files(prepared, job.store, job.roi, job.target, out, config,
+                                           device=ctx.config.device, progress=ctx.progress, part=part)
+            written.append(out)
+        return written
+
+    def merge_parts(self, ctx: StageContext, n_parts: int) -> list[Path]:
+        """Join the ``n_parts`` part files of each decoder of ``ctx`` not on disk yet; returns the decoder files.
+
+        Raises
+        ------
+        MissingFileError, DataFormatError
+            A missing part, or parts that disagree (:func:`~brain2image.decoding.parts.merge_decoder_parts`).
+        """
+        from ..decoding.parts import merge_decoder_parts
+
+        written = []
+        for job in self.jobs(ctx):
+            if not job.out.is_file():
+                merge_decoder_parts(job.out, n_parts)
             written.append(job.out)
         return written
 
@@ -115,8 +159,9 @@ class FitStage(Stage):
         from ..formats.decoder_file import DecoderFile
 
         lines = []
+        what = "decoder" if ctx.extra.get("target_part") is None else "decoder part"
         for path in self.run(ctx, ctx.extra.get("shard")):
             summary = DecoderFile.read(path).summary()
-            lines.append(f"decoder written to {path} (mean test r = {summary['mean_r']:.3f}, "
+            lines.append(f"{what} written to {path} (mean test r = {summary['mean_r']:.3f}, "
                          f"median alpha = {summary['median_alpha']:g})")
         return CommandOutput(lines)

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import Brain2ImageError, InvalidArgumentError
 
-__all__ = ["Option", "RUN", "section_options", "merge_options", "flag_of", "shard_option"]
+__all__ = ["Option", "RUN", "section_options", "merge_options", "flag_of", "shard_option", "target_part_option"]
 
 #: ``sections`` value of a top-level (run-wide) key of a run config (``model``, ``device``, ...).
 RUN = "run"
@@ -207,3 +207,17 @@ def _parse_shard(text: str) -> tuple[int, int]:
 shard_option = Option("shard", "run only part i of n (1-based) of the image ids, e.g. 1/4",
                       type=_token_converter(_parse_shard), metavar="I/N")
 
+
+def _parse_target_part(text: str) -> tuple[int, int]:
+    from ..errors import InvalidArgumentError
+
+    try:
+        return _parse_shard(text)
+    except InvalidArgumentError:
+        raise InvalidArgumentError(f"target part {text}: expected i/n with integers 1 ≤ i ≤ n, e.g. 1/4") from None
+
+
+#: ``fit --target-part i/n``: one part of a decoder's targets (joined with ``brain2image merge``).
+target_part_option = Option("target_part", "fit only part i of n (1-based) of the targets' columns, into "
+                            "<decoder>.part-i-of-n.h5; join the parts with brain2image merge DECODER.h5",
+                            type=_token_converter(_parse_target_part), metavar="I/N")
