@@ -16,9 +16,9 @@ import pytest
 from ldm_dummy import save_tiny_ldm, tiny_ldm
 
 from brain2image.cli import main
-from brain2image.cluster.plan import plan_subject
+from brain2image.cluster.plan import StageTask, plan_subject
 from brain2image.cluster.ray_runner import run_on_ray
-from brain2image.cluster.tasks import TransientTaskError, finish_stage, retry_transient
+from brain2image.cluster.tasks import TransientTaskError, finish_stage, retry_transient, run_task
 from brain2image.config import RunConfig, load_run_config
 from brain2image.embedded.simulate.study import simulate_study
 from brain2image.errors import DataFormatError, MissingFileError
@@ -209,6 +209,27 @@ def test_merge_refuses_an_incomplete_set_of_shards(both_runs, tmp_path):
     with pytest.raises(DataFormatError, match="shard 2/2 missing"):
         finish_stage("features", single, 2)
     assert not store.exists()
+
+
+def test_finishing_refuses_missing_decoder_and_encoding_parts(both_runs, tmp_path):
+    root, _, _ = both_runs
+    folder = tmp_path / "subj01"
+    shutil.copytree(root / "ray" / "subj01", folder)
+    single = _subject_config(root, folder)
+    (folder / "decoders" / "subj01_c_ventral.h5").unlink()
+    run_task(StageTask(single, "fit", targets=("c",), target_part=(1, 2), joined=True))
+    with pytest.raises(MissingFileError, match=r"missing subj01_c_ventral\.part-2-of-2\.h5"):
+        finish_stage("fit", single, 2)
+    assert not (folder / "decoders" / "subj01_c_ventral.h5").exists()
+    # 128 c targets in blocks of 48: of 4 parts, the 4th holds none and its task fits nothing
+    run_task(StageTask(single, "fit", targets=("c",), target_part=(4, 4), joined=True))
+    assert sorted(p.name for p in (folder / "decoders").iterdir()) == ["subj01_c_ventral.part-1-of-2.h5",
+                                                                        "subj01_z_early.h5"]
+    shutil.rmtree(folder / "encoding")
+    run_task(StageTask(single, "encode", encoding_part="z", joined=True))
+    with pytest.raises(MissingFileError, match=r"encoding part\(s\) \['c', 'zc_0\.5'"):
+        finish_stage("encode", single, None)
+    assert not (folder / "encoding" / "summary.json").exists()
 
 
 def _subject_config(root: Path, folder: Path) -> RunConfig:
