@@ -50,7 +50,9 @@ def target_part_columns(n_targets: int, part: tuple[int, int], chunk: int = 1) -
     The targets are cut into blocks of ``chunk`` (the decoder's ``target_chunk``: the columns the
     ridge solves at a time) and the blocks are shared out in order, their counts differing by at
     most one; a part with no block is empty. A part made of whole blocks is solved exactly as a
-    fit of every target solves them, so the merged decoder equals that fit bit for bit.
+    fit of every target solves them, so the merged decoder equals that fit bit for bit (where the
+    fit solves blocks of ``chunk``: on ``torch_cuda`` the free GPU memory may make them smaller,
+    and the parts then agree with a single fit to float rounding).
 
     Raises
     ------
