@@ -28,7 +28,7 @@ On a GPU every case runs at full size, and reconstruction reports samples/s at b
 Usage::
 
     python bench/nsd_scale.py --study /tmp/nsd_study --work /tmp/nsd_bench [--device cuda]
-        [--cases prepare features fit reconstruct evaluate encode] [--markdown]
+        [--cases prepare features fit reconstruct evaluate encode] [--fit-targets z c] [--markdown]
 """
 
 from __future__ import annotations
