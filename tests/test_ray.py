@@ -183,11 +183,10 @@ def test_task_failing_once_mid_shard_is_retried(both_runs):
 
 def test_killed_worker_reruns_only_its_shard(both_runs, tmp_path):
     root, (marker, log), _ = both_runs
-    folder = tmp_path / "subj01"
-    shutil.copytree(root / "ray" / "subj01", folder)
+    folder, single = _copied_subject(root, tmp_path)
     shutil.rmtree(folder / "recon")
     marker.write_text("kill")
-    run_on_ray(_subject_config(root, folder), n_shards=2, stages=["reconstruct"], progress=False)
+    run_on_ray(single, n_shards=2, stages=["reconstruct"], progress=False)
     assert Path(str(marker) + ".consumed").read_text() == "kill" and not marker.exists()  # a worker died
     assert _pngs(folder / "recon") == _pngs(root / "sequential" / "subj01" / "recon")
     written = [line for line in log.read_text().splitlines() if line.startswith(str(folder))]
@@ -196,9 +195,7 @@ def test_killed_worker_reruns_only_its_shard(both_runs, tmp_path):
 
 def test_merge_refuses_an_incomplete_set_of_shards(both_runs, tmp_path):
     root, _, _ = both_runs
-    folder = tmp_path / "subj01"
-    shutil.copytree(root / "ray" / "subj01", folder)
-    single = _subject_config(root, folder)
+    folder, single = _copied_subject(root, tmp_path)
     (folder / "recon" / "index.csv").unlink()
     (folder / "recon" / "index.shard-2-of-2.csv").unlink()
     with pytest.raises(DataFormatError, match="shard 2/2 missing"):
@@ -213,9 +210,7 @@ def test_merge_refuses_an_incomplete_set_of_shards(both_runs, tmp_path):
 
 def test_finishing_refuses_missing_decoder_and_encoding_parts(both_runs, tmp_path):
     root, _, _ = both_runs
-    folder = tmp_path / "subj01"
-    shutil.copytree(root / "ray" / "subj01", folder)
-    single = _subject_config(root, folder)
+    folder, single = _copied_subject(root, tmp_path)
     (folder / "decoders" / "subj01_c_ventral.h5").unlink()
     run_task(StageTask(single, "fit", targets=("c",), target_part=(1, 2), joined=True))
     with pytest.raises(MissingFileError, match=r"missing subj01_c_ventral\.part-2-of-2\.h5"):
@@ -230,6 +225,13 @@ def test_finishing_refuses_missing_decoder_and_encoding_parts(both_runs, tmp_pat
     with pytest.raises(MissingFileError, match=r"encoding part\(s\) \['c', 'zc_0\.5'"):
         finish_stage("encode", single, None)
     assert not (folder / "encoding" / "summary.json").exists()
+
+
+def _copied_subject(root: Path, tmp_path: Path) -> tuple[Path, RunConfig]:
+    """A copy of subject 1's Ray run folder in ``tmp_path`` and its one-subject config."""
+    folder = tmp_path / "subj01"
+    shutil.copytree(root / "ray" / "subj01", folder)
+    return folder, _subject_config(root, folder)
 
 
 def _subject_config(root: Path, folder: Path) -> RunConfig:
