@@ -107,7 +107,7 @@ def _gpu_peak(settings: Settings) -> float | None:
 def case_prepare(settings: Settings) -> list[dict]:
     """``prepare`` on every session of the study."""
     from brain2image.formats.prepared import PreparedData
-    from brain2image.nsd.prepare import prepare_subject
+    from brain2image.sources.nsd.prepare import prepare_subject
 
     start = time.perf_counter()
     prepare_subject(settings.nsd_root, 1, settings.prepared, progress=False)
@@ -133,6 +133,7 @@ def case_features(settings: Settings) -> list[dict]:
     from brain2image.formats.feature_store import FeatureStore
     from brain2image.formats.prepared import PreparedData
     from brain2image.ldm.features import extract_features
+    from brain2image.sources.nsd import NSDStimuli
 
     model, load_s = _load_model(settings)
     ids = PreparedData(settings.prepared).image_ids()
@@ -143,7 +144,7 @@ def case_features(settings: Settings) -> list[dict]:
         out = Path(settings.work) / "features" / f"{feature}_{n}.h5"
         out.unlink(missing_ok=True)
         start = time.perf_counter()
-        extract_features(settings.nsd_root, ids[:n], model, feature, out, FeatureConfig(), progress=False)
+        extract_features(NSDStimuli(settings.nsd_root), ids[:n], model, feature, out, FeatureConfig(), progress=False)
         wall = time.perf_counter() - start
         got = FeatureStore.open(out).feature_shape
         if tuple(got) != shape:
@@ -308,9 +309,10 @@ def _random_extractors() -> dict:
 def case_evaluate(settings: Settings) -> list[dict]:
     """The 8-metric table (random-weight networks) on real-size images, 5 samples each."""
     from brain2image.evaluation.evaluate import METRIC_SETS, evaluate_reconstructions, load_real_images
+    from brain2image.sources.nsd import NSDStimuli
 
     n = N_TEST if settings.on_gpu else settings.eval_sample
-    _, real = load_real_images(settings.nsd_root, range(n))
+    _, real = load_real_images(NSDStimuli(settings.nsd_root), range(n))
     rng = np.random.default_rng(0)
     recon = rng.integers(0, 256, size=(n, N_SAMPLES, 512, 512, 3), dtype=np.uint8)
     extractors = _random_extractors()
@@ -342,7 +344,7 @@ def case_encode(settings: Settings) -> list[dict]:
     of them by a power law in the number of unique training images fitted through two sizes.
     """
     from brain2image.formats.prepared import PreparedData
-    from brain2image.nsd.prepare import prepare_subject
+    from brain2image.sources.nsd.prepare import prepare_subject
 
     write_stores(settings)
     full = PreparedData(settings.prepared)

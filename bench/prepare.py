@@ -80,8 +80,8 @@ def _peak_mb() -> float:
 
 def worker(mode: str, root: Path) -> dict:
     """Run one measurement in this process; returns the figures."""
-    from brain2image.nsd import prepare_subject
-    from brain2image.nsd.betas import read_volume_betas
+    from brain2image.sources.nsd import prepare_subject
+    from brain2image.sources.nsd.betas import read_volume_betas
 
     mask = np.asarray(nib.load(root / "nsddata/ppdata/subj01/func1pt8mm/roi/nsdgeneral.nii.gz")
                       .dataobj) > 0

@@ -174,12 +174,12 @@ def _cpu_s() -> float:
 
 def case_ours(paths: dict[str, Path], out_dir: Path, target: str = "z") -> dict[str, Any]:
     """``fit_decoder_from_files`` with the default config; wall s, test r, alphas chosen."""
-    from brain2image.decoding import fit_decoder_from_files, load_decoder
+    from brain2image.decoding import DecoderFile, fit_decoder_from_files
 
     t0 = time.perf_counter()
     out = fit_decoder_from_files(paths["prepared"], paths["store"], "roi", target, out_dir / "decoder.h5")
     wall = time.perf_counter() - t0
-    decoder = load_decoder(out)
+    decoder = DecoderFile.read(out)
     alphas, counts = np.unique(decoder.alphas, return_counts=True)
     return {"wall_s": wall, "test_r": float(np.nanmean(decoder.test_corr)),
             "fit_s": float(decoder.attrs.get("fit_seconds", np.nan)),

@@ -93,7 +93,7 @@ def write_fake_stimuli(root, n_images: int = 6, size: int = 24, seed: int = 0,
     import h5py
     import pandas as pd
 
-    from brain2image.nsd.layout import CAPTIONS_RELDIR, STIM_INFO_RELPATH, STIMULI_RELPATH
+    from brain2image.sources.nsd.layout import CAPTIONS_RELDIR, STIM_INFO_RELPATH, STIMULI_RELPATH
 
     root = Path(root)
     rng = np.random.default_rng(seed)

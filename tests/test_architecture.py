@@ -9,9 +9,18 @@ import brain2image
 
 PACKAGE = Path(brain2image.__file__).parent
 
-#: Modules that may open HDF5 files: the format owners, NSD's own readers (betas, the stimuli
-#: brick) and the simulated-NSD writer.
-H5PY_ALLOWED = ("formats/", "nsd/", "embedded/simulate/")
+#: Modules that may open HDF5 files: the format owners, the data sources' own readers (NSD's betas
+#: and stimulus brick) and the simulated-NSD writer.
+H5PY_ALLOWED = ("formats/", "sources/", "embedded/simulate/")
+
+#: The NSD readers (brain2image.sources.nsd): only brain2image.sources imports them.
+NSD_READERS = "brain2image.sources.nsd"
+#: Modules outside brain2image.sources that may import an NSD reader, and what. The simulated-NSD
+#: writer lays out the tree it writes with the reader's own paths (NSDLayout), so writer and reader
+#: cannot disagree on a file name; it imports nothing that reads.
+NSD_READER_EXCEPTIONS = {"embedded/simulate/nsd_writer.py": {"brain2image.sources.nsd.layout",
+                                                            "brain2image.sources.nsd.layout.DEFAULT_BETA_VERSION",
+                                                            "brain2image.sources.nsd.layout.NSDLayout"}}
 
 
 def _imports(path: Path) -> set[str]:
@@ -50,7 +59,34 @@ def test_only_format_owners_open_hdf5():
     assert [u for u in users if not u.startswith(H5PY_ALLOWED)] == []
 
 
+def test_only_sources_import_the_nsd_readers():
+    offenders = {}
+    for path in PACKAGE.rglob("*.py"):
+        where = str(path.relative_to(PACKAGE))
+        if where.startswith("sources/"):
+            continue
+        names = {n for n in _imports(path) if n == NSD_READERS or n.startswith(NSD_READERS + ".")}
+        names -= NSD_READER_EXCEPTIONS.get(where, set())
+        if names:
+            offenders[where] = sorted(names)
+    assert offenders == {}
+    assert not (PACKAGE / "nsd" / "__init__.py").exists(), "the NSD readers live in brain2image/sources/nsd/"
+
+
+def test_import_scan_finds_the_nsd_reader_imports():
+    names = _imports(PACKAGE / "embedded" / "simulate" / "nsd_writer.py")
+    assert NSD_READER_EXCEPTIONS["embedded/simulate/nsd_writer.py"] <= names
+    assert "brain2image.sources.nsd.stimuli" in _imports(PACKAGE / "sources" / "nsd" / "source.py")
+
+
 def test_import_scan_resolves_relative_imports():
     names = _imports(PACKAGE / "formats" / "predictions.py")
     assert "brain2image.formats.decoder_file" in names and "brain2image.errors" in names
     assert "brain2image.formats.prepared.PreparedData" in _imports(PACKAGE / "formats" / "__init__.py")
+
+
+def test_builtin_reconstruction_methods_are_reached_only_through_the_registry():
+    module = "brain2image.ldm.methods"
+    importers = [str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
+                 if any(n == module or n.startswith(module + ".") for n in _imports(p))]
+    assert importers == []  # pyproject.toml's brain2image.methods entry points name them

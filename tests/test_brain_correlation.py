@@ -12,9 +12,16 @@ from ldm_dummy import single_torch_thread
 from study_fixtures import tiny_study
 
 from brain2image.cli import main
-from brain2image.config import DecoderConfig, ReconstructionConfig, ReportConfig
-from brain2image.encoding.analysis import EncodingConfig, encode_arrays, summary_masks, write_results
+from brain2image.config import (
+    BrainCorrelationConfig,
+    DecoderConfig,
+    ReconstructionConfig,
+    ReportConfig,
+    run_config_from_dict,
+)
+from brain2image.encoding.analysis import EncodingConfig, encode_arrays
 from brain2image.encoding.brain_correlation import brain_correlation, predict_responses, roi_correlations
+from brain2image.encoding.outputs import summary_masks, write_results
 from brain2image.errors import DataFormatError, MissingFileError
 from brain2image.formats.encoding_results import EncodingModel, read_encoding_model
 from brain2image.formats.feature_store import FeatureStore
@@ -141,6 +148,15 @@ def test_results_without_a_z_model_are_one_line_errors(tmp_path):
 
 
 # ---------------------------------------------------------------------------------- the stage in a run
+def test_brain_correlation_table_is_a_run_config_section():
+    assert get_stage("brain_correlation").settings_class is None
+    assert RunConfig(nsd_root="n", out_dir="o").brain_correlation == BrainCorrelationConfig(batch_size=16)
+    config = run_config_from_dict({"nsd_root": "n", "out_dir": "o", "brain_correlation": {"batch_size": 4}})
+    assert config.brain_correlation.batch_size == 4 and config.stage_settings == {}
+    with pytest.raises(DataFormatError, match="batch_sise"):
+        run_config_from_dict({"nsd_root": "n", "out_dir": "o", "brain_correlation": {"batch_sise": 4}})
+
+
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory):
     with single_torch_thread():

@@ -112,6 +112,8 @@ def _stage_cases(tmp_path: Path) -> list[tuple[list[str], str]]:
     return [
         (["prepare", "--subject", "9", "--nsd-root", "nsd", "--out", str(out / "subj09.h5")],
          "subject = 9 (--subject): expected an NSD subject 1..8"),
+        (["prepare", "--subject", "one", "--nsd-root", "nsd", "--out", str(out / "subj01.h5")],
+         "subject = \"one\" (--subject): expected an NSD subject 1..8"),
         ([*fit, "--cv-folds", "1"], "[decoder] cv_folds = 1 (--cv-folds): expected an integer ≥ 2"),
         ([*fit, "--alphas", "-1"], "[decoder] alphas = [-1.0] (--alphas): expected a non-empty list of numbers > 0"),
         ([*recon, "--n-samples", "0"], "[reconstruction] n_samples = 0 (--n-samples): expected an integer ≥ 1"),
@@ -146,7 +148,6 @@ def test_report_checks_its_n_images_option(tmp_path, capsys):
     (["features", "--nsd-root", "n", "--out", "o", "--ids", "1", "--shard", "3/2"],
      "argument --shard: shard 3/2: expected i/n with integers 1 ≤ i ≤ n, e.g. 1/4"),
     (["reconstruct", "--z", "z", "--c", "c", "--out", "o", "--shard", "1/0"], "shard 1/0: expected i/n"),
-    (["prepare", "--subject", "one"], "argument --subject: invalid int value: 'one'"),
     (["fit", "--cv-folds", "x"], "argument --cv-folds: invalid int value: 'x'"),
 ])
 def test_usage_errors_are_one_line_with_status_2(tmp_path, capsys, argv, message):

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from brain2image.config import DecoderConfig
-from brain2image.decoding import RidgeDecoder, decoder_filename, load_decoder
+from brain2image.decoding import estimator_from_file
 from brain2image.errors import DataFormatError, InvalidArgumentError, MissingFileError
 from brain2image.formats.decoder_file import DecoderFile
+from brain2image.ridge import ImageRidgeCV
 
 N_VOX, SHAPE, N_TEST = 7, (2, 3), 5
 
@@ -31,7 +32,7 @@ def _contents(seed=0, corr=None):
 
 
 def test_filename():
-    assert DecoderFile.filename(3, "z", "early") == "subj03_z_early.h5" == decoder_filename(3, "z", "early")
+    assert DecoderFile.filename(3, "z", "early") == "subj03_z_early.h5"
 
 
 def test_round_trip(tmp_path):
@@ -50,7 +51,7 @@ def test_round_trip(tmp_path):
     assert full.attrs["mean_test_corr"] == pytest.approx(np.mean(contents.test_corr))   # computed, not copied
     assert full.attrs["median_alpha"] == pytest.approx(np.median(contents.alphas))
     assert json.loads(full.attrs["decoder_config"])["cv_folds"] == 3
-    light = load_decoder(path)
+    light = DecoderFile.read(path)
     assert light.coef is None and light.x_mean is None and light.n_voxels == N_VOX
     # a file read with its weights writes back to the same contents
     again = DecoderFile.read(full.write(tmp_path / "copy.h5"), load_weights=True)
@@ -72,13 +73,13 @@ def test_summary(tmp_path):
 def test_estimator_from_file(tmp_path):
     contents = _contents()
     full = DecoderFile.read(contents.write(tmp_path / "d.h5"), load_weights=True)
-    est = RidgeDecoder.from_decoder_file(full)
-    assert isinstance(est, RidgeDecoder) and est.target_shape_ == SHAPE
+    est = estimator_from_file(full)
+    assert isinstance(est, ImageRidgeCV) and est.target_shape_ == SHAPE
     X = np.random.default_rng(1).normal(size=(4, N_VOX))
     expected = ((X - contents.x_mean) / contents.x_std).astype(np.float32) @ full.coef + full.intercept
     np.testing.assert_allclose(est.predict(X), expected.reshape(4, *SHAPE), rtol=1e-6)
     with pytest.raises(InvalidArgumentError, match="load_weights=True"):
-        RidgeDecoder.from_decoder_file(DecoderFile.read(tmp_path / "d.h5"))
+        estimator_from_file(DecoderFile.read(tmp_path / "d.h5"))
 
 
 @pytest.mark.parametrize("field,load_weights", [("test/corr", False), ("alphas", False), ("coef", True),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import h5py
@@ -12,9 +11,9 @@ from prepared_writer import write_prepared
 from sklearn.linear_model import Ridge
 
 from brain2image.config import DecoderConfig
-from brain2image.decoding import RidgeDecoder, decoder_filename, fit_decoder_from_files, load_decoder
+from brain2image.decoding import DecoderFile, estimator_from_file, fit_decoder_from_files
 from brain2image.errors import DataFormatError, MissingFileError
-from brain2image.ridge import fit_ridge, fit_ridge_cv, predict_ridge, standardize_stats
+from brain2image.ridge import ImageRidgeCV, fit_ridge, fit_ridge_cv, predict_ridge, standardize_stats
 from brain2image.stats import pearson_columns
 
 TIGHT = dict(rtol=1e-9, atol=1e-9)     # float64 paths
@@ -97,7 +96,7 @@ def test_constant_offset_in_targets_is_recovered():
     W = rng.normal(size=(n_vox, 3))
     offset = np.array([50.0, -20.0, 7.0])
     Y = X @ W + offset
-    dec = RidgeDecoder(alphas=[1e4], dtype="float64").fit(X, Y)
+    dec = ImageRidgeCV(alphas=[1e4], dtype="float64").fit(X, Y)
     assert_close(dec.intercept_, Y.mean(0), TIGHT)
     # strong shrinkage: predictions collapse to the offset, they do not lose it
     X_new = rng.normal(size=(200, n_vox))
@@ -190,7 +189,7 @@ def test_recovers_known_weights_on_simulated_data():
     X_img = rng.normal(size=(n_images, n_vox))
     X = X_img[row_image] + 0.5 * rng.normal(size=(len(row_image), n_vox))
     Y = X_img @ W + 0.5 * rng.normal(size=(n_images, n_targets))
-    dec = RidgeDecoder(alphas=[10.0 ** k for k in range(-2, 5)], cv_folds=5).fit(
+    dec = ImageRidgeCV(alphas=[10.0 ** k for k in range(-2, 5)], n_folds=5).fit(
         X, Y.reshape(n_images, 2, 3), row_image)
     assert dec.coef_.shape == (n_vox, n_targets) and dec.coef_.dtype == np.float32
     X_test = rng.normal(size=(50, n_vox))
@@ -261,7 +260,7 @@ def test_decoder_file_round_trip(tmp_path):
     rng = np.random.default_rng(13)
     prepared, store, true_test, test_ids = _write_files(tmp_path, rng)
     config = DecoderConfig(alphas=[0.1, 1.0, 10.0, 100.0], cv_folds=3, target_chunk=5)
-    out = tmp_path / "decoders" / decoder_filename(3, "z", "early")
+    out = tmp_path / "decoders" / DecoderFile.filename(3, "z", "early")
     assert out.name == "subj03_z_early.h5"
     path = fit_decoder_from_files(prepared, store, "early", "z", out, config, dtype="float64")
     assert path == out and out.is_file()
@@ -272,7 +271,7 @@ def test_decoder_file_round_trip(tmp_path):
         assert f["test/pred"].shape == (10, 2, 3, 3) and f["test/corr"].shape == (18,)
         coef, intercept = f["coef"][()], f["intercept"][()]
         x_mean, x_std = f["x_mean"][()], f["x_std"][()]
-    loaded = load_decoder(out, load_weights=True)
+    loaded = DecoderFile.read(out, load_weights=True)
     np.testing.assert_array_equal(loaded.test_ids, test_ids)
     assert loaded.config == config
     assert set(loaded.alphas) <= set(config.alphas)
@@ -290,7 +289,7 @@ def test_decoder_file_round_trip(tmp_path):
     assert json.loads(loaded.attrs["decoder_config"])["cv_folds"] == 3
     # the intercept kept the +5 offset of the features
     assert abs(float(np.mean(intercept)) - 5.0) < 1.0
-    est = RidgeDecoder.from_decoder_file(loaded)
+    est = estimator_from_file(loaded)
     assert_close(est.predict(X_test), loaded.test_pred, dict(rtol=1e-5, atol=1e-5))
 
 
@@ -321,23 +320,20 @@ def test_file_errors(tmp_path):
         fit_decoder_from_files(prepared, store, "early", "z", tmp_path / "o.h5",
                                DecoderConfig(alphas=[1.0], cv_folds=2))
     with pytest.raises(MissingFileError):
-        load_decoder(tmp_path / "o.h5")
+        DecoderFile.read(tmp_path / "o.h5")
 
 
 def test_cli_fit(tmp_path, capsys):
-    from brain2image.commands import fit as fit_command
+    from brain2image.cli import main
 
     rng = np.random.default_rng(16)
     prepared, store, _, _ = _write_files(tmp_path, rng)
-    parser = argparse.ArgumentParser()
-    fit_command.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["fit", "--prepared", str(prepared), "--features", str(store),
-                              "--target", "z", "--out", str(tmp_path / "decoders"),
-                              "--alphas", "1", "10", "100", "--cv-folds", "3",
-                              "--target-chunk", "4", "--backend", "numpy"])
-    assert args.func(args) == 0
+    assert main(["fit", "--prepared", str(prepared), "--features", str(store),
+                 "--target", "z", "--out", str(tmp_path / "decoders"),
+                 "--alphas", "1", "10", "100", "--cv-folds", "3",
+                 "--target-chunk", "4", "--backend", "numpy"]) == 0
     out = tmp_path / "decoders" / "subj03_z_early.h5"
-    loaded = load_decoder(out)
+    loaded = DecoderFile.read(out)
     assert loaded.config.alphas == [1.0, 10.0, 100.0]
     assert loaded.config.cv_folds == 3 and loaded.config.target_chunk == 4
     assert loaded.attrs["target"] == "z" and loaded.attrs["backend"] == "numpy"
@@ -365,7 +361,7 @@ def test_backend_and_dtype_default_to_the_config(tmp_path):
     prepared, store, _, _ = _write_files(tmp_path, rng)
     config = DecoderConfig(alphas=[1.0, 10.0], cv_folds=3, backend="torch", ridge_dtype="float64")
     out = fit_decoder_from_files(prepared, store, "early", "z", tmp_path / "d.h5", config)
-    attrs = load_decoder(out).attrs
+    attrs = DecoderFile.read(out).attrs
     assert attrs["backend"] == "torch" and attrs["dtype"] == "float64"
     out = fit_decoder_from_files(prepared, store, "early", "z", tmp_path / "e.h5", config, backend="numpy")
-    assert load_decoder(out).attrs["backend"] == "numpy"
+    assert DecoderFile.read(out).attrs["backend"] == "numpy"

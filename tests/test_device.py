@@ -13,7 +13,7 @@ from prepared_writer import write_prepared
 
 from brain2image.cli import main
 from brain2image.config import DecoderConfig, EncodingConfig, RunConfig
-from brain2image.decoding import fit_decoder_from_files, load_decoder
+from brain2image.decoding import DecoderFile, fit_decoder_from_files
 from brain2image.devices import check_device, device_scope, free_memory, is_out_of_memory
 from brain2image.encoding.analysis import encode_arrays
 from brain2image.errors import InvalidArgumentError, ResourceError
@@ -264,7 +264,7 @@ def test_decoder_on_torch_matches_numpy(tmp_path):
     files = {b: fit_decoder_from_files(prepared, store, "early", "z", tmp_path / f"{b}.h5", config,
                                        backend=None if b == "auto" else b)
              for b in ("auto", "numpy", "torch")}
-    auto, numpy_, torch_ = (load_decoder(files[b], load_weights=True) for b in ("auto", "numpy", "torch"))
+    auto, numpy_, torch_ = (DecoderFile.read(files[b], load_weights=True) for b in ("auto", "numpy", "torch"))
     assert auto.attrs["backend"] == "numpy" and auto.attrs["target_chunk"] == 8192
     np.testing.assert_array_equal(auto.coef, numpy_.coef)
     assert torch_.attrs["backend"] == "torch"

@@ -177,9 +177,7 @@ def test_missing_roi_is_a_clear_error(tmp_path):
 
 
 def test_encode_command(tmp_path):
-    import argparse
-
-    from brain2image.commands import encode
+    from brain2image.cli import main
 
     features, train_index, Y_train, test_index, Y_test = _problem(n_images=40, n_test=10, dims=(4, 60), n_a=3, n_b=3)
     ids = np.arange(50)
@@ -189,11 +187,8 @@ def test_encode_command(tmp_path):
                     np.ones(6, np.float32), np.arange(6) < 3)
     z = _write_store(tmp_path / "z.h5", ids, features["s1"], "z")
     c = _write_store(tmp_path / "c.h5", ids, features["s2"], "c")
-    parser = argparse.ArgumentParser()
-    encode.register(parser.add_subparsers())
-    args = parser.parse_args(["encode", "--prepared", str(prepared), "--features", f"z={z}", "--features", f"c={c}",
-                              "--out", str(tmp_path / "out"), "--no-maps", "--cv-folds", "3", "--banded-n-iter", "3"])
-    assert args.func(args) == 0
+    assert main(["encode", "--prepared", str(prepared), "--features", f"z={z}", "--features", f"c={c}",
+                 "--out", str(tmp_path / "out"), "--no-maps", "--cv-folds", "3", "--banded-n-iter", "3"]) == 0
     summary = json.loads((tmp_path / "out" / "encoding" / "summary.json").read_text())
     assert set(summary["mean_r"]) == {"z", "c"}
     assert "z|c" in summary["partitions"]

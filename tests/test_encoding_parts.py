@@ -207,37 +207,46 @@ def _run_folder(root: Path, zc: ZcConfig | None = None) -> RunConfig:
 
 
 def _ctx(config: RunConfig, part: str | None = None):
+    """The context of the whole stage, of its z_c / U-Net stores task (``"features_zc"``), or of one part."""
     from brain2image.stages import StageContext
+    from brain2image.stages.encode import EncodePart, EncodeStores
 
-    return StageContext(config, extra={"encoding_part": part} if part else None, progress=False)
+    piece = None if part is None else EncodeStores() if part == "features_zc" else EncodePart(part)
+    return StageContext(config, part=piece, progress=False)
 
 
 def test_stage_runs_each_part_then_assembles(tmp_path):
-    from brain2image.stages import get_stage, run_stage
+    from brain2image.stages import Split, finish_stage, get_stage, run_stage
 
     stage, config = get_stage("encode"), _run_folder(tmp_path)
     assert run_stage(stage, _ctx(config)) is not None
     shutil.move(tmp_path / "encoding", tmp_path / "whole" / "encoding")
     assert stage.part_names(_ctx(config)) == ["z", "c", "z|c"]
+    (tasks,) = stage.tasks(_ctx(config), Split())  # one step: no z_c / U-Net stores in this config
+    assert [str(task.part) for task in tasks] == ["z", "c", "z|c"]
     assert run_stage(stage, _ctx(config, "features_zc")) == {}
     for part in stage.part_names(_ctx(config)):
         assert run_stage(stage, _ctx(config, part)) == encoding_part_path(tmp_path, part)
         assert not (tmp_path / "encoding" / "summary.json").exists()
-    run_stage(stage, _ctx(config, "assemble"))
+    finish_stage(stage, _ctx(config), tasks)
     assert stage.is_done(_ctx(config)) and not encoding_parts_folder(tmp_path).exists()
     _assert_same_outputs(tmp_path / "whole", tmp_path)
+    finish_stage(stage, _ctx(config), tasks)  # done: nothing to assemble again
     assert run_stage(stage, _ctx(config, "z")) is None  # done: skipped as a whole stage is
     with pytest.raises(InvalidArgumentError, match="'q' is not a part of this run"):
         stage.run(_ctx(config, "q"))
 
 
 def test_stage_parts_with_zc_spaces(tmp_path, monkeypatch):
-    from brain2image.stages import get_stage
+    from brain2image.stages import Split, get_stage
     from brain2image.stages.encode import EncodeStage
 
     config = _run_folder(tmp_path, ZcConfig(zc_strengths=[0.5], num_inference_steps=4, unet_layers=[]))
     stage = get_stage("encode")
     assert stage.part_names(_ctx(config)) == ["z", "c", "zc_0.5", "z|c"]
+    stores, parts = stage.tasks(_ctx(config), Split(shards=4))
+    assert [str(t.part) for t in stores] == ["features_zc"] and [str(t.part) for t in parts] == stage.part_names(
+        _ctx(config))
     calls = []
     monkeypatch.setattr(EncodeStage, "_zc_stores", lambda self, ctx, stores: calls.append(sorted(stores)) or {})
     assert stage.run(_ctx(config, "features_zc")) == {}

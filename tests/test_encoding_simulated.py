@@ -12,9 +12,11 @@ import torch
 
 from brain2image.embedded.simulate.study import simulate_study
 from brain2image.encoding.analysis import EncodingConfig, run_encoding_analysis
-from brain2image.ldm.features import extract_features, read_prepared_ids
+from brain2image.formats.prepared import PreparedData
+from brain2image.ldm.features import extract_features
 from brain2image.ldm.loading import load_ldm
-from brain2image.nsd.prepare import prepare_subject
+from brain2image.sources.nsd import NSDStimuli
+from brain2image.sources.nsd.prepare import prepare_subject
 
 pytestmark = pytest.mark.slow
 
@@ -30,8 +32,9 @@ def test_z_explains_early_and_c_explains_ventral(tmp_path):
         prepared = prepare_subject(study.nsd_root, 1, tmp_path / "prepared.h5",
                                    rois=("streams:early", "streams:ventral", "nsdgeneral"), progress=False)
         model = load_ldm("bundled")
-        ids = read_prepared_ids(prepared)
-        stores = {f: str(extract_features(study.nsd_root, ids, model, f, tmp_path / f"{f}.h5", progress=False))
+        ids = PreparedData(prepared).image_ids()
+        stimuli = NSDStimuli(study.nsd_root)
+        stores = {f: str(extract_features(stimuli, ids, model, f, tmp_path / f"{f}.h5", progress=False))
                   for f in ("z", "c")}
         run_encoding_analysis(prepared, stores, tmp_path / "run",
                               config=EncodingConfig(summary_rois=["early", "ventral"], maps=False,

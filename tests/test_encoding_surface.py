@@ -22,7 +22,7 @@ from brain2image.encoding.analysis import EncodingConfig, run_encoding_analysis
 from brain2image.encoding.maps import FSAVERAGE5_N_VERTICES, plot_surface_map
 from brain2image.formats.feature_store import FeatureStore
 from brain2image.formats.prepared import load_prepared
-from brain2image.nsd import prepare_subject
+from brain2image.sources.nsd import prepare_subject
 
 N_VERTICES = 10_500  # per hemisphere; > 10,242 so the fsaverage5 cut-off is exercised
 TPS = 60

@@ -1,6 +1,5 @@
 """The evaluate stage: metric table of arrays, and recon folder + imgBrick → metrics.json."""
 
-import argparse
 import json
 
 import h5py
@@ -10,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from brain2image.commands import evaluate as evaluate_command
+from brain2image.cli import main
 from brain2image.embedded.simulate.scenes import render_scenes, sample_scenes
 from brain2image.errors import DataFormatError, MissingFileError
 from brain2image.evaluation.evaluate import evaluate_recon_dir, evaluate_reconstructions
@@ -18,6 +17,7 @@ from brain2image.evaluation.feature_networks import load_feature_network
 from brain2image.evaluation.feature_spaces import network_extractors
 from brain2image.evaluation.identification import takagi_identification, two_way_identification
 from brain2image.evaluation.metrics import pixcorr, ssim
+from brain2image.sources.nsd import NSDStimuli
 
 
 @pytest.fixture(scope="module")
@@ -90,12 +90,8 @@ def write_tree(tmp_path, real, ids):
 def test_cli_writes_metrics_json(tmp_path, real):
     ids = [17, 2, 9, 4, 11, 0, 5, 13]
     nsd_root, recon = write_tree(tmp_path, real, ids)
-    parser = argparse.ArgumentParser()
-    evaluate_command.register(parser.add_subparsers())
     out = tmp_path / "metrics.json"
-    args = parser.parse_args(["evaluate", "--recon", str(recon), "--nsd-root", str(nsd_root),
-                              "--out", str(out)])
-    assert args.func(args) == 0
+    assert main(["evaluate", "--recon", str(recon), "--nsd-root", str(nsd_root), "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert set(result["methods"]) == {"oracle", "z_only"}
     oracle = result["methods"]["oracle"]
@@ -106,11 +102,11 @@ def test_cli_writes_metrics_json(tmp_path, real):
 
 def test_missing_inputs_raise(tmp_path, real):
     with pytest.raises(MissingFileError, match="index.csv"):
-        evaluate_recon_dir(tmp_path, tmp_path, tmp_path / "m.json")
+        evaluate_recon_dir(tmp_path, NSDStimuli(tmp_path), tmp_path / "m.json")
     nsd_root, recon = write_tree(tmp_path, real, list(range(8)))
     path = nsd_root / "nsddata_stimuli" / "stimuli" / "nsd" / "nsd_stimuli.hdf5"
     with h5py.File(path, "w") as f:
         f["images"] = np.zeros((1, 2, 2, 3), np.uint8)
     with pytest.raises(DataFormatError, match="imgBrick"):
-        evaluate_recon_dir(recon, nsd_root, tmp_path / "m.json")
+        evaluate_recon_dir(recon, NSDStimuli(nsd_root), tmp_path / "m.json")
     assert not (tmp_path / "m.json").exists()

@@ -87,7 +87,8 @@ def test_merge_refuses_missing_and_disagreeing_parts(tmp_path):
     prepared, store, _, _ = _write_files(tmp_path, np.random.default_rng(13))
     out = tmp_path / "decoders" / "subj03_z_early.h5"
     fit_decoder_from_files(prepared, store, "early", "z", decoder_part_path(out, (1, 3)), CONFIG, part=(1, 3))
-    with pytest.raises(MissingFileError, match=r"missing subj03_z_early\.part-2-of-3\.h5, subj03_z_early\.part-3-of-3"):
+    with pytest.raises(MissingFileError, match=r"part 2/3 missing: \S*subj03_z_early\.part-2-of-3\.h5; "
+                                               r"part 3/3 missing: \S*subj03_z_early\.part-3-of-3"):
         merge_decoder_parts(out, 3)
     other = DecoderConfig(alphas=[1.0, 10.0], cv_folds=3, target_chunk=5)
     fit_decoder_from_files(prepared, store, "early", "z", decoder_part_path(out, (2, 3)), other, part=(2, 3))
@@ -114,7 +115,7 @@ def test_fit_command_parts_and_merge_command(tmp_path, capsys):
     assert "decoder part written to" in capsys.readouterr().out
     decoder = out / "subj03_z_early.h5"
     assert main(["merge", str(decoder)]) == 2
-    assert "missing subj03_z_early.part-2-of-2.h5" in capsys.readouterr().err
+    assert f"part 2/2 missing: {decoder_part_path(decoder, (2, 2))}" in capsys.readouterr().err
     assert main([*base, "--target-part", "2/2"]) == 0
     assert main(["merge", str(decoder_part_path(decoder, (1, 2)))]) == 0   # a part stands for its decoder
     assert capsys.readouterr().out.strip().endswith(str(decoder))

@@ -10,6 +10,7 @@ from brain2image.ldm.features import extract_features
 from brain2image.ldm.images import resize_images
 from brain2image.ldm.loading import load_ldm
 from brain2image.ldm.reconstruct import generate_reconstructions
+from brain2image.sources.nsd import NSDStimuli
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +33,7 @@ def test_bundled_model_end_to_end(tmp_path):
     model = load_ldm("bundled")
     assert (model.native_resolution, model.z_resolution, model.text_seq_len) == (64, 40, 32)
     ids = np.arange(3)
-    stores = {f: FeatureStore.open(extract_features(tmp_path / "nsd", ids, model, f, tmp_path / f"s_{f}.h5",
+    stores = {f: FeatureStore.open(extract_features(NSDStimuli(tmp_path / "nsd"), ids, model, f, tmp_path / f"s_{f}.h5",
                                                     FeatureConfig(), progress=False)) for f in ("z", "c")}
     z, c = stores["z"].read(ids), stores["c"].read(ids)
     assert z.shape == (3, 4, 10, 10) and c.shape == (3, 32, model.text_width)

@@ -4,14 +4,8 @@ import numpy as np
 import pytest
 
 from brain2image.errors import DataFormatError, MissingFileError
-from brain2image.formats.feature_store import (
-    FeatureStore,
-    merge_stores,
-    parse_shard,
-    partial_path,
-    shard_ids,
-    shard_path,
-)
+from brain2image.formats.feature_store import FeatureStore, merge_stores, partial_path
+from brain2image.formats.partitions import parse_shard, shard_ids, shard_path
 
 ATTRS = {"feature": "z", "model": "tiny", "resolution": 10, "seed": 0}
 

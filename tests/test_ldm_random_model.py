@@ -27,8 +27,9 @@ from brain2image.ldm.random_model import (
     random_weights_marking,
 )
 from brain2image.ldm.reconstruct import generate_reconstructions
-from brain2image.nsd.layout import SIMULATION_MARKER, is_simulated_tree
 from brain2image.report import render_report
+from brain2image.sources.nsd import NSDStimuli
+from brain2image.sources.nsd.layout import SIMULATION_MARKER, is_simulated_tree
 
 SD14 = "random:sd-v1-4"
 
@@ -78,10 +79,11 @@ def test_marking_and_warning_on_real_data(tmp_path):
     (sim_study / "simulation_truth.h5").touch()
     (marked / SIMULATION_MARKER).write_text("{}")
     assert [is_simulated_tree(p) for p in (real, simulated, marked)] == [False, True, True]
-    assert random_weights_marking("bundled", real) == {}
-    assert random_weights_marking(SD14, simulated) == random_weights_marking(SD14, marked) == {
+    assert random_weights_marking("bundled", NSDStimuli(real)) == {}
+    assert random_weights_marking(SD14, NSDStimuli(simulated)) == random_weights_marking(SD14, NSDStimuli(marked)) == {
         "weights": RANDOM_WEIGHTS_LABEL}
-    marking = random_weights_marking(SD14, real)
+    assert random_weights_marking(SD14, None) == {"weights": RANDOM_WEIGHTS_LABEL}  # no source known: no warning
+    marking = random_weights_marking(SD14, NSDStimuli(real))
     assert marking["weights"] == RANDOM_WEIGHTS_LABEL and "real NSD data" in marking["warnings"][0]
     page = render_report(title="t", seen={}, recon_index=pd.DataFrame(columns=["test_id", "method", "sample",
                                                                               "seed", "path"]),
@@ -108,7 +110,7 @@ def test_evaluation_json_is_marked(tmp_path, caplog):
                  columns=["test_id", "method", "sample", "seed", "path"]).to_csv(recon / "index.csv", index=False)
     (recon / "config.json").write_text(json.dumps({"model": SD14, "config": {}}))
     with caplog.at_level(logging.WARNING, logger="brain2image"):
-        result = evaluate_recon_dir(recon, nsd_root, tmp_path / "evaluation.json")
+        result = evaluate_recon_dir(recon, NSDStimuli(nsd_root), tmp_path / "evaluation.json")
     written = json.loads((tmp_path / "evaluation.json").read_text())
     assert written == result and written["weights"] == RANDOM_WEIGHTS_LABEL and written["model"] == SD14
     assert "real NSD data" in written["warnings"][0]

@@ -1,6 +1,5 @@
 """Reconstruction methods through diffusers' pipelines, on a tiny random model."""
 
-import argparse
 
 import h5py
 import numpy as np
@@ -8,9 +7,10 @@ import pandas as pd
 import pytest
 import torch
 from ldm_dummy import one_torch_thread, save_tiny_ldm, tiny_ldm  # noqa: F401
+from method_plugins import HalfStrength, methods_registered
 from PIL import Image
 
-from brain2image.commands import reconstruct as reconstruct_command
+from brain2image.cli import main
 from brain2image.config import ReconstructionConfig
 from brain2image.errors import DataFormatError
 from brain2image.ldm.reconstruct import generate_reconstructions, reconstruct, sample_seed
@@ -121,6 +121,29 @@ def test_reconstruct_writes_pngs_and_resumes(tmp_path, model):
                     out_dir=tmp_path / "recon", progress=False)
 
 
+def test_a_method_registered_in_code_draws_through_reconstruct(tmp_path, model):
+    z, c = _inputs()
+    config = ReconstructionConfig(num_inference_steps=4, n_samples=2, batch_size=4,
+                                  methods=("z_plus_c", "z_plus_c_half"))
+    with methods_registered(HalfStrength):
+        counter = _CountCalls(model.unet)
+        try:
+            index = pd.read_csv(reconstruct(model, [3, 9], z, c, config=config, out_dir=tmp_path / "recon",
+                                            progress=False))
+        finally:
+            counter.handle.remove()
+    assert counter.n == 3 + 2  # one batch each: 0.8 x 4 steps, then 0.5 x 4 steps
+    assert list(index.method.unique()) == ["z_plus_c", "z_plus_c_half"] and len(index) == 8
+    half = generate_reconstructions(model, [3, 9], z, c, methods=("z_plus_c",), progress=False,
+                                    config=ReconstructionConfig(num_inference_steps=4, n_samples=2, batch_size=4,
+                                                                strength=0.5))["z_plus_c"]
+    for row in index.itertuples():
+        image = np.asarray(Image.open(tmp_path / "recon" / row.path))
+        assert image.shape == (16, 16, 3)
+        if row.method == "z_plus_c_half":
+            np.testing.assert_array_equal(image, half[[3, 9].index(row.test_id), row.sample])
+
+
 def test_reconstruct_command_reads_decoder_files(tmp_path, model):
     z, c = _inputs(n=3)
     for name, pred in (("z", z), ("c", c)):
@@ -128,13 +151,10 @@ def test_reconstruct_command_reads_decoder_files(tmp_path, model):
             f["test/ids"] = np.array([12, 4, 30])
             f["test/pred"] = pred
     folder = save_tiny_ldm(model, tmp_path / "tiny")
-    parser = argparse.ArgumentParser()
-    reconstruct_command.register(parser.add_subparsers())
-    args = parser.parse_args(["reconstruct", "--model", str(folder), "--z", str(tmp_path / "subj01_z.h5"),
-                              "--c", str(tmp_path / "subj01_c.h5"), "--ids", "30", "12", "--out",
-                              str(tmp_path / "recon"), "--methods", "z_only", "c_only", "--n-samples", "1",
-                              "--num-inference-steps", "2", "--no-progress"])
-    assert args.func(args) == 0
+    assert main(["reconstruct", "--model", str(folder), "--z", str(tmp_path / "subj01_z.h5"),
+                 "--c", str(tmp_path / "subj01_c.h5"), "--ids", "30", "12", "--out",
+                 str(tmp_path / "recon"), "--methods", "z_only", "c_only", "--n-samples", "1",
+                 "--num-inference-steps", "2", "--no-progress"]) == 0
     index = pd.read_csv(tmp_path / "recon" / "index.csv")
     assert sorted(index.test_id.unique()) == [12, 30] and set(index.method) == {"z_only", "c_only"}
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "recon" / "z_only" / "30_0.png")),

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from nsd_tree_writer import write_nsd_tree
 
-from brain2image.commands.prepare import parse_sessions
+from brain2image.cli import main
+from brain2image.config import parse_sessions
 from brain2image.formats.prepared import load_prepared
-from brain2image.nsd import NSDLayout, check_nsd_tree
+from brain2image.sources.nsd import NSDLayout, check_nsd_tree
 
 TPS = 24
 
@@ -22,15 +23,8 @@ def tree(tmp_path):
 
 
 def _run(argv):
-    """Run the ``prepare`` subcommand through the real parser (other commands not needed)."""
-    import argparse
-
-    from brain2image.commands import prepare
-
-    parser = argparse.ArgumentParser()
-    prepare.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["prepare", *argv])
-    return args.func(args)
+    """Run ``brain2image prepare`` through the real command line."""
+    return main(["prepare", *argv])
 
 
 def test_check_reports_each_file(tree):

@@ -10,9 +10,9 @@ from nsd_tree_writer import write_nsd_tree
 from brain2image.config import parse_sessions
 from brain2image.errors import DataFormatError, MissingFileError
 from brain2image.formats.prepared import load_prepared
-from brain2image.nsd import NSDLayout, prepare_subject
-from brain2image.nsd.design import expected_sessions, format_sessions
-from brain2image.nsd.stimuli import load_captions
+from brain2image.sources.nsd import NSDLayout, prepare_subject
+from brain2image.sources.nsd.design import expected_sessions, format_sessions
+from brain2image.sources.nsd.stimuli import load_captions
 
 TPS = 24
 ROIS = ("streams:early", "nsdgeneral")

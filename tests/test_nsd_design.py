@@ -5,9 +5,9 @@ import pytest
 from nsd_tree_writer import write_nsd_tree
 
 from brain2image.errors import DataFormatError, MissingFileError
-from brain2image.nsd.design import trial_table
-from brain2image.nsd.layout import NSDLayout, resolve_nsd_root
-from brain2image.nsd.rois import label_table, load_roi_masks, parse_roi_spec
+from brain2image.sources.nsd.design import trial_table
+from brain2image.sources.nsd.layout import NSDLayout, resolve_nsd_root
+from brain2image.sources.nsd.rois import label_table, load_roi_masks, parse_roi_spec
 
 TPS = 24
 

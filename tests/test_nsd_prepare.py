@@ -10,8 +10,8 @@ from prepared_writer import write_prepared
 
 from brain2image.errors import DataFormatError, MissingFileError
 from brain2image.formats.prepared import load_prepared
-from brain2image.nsd import prepare_subject
-from brain2image.nsd.prepare import average_repeats
+from brain2image.sources.nsd import prepare_subject
+from brain2image.sources.nsd.prepare import average_repeats
 
 TPS = 24
 ROIS = ("streams:early", "streams:ventral", "nsdgeneral")

@@ -16,9 +16,10 @@ from brain2image.errors import DataFormatError
 from brain2image.formats.decoder_file import DecoderFile
 from brain2image.formats.feature_store import FeatureStore
 from brain2image.formats.prepared import PreparedData
-from brain2image.ldm.features import extract_features, read_prepared_ids
-from brain2image.nsd.prepare import prepare_subject
-from brain2image.nsd.stimuli import stimuli_identity, stimuli_path
+from brain2image.ldm.features import extract_features
+from brain2image.sources.nsd import NSDStimuli
+from brain2image.sources.nsd.prepare import prepare_subject
+from brain2image.sources.nsd.stimuli import stimuli_identity, stimuli_path
 from brain2image.stages.reconstruct import check_same_study
 
 ROIS = {"early": 120, "ventral": 120, "midventral": 10, "lateral": 10}
@@ -40,8 +41,8 @@ def studies(tmp_path_factory):
                                roi_sizes=ROIS, seed=seed, progress=False)
         prepared = prepare_subject(study.nsd_root, 1, root / name / "subj01.h5", rois=("streams:early",),
                                    progress=False)
-        store = extract_features(study.nsd_root, read_prepared_ids(prepared), model, "z", root / name / "f_z.h5",
-                                 FeatureConfig(batch_size=64), progress=False)
+        store = extract_features(NSDStimuli(study.nsd_root), PreparedData(prepared).image_ids(), model, "z",
+                                 root / name / "f_z.h5", FeatureConfig(batch_size=64), progress=False)
         out[name] = {"nsd_root": study.nsd_root, "prepared": prepared, "store": store}
     yield root, out
     torch.set_num_threads(threads)

@@ -18,7 +18,7 @@ from brain2image.cli import main
 from brain2image.embedded.simulate.study import simulate_study
 from brain2image.formats.feature_store import FeatureStore
 from brain2image.formats.prepared import PreparedData
-from brain2image.nsd.prepare import prepare_subject
+from brain2image.sources.nsd.prepare import prepare_subject
 
 ROIS = ("early", "ventral", "nsdgeneral")
 

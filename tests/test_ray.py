@@ -4,6 +4,7 @@ A two-subject tiny study runs once on one process and once on Ray (with one reco
 made to fail once, after its first image); both must give the same images and metrics.
 """
 
+import errno
 import json
 import os
 import shutil
@@ -16,19 +17,22 @@ import pytest
 from ldm_dummy import save_tiny_ldm, tiny_ldm
 
 from brain2image.cli import main
-from brain2image.cluster.plan import StageTask, plan_subject
+from brain2image.cluster.plan import StagePlan, plan_stage, plan_subject
 from brain2image.cluster.ray_runner import run_on_ray
-from brain2image.cluster.tasks import TransientTaskError, finish_stage, retry_transient, run_task
+from brain2image.cluster.tasks import TransientTaskError, finish_task, retry_transient, run_task
 from brain2image.config import RunConfig, load_run_config
 from brain2image.embedded.simulate.study import simulate_study
 from brain2image.errors import DataFormatError, MissingFileError
-from brain2image.stages import pipeline_stages
+from brain2image.stages import Split, get_stage, pipeline_stages, register_stage, unregister_stage
+from brain2image.stages.encode import EncodePart
+from brain2image.stages.fit import FitPart
 
 ray = pytest.importorskip("ray")
 
 TESTS = Path(__file__).resolve().parent
 #: Environment variable naming the marker file whose presence makes one image write fail once:
-#: the worker raises OSError, or, when the marker reads "kill", dies (``os._exit``).
+#: the worker raises an OSError that can pass (a stale NFS handle), or, when the marker reads "kill",
+#: dies (``os._exit``).
 FAIL_MARKER_ENV = "BRAIN2IMAGE_TEST_FAIL_MARKER"
 #: Environment variable naming the file where workers log each image they write.
 WRITE_LOG_ENV = "BRAIN2IMAGE_TEST_WRITE_LOG"
@@ -54,7 +58,7 @@ def inject_failure_once() -> None:
             return path
         if Path(marker + ".consumed").read_text() == "kill":
             os._exit(1)
-        raise OSError(f"injected failure after writing {path}")
+        raise OSError(errno.ESTALE, f"injected failure after writing {path}")
 
     ReconFolder.write_image = write_image
 
@@ -193,18 +197,33 @@ def test_killed_worker_reruns_only_its_shard(both_runs, tmp_path):
     assert len(written) == 16 and len(set(written)) == 16  # each image once: the rerun redid only what was missing
 
 
+def _plan(config: RunConfig, stage: str, n: int = 2) -> StagePlan:
+    """The plan of one stage split in ``n`` (shards and target parts)."""
+    return plan_stage(get_stage(stage), config, Split(shards=n, target_parts=n))
+
+
+def _finish(plan: StagePlan) -> None:
+    finish_task(plan.stage, plan.config, plan.specs)
+
+
+def _run_piece(plan: StagePlan, part) -> None:
+    """Run the task of ``plan`` whose part is ``part``."""
+    (task,) = [task for task in plan.tasks if task.spec.part == part]
+    run_task(task)
+
+
 def test_merge_refuses_an_incomplete_set_of_shards(both_runs, tmp_path):
     root, _, _ = both_runs
     folder, single = _copied_subject(root, tmp_path)
     (folder / "recon" / "index.csv").unlink()
     (folder / "recon" / "index.shard-2-of-2.csv").unlink()
     with pytest.raises(DataFormatError, match="shard 2/2 missing"):
-        finish_stage("reconstruct", single, 2)
+        _finish(_plan(single, "reconstruct"))
     store = next(p for p in (folder / "features").glob("*_z.h5") if ".shard-" not in p.name)
     store.unlink()
     next((folder / "features").glob("*_z.shard-2-of-2.h5")).unlink()
     with pytest.raises(DataFormatError, match="shard 2/2 missing"):
-        finish_stage("features", single, 2)
+        _finish(_plan(single, "features"))
     assert not store.exists()
 
 
@@ -212,18 +231,20 @@ def test_finishing_refuses_missing_decoder_and_encoding_parts(both_runs, tmp_pat
     root, _, _ = both_runs
     folder, single = _copied_subject(root, tmp_path)
     (folder / "decoders" / "subj01_c_ventral.h5").unlink()
-    run_task(StageTask(single, "fit", targets=("c",), target_part=(1, 2), joined=True))
-    with pytest.raises(MissingFileError, match=r"missing subj01_c_ventral\.part-2-of-2\.h5"):
-        finish_stage("fit", single, 2)
+    fit = _plan(single, "fit")
+    _run_piece(fit, FitPart("c", (1, 2)))
+    with pytest.raises(MissingFileError, match=r"part 2/2 missing: \S*subj01_c_ventral\.part-2-of-2\.h5"):
+        _finish(fit)
     assert not (folder / "decoders" / "subj01_c_ventral.h5").exists()
     # 128 c targets in blocks of 48: of 4 parts, the 4th holds none and its task fits nothing
-    run_task(StageTask(single, "fit", targets=("c",), target_part=(4, 4), joined=True))
+    _run_piece(_plan(single, "fit", 4), FitPart("c", (4, 4)))
     assert sorted(p.name for p in (folder / "decoders").iterdir()) == ["subj01_c_ventral.part-1-of-2.h5",
                                                                         "subj01_z_early.h5"]
     shutil.rmtree(folder / "encoding")
-    run_task(StageTask(single, "encode", encoding_part="z", joined=True))
+    encode = _plan(single, "encode")
+    _run_piece(encode, EncodePart("z"))
     with pytest.raises(MissingFileError, match=r"encoding part\(s\) \['c', 'zc_0\.5'"):
-        finish_stage("encode", single, None)
+        _finish(encode)
     assert not (folder / "encoding" / "summary.json").exists()
 
 
@@ -262,31 +283,33 @@ def test_plan_shards_heavy_stages_and_asks_a_gpu_for_device_stages():
 
     config = RunConfig(nsd_root="nsd", out_dir="out", device="cuda",
                        zc=ZcConfig(zc_strengths=[0.5], unet_layers=["mid_block"], unet_steps=[0.5]))
-    plans: dict = {}
-    for plan in plan_subject(config, pipeline_stages(), n_shards=3):
-        plans.setdefault(plan.stage, []).append(plan)
-    (features,), (reconstruct,), (fit,), (prepare,) = (plans[k] for k in ("features", "reconstruct", "fit", "prepare"))
-    assert [t.shard for t in features.tasks] == [(1, 3), (2, 3), (3, 3)]
-    assert reconstruct.n_shards == 3 and features.needs_finish and all(t.joined for t in features.tasks)
-    assert [(t.targets, t.target_part) for t in fit.tasks] == [(("z",), None), (("c",), (1, 3)), (("c",), (2, 3)),
-                                                               (("c",), (3, 3))]
-    assert fit.n_shards == 3 and fit.needs_finish
+    plans = {plan.stage.name: plan for plan in plan_subject(config, pipeline_stages(), n_shards=3)}
+    features, reconstruct, fit, prepare = (plans[k] for k in ("features", "reconstruct", "fit", "prepare"))
+    assert [t.spec.shard for t in features.tasks] == [(1, 3), (2, 3), (3, 3)]
+    assert [t.spec.shard for t in reconstruct.tasks] == [(1, 3), (2, 3), (3, 3)] and reconstruct.needs_finish
+    assert features.needs_finish and all(t.joined for t in features.tasks)
+    assert [t.spec.part for t in fit.tasks] == [FitPart("z"), FitPart("c", (1, 3)), FitPart("c", (2, 3)),
+                                                FitPart("c", (3, 3))]
+    assert fit.needs_finish and fit.tasks[-1].label == "subject 1 fit c 3/3"
     assert len(prepare.tasks) == 1 and not prepare.needs_finish and not prepare.tasks[0].joined
     assert features.num_gpus == 1 and prepare.num_gpus == 0
-    zc_stores, parts = plans["encode"]
-    assert [t.encoding_part for t in zc_stores.tasks] == ["features_zc"] and not zc_stores.needs_finish
-    assert [t.encoding_part for t in parts.tasks] == ["z", "c", "zc_0.5", "unet_mid_block_s0.5_t0.5", "z|c"]
-    assert parts.needs_finish and parts.num_gpus == 1 and parts.tasks[-1].label == "subject 1 encode z|c"
+    zc_stores, parts = plans["encode"].steps
+    assert [str(t.spec.part) for t in zc_stores] == ["features_zc"] and plans["encode"].needs_finish
+    assert [t.spec.part for t in parts] == [EncodePart(name) for name in
+                                            ["z", "c", "zc_0.5", "unet_mid_block_s0.5_t0.5", "z|c"]]
+    assert plans["encode"].num_gpus == 1 and parts[-1].label == "subject 1 encode z|c"
     cpu = plan_subject(RunConfig(nsd_root="nsd", out_dir="out"), pipeline_stages(), n_shards=1)
-    sizes = {plan.stage: len(plan.tasks) for plan in cpu}
+    sizes = {plan.stage.name: len(plan.tasks) for plan in cpu}
     assert all(plan.num_gpus == 0 for plan in cpu) and sizes["fit"] == 2 and sizes["encode"] == 3
     assert all(size == 1 for stage, size in sizes.items() if stage not in ("fit", "encode"))
-    assert [len(p.tasks) for p in plan_subject(config, pipeline_stages(), 3, target_parts=1) if p.stage == "fit"] == [2]
+    assert [len(p.tasks) for p in plan_subject(config, pipeline_stages(), 3, target_parts=1)
+            if p.stage.name == "fit"] == [2]
 
 
 @pytest.mark.parametrize(("error", "raised"), [
-    (OSError("stale NFS handle"), TransientTaskError),  # retried
-    (RuntimeError("CUDA error: unspecified launch failure"), TransientTaskError),
+    (OSError(errno.ESTALE, "Stale file handle"), TransientTaskError),  # retried
+    (ray.exceptions.WorkerCrashedError(), TransientTaskError),  # Ray lost a worker
+    (RuntimeError("CUDA error: unspecified launch failure"), RuntimeError),  # reported once
     (MissingFileError("prepared/subj01.h5 not found"), MissingFileError),  # bad input: never retried
     (ValueError("a bug"), ValueError),  # retrying would fail the same way
 ])
@@ -294,6 +317,31 @@ def test_only_transient_errors_are_retried(error, raised):
     with pytest.raises(raised) as caught, retry_transient("subject 1 features 1/2"):
         raise error
     assert str(error) in str(caught.value) and (raised is not TransientTaskError or "subject 1" in str(caught.value))
+
+
+def test_a_registered_stage_splits_itself_on_ray(study, local_ray, tmp_path):
+    """The toy stage of tests/splittable_stage.py: 3 tasks and a join on Ray, the bytes of a run without Ray."""
+    import dataclasses
+
+    from splittable_stage import SquaresStage
+
+    from brain2image.pipeline import run_pipeline, subject_configs
+
+    _, configs = study
+    single = dataclasses.replace(subject_configs(load_run_config(configs["ray"]))[0], out_dir=str(tmp_path / "ray"))
+    register_stage(SquaresStage)
+    try:
+        run_on_ray(single, n_shards=3, stages=["squares"], progress=False)
+        run_pipeline(dataclasses.replace(single, out_dir=str(tmp_path / "local")), stages=["squares"],
+                     progress=False)
+    finally:
+        unregister_stage(SquaresStage.name)
+    on_ray, local = tmp_path / "ray", tmp_path / "local"
+    assert sorted(p.name for p in on_ray.glob("squares*")) == ["squares.shard-1-of-3.txt", "squares.shard-2-of-3.txt",
+                                                               "squares.shard-3-of-3.txt", "squares.txt"]
+    assert (on_ray / "squares.txt").read_bytes() == (local / "squares.txt").read_bytes()
+    assert not list(local.glob("squares.shard-*"))
+    assert set(json.loads((on_ray / "timings.json").read_text())) == {"squares"}
 
 
 def test_a_normal_run_does_not_import_ray(both_runs):

@@ -8,6 +8,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
+from method_plugins import HalfStrength, methods_registered
 from PIL import Image
 
 from brain2image.encoding.maps import axial_slice_indices, plot_volume_map, save_volume_map, volume_image
@@ -101,6 +102,23 @@ def test_grid_has_fixed_columns_that_never_wrap(tmp_path):
     assert re.search(r"table\.grid\{[^}]*white-space:nowrap", css)
     assert re.search(r"\.grid th\{[^}]*text-align:center|\.grid td,\.grid th\{[^}]*text-align:center", css)
     assert '<div class="gridwrap"><table class="grid">' in text
+
+
+class _TrueHalfStrength(HalfStrength):
+    name = "oracle_half"
+    label = "oracle at strength 0.5"
+    true_features = True
+
+
+def test_a_registered_method_shows_with_its_label_after_the_builtins(tmp_path):
+    metrics = {"z_plus_c_half": {"pixcorr": 0.9}, "unregistered": {"pixcorr": 0.2}, "oracle_half": {"pixcorr": 1.0},
+               "c_only": {"pixcorr": 0.3}}
+    with methods_registered(HalfStrength, _TrueHalfStrength):
+        text = _page(tmp_path, metrics=metrics)
+    table = text[text.index("<h2>Metrics</h2>"):]
+    rows = re.findall(r'<tr><td class="l">([^<]*)</td><td( class="best")?>', table)
+    assert rows == [("c only", ""), ("z + c (strength 0.5)", ' class="best"'), ("oracle at strength 0.5", ""),
+                    ("unregistered", "")]
 
 
 def test_scene_evaluator_caveat_only_for_the_embedded_metric_set(tmp_path):

@@ -20,6 +20,7 @@ from brain2image.formats.decoder_file import DecoderFile
 from brain2image.formats.feature_store import FeatureStore
 from brain2image.formats.run_layout import RUN_FILES
 from brain2image.report import BRAIN_CORRELATION_NOTE
+from brain2image.sources import stimuli_of
 from brain2image.stages import StageContext, get_stage
 from brain2image.stages.report import collect_metrics
 
@@ -187,7 +188,7 @@ def test_evaluate_stage_writes_retrieval_of_z_and_c(run_folder):
 def test_evaluate_stage_output_is_otherwise_unchanged(run_folder):
     root, config = run_folder
     text = (root / "run" / "evaluation.json").read_text()
-    alone = evaluate_recon_dir(root / "run" / "recon", config.nsd_root, root / "alone.json")
+    alone = evaluate_recon_dir(root / "run" / "recon", stimuli_of(config), root / "alone.json")
     assert "retrieval" not in alone
     written = json.loads(text)
     del written["retrieval"]

@@ -10,10 +10,12 @@ from ldm_dummy import one_torch_thread, save_tiny_ldm, tiny_ldm, write_fake_stim
 from brain2image.cli import main
 from brain2image.config import FeatureConfig, ReconstructionConfig
 from brain2image.errors import DataFormatError
-from brain2image.formats.feature_store import FeatureStore, merge_feature_shards, merge_stores, shard_path
+from brain2image.formats.feature_store import FeatureStore, merge_feature_shards, merge_stores
+from brain2image.formats.partitions import shard_path
 from brain2image.formats.recon_index import ReconFolder
 from brain2image.ldm.features import extract_features
 from brain2image.ldm.reconstruct import reconstruct
+from brain2image.sources.nsd import NSDStimuli
 from brain2image.stages.base import Timings
 
 IDS = np.arange(7)
@@ -31,8 +33,8 @@ def nsd(tmp_path):
 
 
 def _shard(nsd, model, out, i, n=2, config=None, ids=IDS, feature="z"):
-    return extract_features(nsd, ids, model, feature, out, config or FeatureConfig(batch_size=4), progress=False,
-                            shard=(i, n))
+    return extract_features(NSDStimuli(nsd), ids, model, feature, out, config or FeatureConfig(batch_size=4),
+                            progress=False, shard=(i, n))
 
 
 def test_merged_shards_equal_one_pass(nsd, model, tmp_path):
@@ -41,7 +43,7 @@ def test_merged_shards_equal_one_pass(nsd, model, tmp_path):
     assert shards == [shard_path(out, (1, 2)), shard_path(out, (2, 2))]
     assert FeatureStore.open(shards[1]).attrs["shard"] == "2/2"
     merged = FeatureStore.open(merge_feature_shards(out))
-    single = FeatureStore.open(extract_features(nsd, IDS, model, "z", tmp_path / "one" / "s_z.h5",
+    single = FeatureStore.open(extract_features(NSDStimuli(nsd), IDS, model, "z", tmp_path / "one" / "s_z.h5",
                                                 FeatureConfig(batch_size=4), progress=False))
     np.testing.assert_array_equal(merged.ids, single.ids)
     np.testing.assert_allclose(merged.read(), single.read(), atol=1e-6)

@@ -16,7 +16,7 @@ from brain2image.embedded.simulate.study import NSD_PRESET, make_design, simulat
 from brain2image.embedded.simulate.subject import SimulatedSubject, make_anatomy
 from brain2image.errors import InvalidArgumentError
 from brain2image.formats.prepared import load_prepared
-from brain2image.nsd import prepare_subject
+from brain2image.sources.nsd import prepare_subject
 
 #: The preset at a reduced size: 4 sessions (the last one late), small volume, images and ROIs.
 REDUCED = dict(n_images=1000, n_shared=20, n_sessions=4, late_sessions=1, late_shared=5,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from method_plugins import HalfStrength, methods_registered
 
 from brain2image.cli import main
 from brain2image.config import (
@@ -254,6 +255,23 @@ def test_run_config_round_trips_through_json():
                        stage_settings={"decoding_table": {"float_format": "%.2f"}})
     assert run_config_from_dict(config_to_dict(config)) == config
     assert run_config_from_dict(config_to_dict(RunConfig(nsd_root="/n", out_dir="/o"))).zc is None
+
+
+def test_reconstruct_reads_what_its_methods_need_plug_ins_included(tmp_path):
+    def inputs(*methods):
+        config = RunConfig(nsd_root="n", out_dir=str(tmp_path), reconstruction=ReconstructionConfig(methods=methods))
+        return list(get_stage("reconstruct").inputs(StageContext(config)))
+
+    with methods_registered(HalfStrength):
+        assert inputs("z_plus_c_half") == ["z", "c"]
+        assert inputs("oracle", "z_only") == ["z", "z_true", "c_true"]
+        parser = argparse.ArgumentParser()
+        from brain2image.commands._common import register_stage_command
+
+        register_stage_command(parser.add_subparsers(dest="command"), get_stage("reconstruct"))
+        args = parser.parse_args(["reconstruct", "--out", "o", "--methods", "z_only", "z_plus_c_half"])
+        assert get_stage("reconstruct").context_from_args(args).config.reconstruction.methods == (
+            "z_only", "z_plus_c_half")
 
 
 def test_run_layout_paths_of_the_stages(tmp_path):

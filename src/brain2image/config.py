@@ -9,7 +9,8 @@ to its settings.
 
 A run config (``brain2image run CONFIG.toml``, :class:`RunConfig`) holds the run-wide keys at the
 top level and one table per section: ``[prepare]``, ``[features]``, ``[decoder]``,
-``[reconstruction]``, ``[evaluation]``, ``[encoding]``, ``[zc]`` (optional) and ``[report]``.
+``[reconstruction]``, ``[evaluation]``, ``[encoding]``, ``[zc]`` (optional), ``[report]`` and
+``[brain_correlation]``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .methods import Method
+from .methods import METHOD_CHOICES, builtin_methods
 
 __all__ = [
     "FeatureConfig",
@@ -39,9 +40,12 @@ __all__ = [
     "EncodingConfig",
     "ZcConfig",
     "PrepareConfig",
+    "SourceConfig",
+    "DEFAULT_SOURCE",
     "EvaluationConfig",
     "EncodingOptions",
     "ReportConfig",
+    "BrainCorrelationConfig",
     "RunConfig",
     "RUN_SECTIONS",
     "RENAMED_KEYS",
@@ -49,8 +53,6 @@ __all__ = [
     "ENCODING_ALPHAS",
     "BACKEND_CHOICES",
     "DEFAULT_ROIS",
-    "RECONSTRUCTION_METHODS",
-    "DECODED_METHODS",
     "parse_sessions",
     "check_config",
     "run_config_from_dict",
@@ -64,10 +66,6 @@ T = TypeVar("T")
 
 #: ROIs a run prepares by default (``atlas:label`` or an atlas alone).
 DEFAULT_ROIS: tuple[str, ...] = ("streams:early", "streams:ventral", "nsdgeneral")
-#: Names of the reconstruction methods (:class:`brain2image.methods.Method` holds what each needs).
-RECONSTRUCTION_METHODS: tuple[str, ...] = tuple(m.value for m in Method)
-#: The methods that reconstruct from decoded features (every method but the oracle).
-DECODED_METHODS: tuple[str, ...] = tuple(m.value for m in Method if m is not Method.ORACLE)
 
 
 #: Values of ``[decoder] backend`` and ``[encoding] backend`` (:mod:`brain2image.ridge.backend`).
@@ -75,7 +73,8 @@ BACKEND_CHOICES: tuple[str, ...] = ("auto", "numpy", "torch", "torch_cuda")
 _BACKEND_HELP = "himalaya compute backend; auto: torch_cuda when device is CUDA, numpy otherwise"
 
 
-def _field(default: Any = MISSING, *, help: str, factory: Callable[[], Any] | None = None, **cli: Any) -> Any:
+def _field(default: Any = MISSING, *, help: str, factory: Callable[[], Any] | None = None, kw_only: bool = False,
+           **cli: Any) -> Any:
     """A dataclass field with its help text, CLI hints and checks in ``metadata``.
 
     ``cli`` may hold ``choices``, ``nargs`` (``"*"`` to allow an empty list), ``parse`` (a
@@ -83,12 +82,14 @@ def _field(default: Any = MISSING, *, help: str, factory: Callable[[], Any] | No
     and ``cli=False`` (a config-only key); and the checks :func:`check_config` makes on top of the
     type: ``min`` / ``max`` (inclusive) and ``gt`` (exclusive) bounds of a number or of each
     number of a list, ``min_len`` (of a list: default 1, 0 with ``nargs="*"``), ``item_len`` (of
-    each list of a list of lists) and ``expected`` (the error's wording of what is expected).
+    each list of a list of lists) and ``expected`` (the error's wording of what is expected);
+    ``label=True`` marks subject labels, checked by the run's data source (:func:`_check_run_values`).
+    ``kw_only`` makes the field a keyword-only argument of the class.
     """
     metadata = {"help": help, **cli}
     if factory is not None:
-        return field(default_factory=factory, metadata=metadata)
-    return field(default=default, metadata=metadata)
+        return field(default_factory=factory, metadata=metadata, kw_only=kw_only)
+    return field(default=default, metadata=metadata, kw_only=kw_only)
 
 
 #: A model name that is not a path: ``bundled`` (or another registered name), ``random:<arch>``, a
@@ -129,12 +130,32 @@ def parse_sessions(text: str | None) -> int | list[int] | None:
     return sessions
 
 
+def _subject_token(text: str) -> int | str:
+    """A ``--subject`` token as a config file would hold it: ``3`` -> 3, another label as given."""
+    from .sources.base import numeric_label
+
+    return numeric_label(text.strip())
+
+
 def _parse_pair(text: str) -> list[str]:
     """``A:B`` -> ``["A", "B"]`` (a pair of feature spaces to partition)."""
     first, sep, second = str(text).partition(":")
     if not sep or not first or not second:
         raise ValueError(f"partition pair {text!r}: expected A:B, e.g. z:c")
     return [first, second]
+
+
+#: ``[source] kind`` of a run config without one, or with the top-level ``nsd_root`` shorthand.
+DEFAULT_SOURCE = "nsd"
+
+
+@dataclass
+class SourceConfig:
+    """Where the study comes from: a data source of the registry (:mod:`brain2image.sources`) and its files."""
+
+    kind: str = _field(DEFAULT_SOURCE, cli=False, help="data source: a registered kind (entry-point group "
+                                                        "brain2image.sources)")
+    root: str | None = _field(None, cli=False, help="the source's folder (relative: to the config file's folder)")
 
 
 @dataclass
@@ -202,7 +223,9 @@ class ReconstructionConfig:
     n_samples: int = _field(5, min=1, help="samples per test image")
     seed: int = _field(0, min=0, help="seed of the samples (each one seeded from seed, 73k id and sample)")
     batch_size: int = _field(10, min=1, help="images per pipeline call")
-    methods: tuple[str, ...] = _field(DECODED_METHODS, choices=RECONSTRUCTION_METHODS,
+    # Choices: the registered methods (brain2image.methods), plug-ins included; default: the built-ins that
+    # draw from decoded features.
+    methods: tuple[str, ...] = _field(factory=lambda: builtin_methods(decoded_only=True), choices=METHOD_CHOICES,
                                       help="reconstruction methods (oracle uses the true z and c)")
 
 
@@ -289,6 +312,13 @@ class ReportConfig:
 
 
 @dataclass
+class BrainCorrelationConfig:
+    """How the ``brain_correlation`` stage computes z of the reconstructions."""
+
+    batch_size: int = _field(16, min=1, help="reconstructions per VAE call (bounds memory)")
+
+
+@dataclass
 class RunConfig:
     """Everything a run needs; saved as ``run_config.json`` in the run folder.
 
@@ -296,14 +326,20 @@ class RunConfig:
     dataclass of its stage. ``zc`` is ``None`` unless the config names z_c / U-Net feature spaces
     (a ``[zc]`` table): the encoding then models them too. Any other table goes to
     ``stage_settings`` for the stage of that name (docs/stages.md).
+
+    ``source`` is the data source (:mod:`brain2image.sources`); ``nsd_root`` is its shorthand for
+    NSD and mirrors an NSD source's root (None for another kind), so a ``dataclasses.replace`` that
+    changes ``source`` to another root or kind passes ``nsd_root=None`` too (else: a one-line error).
     """
 
-    nsd_root: str = _field(help="NSD root (holds nsddata/, nsddata_betas/, nsddata_stimuli/)")
+    nsd_root: str | None = _field(None, kw_only=True, help="NSD root (holds nsddata/, nsddata_betas/, "
+                                  "nsddata_stimuli/): shorthand for [source] kind = \"nsd\", root = ...")
     out_dir: str = _field(help="run folder")
-    subject: int = _field(1, min=1, max=8, expected="an NSD subject 1..8", help="NSD subject (1..8)")
-    subjects: list[int] | None = _field(
-        None, cli=False, min=1, max=8, expected="a non-empty list of distinct NSD subjects 1..8, e.g. [1, 2, 5, 7]",
-        help="several NSD subjects, each run into <out_dir>/subjXX/, then a study summary (instead of subject)")
+    subject: int | str = _field(1, label=True, parse=_subject_token, metavar="LABEL",
+                                help="subject label of the data source (NSD: 1..8)")
+    subjects: list[int | str] | None = _field(
+        None, cli=False, label=True,
+        help="several subjects, each run into <out_dir>/subjXX/, then a study summary (instead of subject)")
     model: str = _field("bundled", help="'bundled', a diffusers hub id in the local cache, a local diffusers "
                                         "folder, or 'random:sd-v1-4' (SD v1.4's architecture with random "
                                         "weights, to measure a run's sizes; docs/random_model.md)")
@@ -312,31 +348,43 @@ class RunConfig:
     dtype: str | None = _field(None, choices=("float32", "float16", "bfloat16"),
                                help="torch dtype of the model (default: float32 on CPU, float16 on CUDA)")
     threads: int | None = _field(None, min=1, help="torch CPU threads (default: all)")
+    source: SourceConfig = field(default_factory=SourceConfig)
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     reconstruction: ReconstructionConfig = field(
-        default_factory=lambda: ReconstructionConfig(methods=RECONSTRUCTION_METHODS))
+        default_factory=lambda: ReconstructionConfig(methods=builtin_methods()))
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     encoding: EncodingOptions = field(default_factory=EncodingOptions)
     zc: ZcConfig | None = None
     report: ReportConfig = field(default_factory=ReportConfig)
+    brain_correlation: BrainCorrelationConfig = field(default_factory=BrainCorrelationConfig)
     stage_settings: dict[str, dict[str, Any]] = _field(
         factory=dict, cli=False, help="tables of stages registered from outside this module (a stage's own "
                                       "settings_class), by stage name; checked when the run starts")
 
+    def __post_init__(self) -> None:
+        self.source, self.nsd_root = _reconciled_source(self.source, self.nsd_root, None)
+
     def to_dict(self) -> dict:
-        """Plain-dict form (JSON-serialisable); ``subjects`` only when set (a one-subject run's stays as it was)."""
+        """Plain-dict form (JSON-serialisable), as a run folder saves it.
+
+        ``subjects`` only when set, and an NSD source as ``nsd_root`` (its shorthand) rather than a
+        ``source`` table, so a one-subject NSD run's ``run_config.json`` stays as it was.
+        """
         values = config_to_dict(self)
         if values.get("subjects") is None:
             values.pop("subjects", None)
+        values.pop("source" if self.nsd_root is not None else "nsd_root")
         return values
 
 
 #: Sections of a run config: table name -> dataclass.
-RUN_SECTIONS: dict[str, type] = {"prepare": PrepareConfig, "features": FeatureConfig, "decoder": DecoderConfig,
+RUN_SECTIONS: dict[str, type] = {"source": SourceConfig, "prepare": PrepareConfig, "features": FeatureConfig,
+                                 "decoder": DecoderConfig,
                                  "reconstruction": ReconstructionConfig, "evaluation": EvaluationConfig,
-                                 "encoding": EncodingOptions, "zc": ZcConfig, "report": ReportConfig}
+                                 "encoding": EncodingOptions, "zc": ZcConfig, "report": ReportConfig,
+                                 "brain_correlation": BrainCorrelationConfig}
 
 #: Keys renamed or moved, so that an unknown-key error can name the new one.
 RENAMED_KEYS: dict[str, str] = {
@@ -594,7 +642,7 @@ def _checked_values(cls: type, values: Mapping[str, Any], checking: _Checking) -
     out = dict(values)
     for key, value in values.items():
         f = fields[key]
-        if value is None and checking.allow_none:
+        if (value is None and checking.allow_none) or f.metadata.get("label"):
             continue
         hint = hints.get(key, Any)
         try:
@@ -605,22 +653,98 @@ def _checked_values(cls: type, values: Mapping[str, Any], checking: _Checking) -
             expected = f.metadata.get("expected", invalid.expected)
             raise InvalidArgumentError(_value_message(cls, f, values[key], expected, checking.where)) from None
     if cls is RunConfig:
-        _check_subjects(out, checking.where)
+        _check_run_values(out, checking)
+    elif cls is SourceConfig:
+        _check_source_kind(out, checking.where)
     return out
 
 
-def _check_subjects(values: Mapping[str, Any], where: str | None) -> None:
-    """``subjects`` (already checked one by one) has no repeats and comes without a non-default ``subject``."""
+def _check_source_kind(values: Mapping[str, Any], where: str | None) -> None:
+    """``[source] kind`` (already a string) names a registered data source."""
+    from .errors import InvalidArgumentError
+    from .sources.registry import source_kinds
+
+    kind, kinds = values.get("kind"), source_kinds()
+    if kind is not None and kind not in kinds:
+        f = next(f for f in dataclasses.fields(SourceConfig) if f.name == "kind")
+        expected = "one of " + ", ".join(json.dumps(k) for k in kinds) + " (the registered data sources)"
+        raise InvalidArgumentError(_value_message(SourceConfig, f, kind, expected, where))
+
+
+def _reconciled_source(source: Any, nsd_root: Any, where: str | None) -> tuple[Any, Any]:
+    """``(source, nsd_root)`` with the shorthand ``nsd_root`` folded into ``source`` and mirrored from it.
+
+    Raises
+    ------
+    InvalidArgumentError
+        When ``nsd_root`` and a ``[source]`` table name different sources.
+    """
     from .errors import InvalidArgumentError
 
-    subjects = values.get("subjects")
+    if not isinstance(source, SourceConfig):
+        return source, nsd_root  # not a section: check_config names it
+    if nsd_root is None:
+        return source, (source.root if source.kind == DEFAULT_SOURCE else None)
+    if source in (SourceConfig(), SourceConfig(root=nsd_root)):
+        return SourceConfig(root=nsd_root), nsd_root
+    prefix = f"{where}: " if where else ""
+    raise InvalidArgumentError(f"{prefix}nsd_root = {_shown(nsd_root)} and [source] kind = {_shown(source.kind)}, "
+                               f"root = {_shown(source.root)}: expected one of the two (nsd_root is shorthand "
+                               f"for [source] kind = \"{DEFAULT_SOURCE}\", root = ...)")
+
+
+def _check_run_values(values: dict[str, Any], checking: _Checking) -> None:
+    """The run's source (``nsd_root`` or ``[source]``) and the subject labels, which that source checks.
+
+    Labels are normalised in ``values`` (:func:`brain2image.sources.numeric_label`: NSD's stay integers).
+    """
+    from .errors import InvalidArgumentError
+    from .sources.registry import get_source
+
+    source, nsd_root = _reconciled_source(values.get("source", SourceConfig()), values.get("nsd_root"),
+                                          checking.where)
+    if nsd_root is None and source.kind == DEFAULT_SOURCE and not checking.allow_none:
+        cls = SourceConfig if "source" in values else RunConfig
+        f = next(f for f in dataclasses.fields(cls) if f.name in ("nsd_root", "root"))
+        raise InvalidArgumentError(_value_message(cls, f, None, "a string", checking.where))
+    _check_subjects(values, checking, get_source(source))
+
+
+def _subject_error(key: str, value: Any, expected: str, where: str | None) -> Exception:
+    """The one-line error of a bad ``subject`` / ``subjects`` value."""
+    from .errors import InvalidArgumentError
+
+    f = next(f for f in dataclasses.fields(RunConfig) if f.name == key)
+    return InvalidArgumentError(_value_message(RunConfig, f, value, expected, where))
+
+
+def _check_subjects(values: dict[str, Any], checking: _Checking, source: Any) -> None:
+    """``subject`` and ``subjects`` are labels of ``source``; ``subjects`` is distinct and comes alone.
+
+    ``subjects`` comes without a non-default ``subject``; each label is stored as
+    :func:`~brain2image.sources.numeric_label` makes it (NSD's as integers).
+    """
+    from .errors import InvalidArgumentError
+    from .sources.base import numeric_label
+
+    words, where = source.subject_words, checking.where
+    subject, subjects = values.get("subject"), values.get("subjects")
+    if "subject" in values and subject is not None and not (subjects is not None and subject == 1):
+        label = source.subject_label(subject)
+        if label is None:
+            raise _subject_error("subject", subject, words.one, where)
+        values["subject"] = subject = numeric_label(label)
     if subjects is None:
         return
+    labels = [source.subject_label(s) for s in subjects] if isinstance(subjects, list) else []
+    if not labels or None in labels:
+        raise _subject_error("subjects", subjects, f"a non-empty list of distinct {words.many}, e.g. {words.example}",
+                             where)
     prefix = f"{where}: " if where else ""
-    if len(set(subjects)) != len(subjects):
-        raise InvalidArgumentError(f"{prefix}subjects = {_shown(subjects)}: expected distinct NSD subjects "
-                                   "1..8, each once")
-    subject = values.get("subject", 1)
+    if len(set(labels)) != len(labels):
+        raise InvalidArgumentError(f"{prefix}subjects = {_shown(subjects)}: expected distinct {words.many}, each once")
+    values["subjects"] = [numeric_label(label) for label in labels]
+    subject = 1 if subject is None else subject
     if subject != 1:
         raise InvalidArgumentError(f"{prefix}subject = {_shown(subject)} and subjects = {_shown(subjects)}: "
                                    "expected one of the two keys (subjects runs each subject; leave subject out)")
@@ -721,8 +845,8 @@ def run_config_from_dict(values: dict, base_dir: Path | None = None, where: str 
         Top-level keys and one dict per section (:data:`RUN_SECTIONS`); ``zc`` absent or ``None``:
         no z_c / U-Net feature spaces.
     base_dir : Path, optional
-        Relative ``nsd_root`` / ``out_dir`` are taken relative to it (the config file's folder),
-        never to the current directory.
+        Relative ``nsd_root`` (or ``[source] root``) / ``out_dir`` are taken relative to it (the
+        config file's folder), never to the current directory.
     where : str
         What ``values`` come from, for error messages (the file name).
 
@@ -749,11 +873,16 @@ def run_config_from_dict(values: dict, base_dir: Path | None = None, where: str 
             if not isinstance(given, dict):
                 raise DataFormatError(f"{where}: [{name}] must be a table of keys, got {given!r}")
             sections[name] = config_from_dict(cls, given, where=where, allow_none=False)
-    for key in ("nsd_root", "out_dir"):
-        if key not in values:
-            raise DataFormatError(f"{where}: missing required key {key!r}; expected a path")
+    if "source" in sections:
+        values["source"] = sections.pop("source")
+    if "nsd_root" not in values and "source" not in values:
+        raise DataFormatError(f"{where}: missing required key 'nsd_root'; expected a path (or a [source] table)")
+    if "out_dir" not in values:
+        raise DataFormatError(f"{where}: missing required key 'out_dir'; expected a path")
     config = config_from_dict(RunConfig, values, where=where, allow_none=False)
-    return dataclasses.replace(config, nsd_root=_resolved_path(config.nsd_root, base_dir),
+    root = None if config.source.root is None else _resolved_path(config.source.root, base_dir)
+    return dataclasses.replace(config, nsd_root=None if config.nsd_root is None else root,
+                               source=dataclasses.replace(config.source, root=root),
                                out_dir=_resolved_path(config.out_dir, base_dir), **sections)
 
 

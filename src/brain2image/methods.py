@@ -1,76 +1,303 @@
-"""The reconstruction methods and what each one needs (the one place that decides it)."""
+"""Reconstruction methods: the protocol a method implements and the registry of methods.
+
+A method (:class:`ReconstructionMethod`) says which targets it draws from (``needs``), whether it
+reads their decoded or their true features (``true_features``), whether it runs the diffusion
+model (``uses_diffusion``), how it builds its diffusers pipeline from the loaded model
+(:meth:`~ReconstructionMethod.pipeline`) and how it draws one batch of images
+(:meth:`~ReconstructionMethod.generate`). :func:`brain2image.ldm.reconstruct.reconstruct` loops
+over the methods it is given and asks each one for its images; it knows no method by name.
+
+Methods register through the ``brain2image.methods`` entry-point group (``[project.entry-points]``
+in ``pyproject.toml``: the entry point names a :class:`ReconstructionMethod` subclass or instance),
+or in code with :func:`register_method`. The four built-ins (:data:`BUILTIN_METHODS`, implemented
+in :mod:`brain2image.ldm.methods`) come first, in that fixed order (the order of the report's
+tables); the others follow in registration order. Run configs default to the built-ins: a plug-in
+method runs when ``[reconstruction] methods`` names it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from enum import Enum
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import InvalidArgumentError
 
-__all__ = ["Method", "DIFFUSION_METHODS", "ALL_METHODS", "parse_methods", "needed_inputs"]
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from .config import ReconstructionConfig
+    from .ldm.loading import LatentDiffusionModel
+
+__all__ = ["ReconstructionMethod", "MethodBatch", "BUILTIN_METHODS", "ENTRY_POINT_GROUP", "METHOD_CHOICES",
+           "register_method", "unregister_method", "registered_methods", "method_names", "get_method",
+           "builtin_methods", "method_label", "parse_methods", "needed_inputs"]
+
+#: Names of the built-in methods, in their fixed registry order (the report's order).
+BUILTIN_METHODS: tuple[str, ...] = ("z_only", "c_only", "z_plus_c", "oracle")
+#: Entry-point group of reconstruction methods.
+ENTRY_POINT_GROUP = "brain2image.methods"
 
 
-class Method(str, Enum):
-    """A reconstruction method; its value is the name used in files, configs and the CLI.
+@dataclass(frozen=True)
+class MethodBatch:
+    """One call's worth of images to draw with a method.
 
-    - ``z_only``: the VAE decoding of the decoded z;
-    - ``c_only``: text-to-image from the decoded c;
-    - ``z_plus_c``: img2img from the decoded z, guided by the decoded c (the paper's method);
-    - ``oracle``: ``z_plus_c`` from the true z and c (an upper bound).
+    Attributes
+    ----------
+    model : LatentDiffusionModel
+        The loaded model.
+    pipeline : Any
+        What the method's :meth:`ReconstructionMethod.pipeline` built (None when it builds none).
+    config : ReconstructionConfig
+        Steps, guidance, eta, strength, seed, batch size.
+    features : mapping of str to tensor
+        Per needed target, its features for every image the method draws (first axis: image),
+        decoded or true as the method says, shaped as the model takes them (z: (n_images,
+        latent_channels, h, w); c: (n_images, text_seq_len, text_width)).
+    rows : tensor of shape (n_draws,), int64
+        The image (row of ``features``) of each image to draw, in order.
+    unconditional : tensor of shape (1, text_seq_len, text_width) or None
+        The empty prompt's embedding (classifier-free guidance's unconditional input), for a
+        method that uses diffusion.
     """
 
-    Z_ONLY = "z_only"
-    C_ONLY = "c_only"
-    Z_PLUS_C = "z_plus_c"
-    ORACLE = "oracle"
+    model: LatentDiffusionModel
+    pipeline: Any
+    config: ReconstructionConfig
+    features: Mapping[str, torch.Tensor]
+    rows: torch.Tensor
+    unconditional: torch.Tensor | None = None
 
-    def __str__(self) -> str:
-        return self.value
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def feature(self, target: str) -> torch.Tensor:
+        """The features of ``target`` of each image to draw (one per row of :attr:`rows`)."""
+        return self.features[target][self.rows]
+
+
+class ReconstructionMethod(ABC):
+    """A way to draw an image of each test image from decoded (or true) features.
+
+    Subclasses set the class attributes and implement :meth:`generate`; an instance may override
+    an attribute (a method under another name).
+
+    Attributes
+    ----------
+    name : str
+        Its name in configs, on the command line and in files (``recon/<name>/``).
+    label : str
+        Its name in reports (default: ``name``).
+    needs : tuple of str
+        The targets it draws from (e.g. ``("z", "c")``), in the order their features are read.
+    true_features : bool
+        Draw from the true features of ``needs`` instead of the decoded ones (an upper bound, as
+        the oracle); the reports keep it out of the "best method" choice.
+    uses_diffusion : bool
+        Whether it runs the diffusion model. A method that does not draws no noise: it is given
+        batches of images (not of samples), no generators, and its image of a test image is
+        every sample's (the report shows one).
+    """
+
+    name: str = ""
+    label: str = ""
+    needs: tuple[str, ...] = ()
+    true_features: bool = False
+    uses_diffusion: bool = True
 
     @property
     def inputs(self) -> tuple[str, ...]:
-        """Feature arrays the method reads: some of ``z``, ``c``, ``z_true``, ``c_true``."""
-        return _INPUTS[self]
+        """The feature arrays it reads: its targets' names (decoded), or ``<target>_true``."""
+        return tuple(f"{t}_true" for t in self.needs) if self.true_features else tuple(self.needs)
 
-    @property
-    def uses_diffusion(self) -> bool:
-        """Whether the method runs the diffusion model (``z_only`` is a VAE decoding)."""
-        return self is not Method.Z_ONLY
+    def pipeline(self, model: LatentDiffusionModel) -> Any:
+        """The diffusers pipeline it draws with, built once per run of the method (default: none).
+
+        Parameters
+        ----------
+        model : LatentDiffusionModel
+        """
+        return None
+
+    @abstractmethod
+    def generate(self, batch: MethodBatch, generators: list[torch.Generator] | None) -> np.ndarray:
+        """Draw one batch.
+
+        Parameters
+        ----------
+        batch : MethodBatch
+        generators : list of torch.Generator, or None
+            One per image to draw, each seeded from (seed, 73k id, sample); None for a method
+            that does not use diffusion.
+
+        Returns
+        -------
+        array of shape (n_draws, H, W, 3), uint8
+            One image per row of ``batch.rows``, in order.
+        """
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
 
 
-_INPUTS: dict[Method, tuple[str, ...]] = {
-    Method.Z_ONLY: ("z",),
-    Method.C_ONLY: ("c",),
-    Method.Z_PLUS_C: ("z", "c"),
-    Method.ORACLE: ("z_true", "c_true"),
-}
+M = TypeVar("M", bound="ReconstructionMethod | type[ReconstructionMethod]")
 
-#: Every method, in table order.
-ALL_METHODS: tuple[Method, ...] = tuple(Method)
-#: The methods that draw with the diffusion model.
-DIFFUSION_METHODS: tuple[Method, ...] = tuple(m for m in Method if m.uses_diffusion)
+_METHODS: dict[str, ReconstructionMethod] = {}
+_loaded = False
 
 
-def parse_methods(names: Iterable[str | Method]) -> tuple[Method, ...]:
-    """Methods from their names, in the given order.
+def _instance(method: ReconstructionMethod | type[ReconstructionMethod], origin: str) -> ReconstructionMethod:
+    """``method`` itself, or an instance of a :class:`ReconstructionMethod` subclass."""
+    if isinstance(method, type) and issubclass(method, ReconstructionMethod):
+        method = method()
+    if not isinstance(method, ReconstructionMethod):
+        raise InvalidArgumentError(f"{origin}: {method!r} is not a ReconstructionMethod (subclass or instance)")
+    if not method.name:
+        raise InvalidArgumentError(f"{origin}: {type(method).__name__} has no name; expected a class attribute "
+                                   "'name'")
+    return method
+
+
+def _load() -> None:
+    """Register the methods of the ``brain2image.methods`` entry points, once (the built-ins among them)."""
+    global _loaded
+    if _loaded:
+        return
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        method = _instance(entry.load(), f"entry point {entry.name!r} of {ENTRY_POINT_GROUP}")
+        if method.name != entry.name:
+            raise InvalidArgumentError(f"entry point {entry.name!r} of {ENTRY_POINT_GROUP} holds the method "
+                                       f"{method.name!r}; expected the entry point's name")
+        if method.name not in _METHODS:
+            _METHODS[method.name] = method
+    missing = [name for name in BUILTIN_METHODS if name not in _METHODS]
+    if missing:
+        raise InvalidArgumentError(f"no {ENTRY_POINT_GROUP} entry points for the built-in methods {missing} "
+                                   "(entry points come from installed packages: reinstall brain2image with "
+                                   "`make install`)")
+    _loaded = True
+
+
+def register_method(method: M, *, replace: bool = False) -> M:
+    """Register a reconstruction method (a subclass or an instance; usable as a class decorator).
+
+    Parameters
+    ----------
+    method : ReconstructionMethod subclass or instance
+    replace : bool
+        Replace a method registered under the same name (it keeps its place).
+
+    Returns
+    -------
+    ``method``, unchanged.
 
     Raises
     ------
     InvalidArgumentError
-        For an unknown name (the message lists the known ones).
+        For an object that is not a method, a method without a name, or a name already taken.
     """
-    out = []
-    for name in names:
-        try:
-            out.append(Method(str(name)))
-        except ValueError:
-            raise InvalidArgumentError(
-                f"unknown reconstruction method {str(name)!r}; expected some of {[m.value for m in Method]}"
-            ) from None
-    return tuple(out)
+    _load()
+    instance = _instance(method, "register_method")
+    if instance.name in _METHODS and not replace:
+        raise InvalidArgumentError(f"a reconstruction method named {instance.name!r} is already registered")
+    _METHODS[instance.name] = instance
+    return method
 
 
-def needed_inputs(methods: Iterable[str | Method]) -> tuple[str, ...]:
-    """The union of the inputs of ``methods``, in the order ``z, c, z_true, c_true``."""
-    wanted = {name for m in parse_methods(methods) for name in m.inputs}
-    return tuple(name for name in ("z", "c", "z_true", "c_true") if name in wanted)
+def unregister_method(name: str) -> None:
+    """Remove a registered method (tests; a plug-in replacing one)."""
+    _load()
+    _METHODS.pop(name, None)
+
+
+def _rank(name: str) -> int:
+    return BUILTIN_METHODS.index(name) if name in BUILTIN_METHODS else len(BUILTIN_METHODS)
+
+
+def registered_methods() -> tuple[ReconstructionMethod, ...]:
+    """Every registered method: the built-ins in :data:`BUILTIN_METHODS` order, then the others as registered."""
+    _load()
+    return tuple(sorted(_METHODS.values(), key=lambda m: _rank(m.name)))
+
+
+def method_names() -> tuple[str, ...]:
+    """Names of every registered method, in registry order."""
+    return tuple(m.name for m in registered_methods())
+
+
+def builtin_methods(decoded_only: bool = False) -> tuple[str, ...]:
+    """Names of the registered built-ins (the run configs' default), in order.
+
+    Parameters
+    ----------
+    decoded_only : bool
+        Only those that draw from decoded features (every built-in but the oracle).
+    """
+    return tuple(m.name for m in registered_methods()
+                 if m.name in BUILTIN_METHODS and not (decoded_only and m.true_features))
+
+
+def get_method(name: str) -> ReconstructionMethod:
+    """The registered method ``name``.
+
+    Raises
+    ------
+    InvalidArgumentError
+        For an unknown name (the message lists the registered ones).
+    """
+    _load()
+    if name not in _METHODS:
+        raise InvalidArgumentError(f"unknown reconstruction method {name!r}; expected some of {list(method_names())}")
+    return _METHODS[name]
+
+
+def method_label(name: str) -> str:
+    """The report's name of a method: its ``label`` when registered with one, else ``name`` itself."""
+    _load()
+    method = _METHODS.get(name)
+    return (method.label or method.name) if method is not None else name
+
+
+def parse_methods(names: Iterable[str | ReconstructionMethod]) -> tuple[ReconstructionMethod, ...]:
+    """Registered methods from their names (or methods, kept as they are), in the given order.
+
+    Raises
+    ------
+    InvalidArgumentError
+        For an unknown name (the message lists the registered ones).
+    """
+    return tuple(n if isinstance(n, ReconstructionMethod) else get_method(str(n)) for n in names)
+
+
+def needed_inputs(methods: Iterable[str | ReconstructionMethod]) -> tuple[str, ...]:
+    """The feature arrays ``methods`` read, each once: decoded ones, then true ones, in registry order.
+
+    For the built-ins: some of ``z, c, z_true, c_true`` in that order.
+    """
+    wanted = {m.name: m for m in parse_methods(methods)}
+    ranked = [m for m in registered_methods() if m.name in wanted]
+    ranked += [m for name, m in wanted.items() if name not in method_names()]
+    ordered = [m for m in ranked if not m.true_features] + [m for m in ranked if m.true_features]
+    return tuple(dict.fromkeys(name for m in ordered for name in m.inputs))
+
+
+class _MethodNames(Sequence[str]):
+    """A live view of the registered method names (config choices that include plug-ins)."""
+
+    def __getitem__(self, index):
+        return method_names()[index]
+
+    def __len__(self) -> int:
+        return len(method_names())
+
+    def __repr__(self) -> str:
+        return repr(method_names())
+
+
+#: Names of the registered methods, read from the registry on every use (``[reconstruction] methods``'
+#: choices: plug-in methods included).
+METHOD_CHOICES: Sequence[str] = _MethodNames()

@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -44,6 +43,7 @@ from .config import (
 )
 from .errors import MissingFileError
 from .formats.run_layout import RUN_FILES, RunLayout
+from .sources import source_of
 
 if TYPE_CHECKING:
     from .stages.base import Stage
@@ -53,24 +53,14 @@ STUDY_CONFIG_FILE = "study_config.json"
 
 __all__ = ["RunConfig", "EncodingOptions", "load_run_config", "run_config_from_dict", "run_pipeline",
            "check_run_inputs", "check_subjects_present", "subject_configs", "run_study", "check_study",
-           "start_study", "start_run_folder", "build_report",
+           "start_study", "start_run_folder", "report_path",
            "RUN_FILES", "STUDY_CONFIG_FILE"]
 
 logger = logging.getLogger(__name__)
 
 
-def build_report(run_dir: str | os.PathLike, *, n_images: int | None = None) -> Path:
-    """Write ``report.html`` of a run folder that has ``metrics.json``.
-
-    See :func:`brain2image.stages.report.build_report`.
-    """
-    from .stages.report import build_report as build
-
-    return build(run_dir, n_images=n_images)
-
-
 def check_run_inputs(config: RunConfig) -> None:
-    """Check what a run reads before it writes anything: the NSD root and a model folder.
+    """Check what a run reads before it writes anything: the data source's files and a model folder.
 
     A ``model`` that can only be a path (it starts with ``/``, ``.`` or ``~``, or is not of the form
     ``owner/name``) must be an existing folder; a hub id or ``random:`` name is checked when it loads.
@@ -78,14 +68,10 @@ def check_run_inputs(config: RunConfig) -> None:
     Raises
     ------
     MissingFileError
-        When ``nsd_root`` is not a folder holding ``nsddata/``, or the ``model`` folder is missing.
+        When the source's files are not there (NSD: ``nsd_root`` is not a folder holding
+        ``nsddata/``, :meth:`~brain2image.sources.DataSource.require_root`), or the ``model`` folder is missing.
     """
-    expected = "expected the NSD root, the folder holding nsddata/, nsddata_betas/ and nsddata_stimuli/"
-    root = Path(config.nsd_root)
-    if not root.is_dir():
-        raise MissingFileError(f"nsd_root = {config.nsd_root!r}: folder not found; {expected}")
-    if not (root / "nsddata").is_dir():
-        raise MissingFileError(f"nsd_root = {config.nsd_root!r}: no nsddata/ folder in it; {expected}")
+    source_of(config).require_root()
     model = config.model
     if is_missing_model_folder(model):
         raise MissingFileError(
@@ -179,6 +165,11 @@ def start_run_folder(config: RunConfig) -> RunLayout:
     return layout
 
 
+def report_path(config: RunConfig) -> Path:
+    """``report.html`` of a one-subject run folder: what a run returns (a cluster runner too)."""
+    return RunLayout.of(config.out_dir, config.subject, config.model).file("report")
+
+
 def subject_configs(config: RunConfig) -> list[RunConfig]:
     """One single-subject config per subject of ``config.subjects``, each into ``<out_dir>/subjXX``.
 
@@ -187,28 +178,22 @@ def subject_configs(config: RunConfig) -> list[RunConfig]:
     """
     from .study_summary import subject_folder
 
-    return [dataclasses.replace(config, subject=int(subject), subjects=None,
+    return [dataclasses.replace(config, subject=subject, subjects=None,
                                 out_dir=str(Path(config.out_dir) / subject_folder(subject)))
             for subject in config.subjects or [config.subject]]
 
 
 def check_subjects_present(config: RunConfig) -> None:
-    """Check that every subject of the run has its ``nsddata/ppdata/subjXX`` and betas folders.
+    """Check that every subject of the run is in its data source (NSD: ``nsddata/ppdata/subjXX`` and betas folders).
 
     Raises
     ------
     MissingFileError
         Naming the first missing subject and the folder looked at.
     """
-    from .nsd.layout import NSDLayout
-
+    source = source_of(config)
     for subject in config.subjects or [config.subject]:
-        layout = NSDLayout(config.nsd_root, subject, space=config.prepare.space,
-                           beta_version=config.prepare.beta_version)
-        for folder in (layout.root / "nsddata" / "ppdata" / layout.subj, layout.betas_dir()):
-            if not folder.is_dir():
-                raise MissingFileError(f"subjects: subject {subject} is not in the NSD tree: folder {folder} "
-                                       "not found; expected an NSD root holding every subject of the run")
+        source.require_subject(str(subject), config.prepare)
 
 
 def check_study(config: RunConfig, stages: Sequence[str] | None = None) -> list[Stage]:
@@ -270,6 +255,6 @@ def run_study(config: RunConfig, *, progress: bool = True, stages: Sequence[str]
     check_study(config, stages)
     configs = start_study(config)
     for single in configs:
-        logger.info("subject %d: run folder %s", single.subject, single.out_dir)
+        logger.info("subject %s: run folder %s", single.subject, single.out_dir)
         run_pipeline(single, progress=progress, stages=stages)
     return write_study_summary(config.out_dir, [single.subject for single in configs])

@@ -18,7 +18,7 @@ import base64
 import html
 import io
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -27,10 +27,11 @@ from PIL import Image
 
 from ._io import atomic_write_text
 from .ldm.random_model import RANDOM_WEIGHTS_LABEL, random_weights_marking
-from .methods import Method
+from .methods import get_method, method_label, method_names
+from .sources import stimuli_of_record
 
-__all__ = ["write_report", "render_report", "uses_scene_evaluator", "METRIC_LABELS", "METHOD_LABELS",
-           "SCENE_EVALUATOR_CAVEAT", "BRAIN_CORRELATION_NOTE"]
+__all__ = ["write_report", "render_report", "uses_scene_evaluator", "METRIC_LABELS", "SCENE_EVALUATOR_CAVEAT",
+           "BRAIN_CORRELATION_NOTE"]
 
 #: Human-readable column names of the metric table, with the direction of "better".
 METRIC_LABELS = {
@@ -51,13 +52,6 @@ METRIC_LABELS = {
     "takagi_alexnet_classifier5": "Takagi AlexNet classifier.5 ↑",
     "takagi_inception": "Takagi InceptionV3 ↑",
     "takagi_clip": "Takagi CLIP ↑",
-}
-
-METHOD_LABELS = {
-    Method.Z_ONLY.value: "z only",
-    Method.C_ONLY.value: "c only",
-    Method.Z_PLUS_C.value: "z + c",
-    Method.ORACLE.value: "oracle (true z + c)",
 }
 
 _CSS = """
@@ -115,8 +109,19 @@ def _shown_samples(recon_index: pd.DataFrame, method: str) -> list[int]:
 
 
 def _is_deterministic(method: str) -> bool:
-    """Whether a method gives the same image for every sample (``z_only``: a VAE decoding, no noise)."""
-    return method in {m.value for m in Method} and not Method(method).uses_diffusion
+    """Whether a registered method gives the same image for every sample (no diffusion: ``z_only``, a VAE decoding)."""
+    return method in method_names() and not get_method(method).uses_diffusion
+
+
+def _from_true_features(method: str) -> bool:
+    """Whether a registered method draws from the true features (the oracle: a ceiling, never "best")."""
+    return method in method_names() and get_method(method).true_features
+
+
+def _in_registry_order(names: Iterable[str]) -> list[str]:
+    """The registered methods among ``names``, in registry order (the built-ins first, in their order)."""
+    wanted = set(names)
+    return [m for m in method_names() if m in wanted]
 
 
 def _grid_header(columns: Sequence[tuple[str, list[int]]]) -> str:
@@ -124,7 +129,7 @@ def _grid_header(columns: Sequence[tuple[str, list[int]]]) -> str:
     top = ['<th rowspan="2">73k id</th><th rowspan="2">ground truth</th>']
     sub = []
     for method, samples in columns:
-        label = html.escape(METHOD_LABELS.get(method, method))
+        label = html.escape(method_label(method))
         if _is_deterministic(method):
             top.append(f'<th class="method" rowspan="2">{label}<br><span class="note">deterministic: '
                        "one image</span></th>")
@@ -141,7 +146,7 @@ def _recon_cell(recon_index: pd.DataFrame, recon_root: Path, test_id: int, metho
                       & (recon_index["sample"] == sample)]
     if sel.empty:
         return '<td class="note">–</td>'
-    label = METHOD_LABELS.get(method, method)
+    label = method_label(method)
     if _is_deterministic(method):
         alt = f"{label} reconstruction (deterministic, one image) of test image 73k id {test_id}"
     else:
@@ -171,12 +176,11 @@ def _grid_section(seen: Mapping[int, np.ndarray], recon_index: pd.DataFrame, rec
 
 def _metric_table(metrics: Mapping[str, Mapping[str, float]], feature_spaces: Sequence[str] | None = None) -> str:
     """The metric table per method, with the scene-evaluator caveat when ``feature_spaces`` has ``scene``."""
-    methods = [m.value for m in Method if m.value in metrics] + [
-        m for m in metrics if m not in METHOD_LABELS]
+    methods = _in_registry_order(metrics) + [m for m in metrics if m not in method_names()]
     names = [k for k in METRIC_LABELS if any(k in metrics[m] for m in methods)]
     best = {}
     for name in names:
-        values = {m: metrics[m][name] for m in methods if name in metrics[m] and m != Method.ORACLE.value}
+        values = {m: metrics[m][name] for m in methods if name in metrics[m] and not _from_true_features(m)}
         if values:
             pick = min if METRIC_LABELS[name].endswith("↓") else max
             best[name] = pick(values, key=lambda m: values[m])
@@ -190,7 +194,7 @@ def _metric_table(metrics: Mapping[str, Mapping[str, float]], feature_spaces: Se
             text = "–" if value is None else (f"{100 * value:.1f}%" if percent else f"{value:.3f}")
             cls = ' class="best"' if best.get(name) == method else ""
             cells.append(f"<td{cls}>{text}</td>")
-        body.append(f'<tr><td class="l">{html.escape(METHOD_LABELS.get(method, method))}</td>{"".join(cells)}</tr>')
+        body.append(f'<tr><td class="l">{html.escape(method_label(method))}</td>{"".join(cells)}</tr>')
     return (f"<table>{head}{''.join(body)}</table>"
             '<p class="note">Bold: best decoded method per column (the oracle, from the true z and c, '
             "is the ceiling). Identification is two-way: chance is 50%.</p>"
@@ -251,11 +255,11 @@ def _brain_correlation_section(brain_correlation: Mapping) -> str:
     """``Brain correlation``: mean r per method (rows, the seen images last) and ROI (columns)."""
     per_method: Mapping[str, Mapping[str, float | None]] = brain_correlation.get("methods", {})
     rois = list(brain_correlation.get("rois") or sorted({roi for v in per_method.values() for roi in v}))
-    methods = [m.value for m in Method if m.value in per_method] + sorted(
-        m for m in per_method if m not in METHOD_LABELS and m != "seen") + (["seen"] if "seen" in per_method else [])
+    methods = _in_registry_order(per_method) + sorted(
+        m for m in per_method if m not in method_names() and m != "seen") + (["seen"] if "seen" in per_method else [])
     head = '<tr><th class="l">method</th>' + "".join(f"<th>{html.escape(str(r))}</th>" for r in rois) + "</tr>"
     rows = "".join(
-        f'<tr><td class="l">{html.escape(_SEEN_LABEL if m == "seen" else METHOD_LABELS.get(m, m))}</td>'
+        f'<tr><td class="l">{html.escape(_SEEN_LABEL if m == "seen" else method_label(m))}</td>'
         + "".join(_correlation_cell(per_method[m].get(r)) for r in rois) + "</tr>" for m in methods)
     space = html.escape(str(brain_correlation.get("space", "z")))
     return (f"<h2>Brain correlation (encoding model of {space})</h2><table>{head}{rows}</table>"
@@ -319,7 +323,7 @@ _ENCODING_INTRO = (
 
 def _weights_banner(config: Mapping) -> str:
     """Banner of a run made with a ``random:`` model (plus its warnings on real NSD data); "" otherwise."""
-    marking = random_weights_marking(config.get("model"), config.get("nsd_root"))
+    marking = random_weights_marking(config.get("model"), stimuli_of_record(config))
     if not marking:
         return ""
     model = html.escape(str(config.get("model")))
@@ -354,7 +358,7 @@ def render_report(*, title: str, seen: Mapping[int, np.ndarray], recon_index: pd
         ``{"z ← early": {"mean_r": ..., ...}}``.
     config, timings : mapping
         The run's configuration and each stage's wall time in seconds. A ``random:`` ``model``
-        adds a "random weights" banner (and a warning when ``nsd_root`` is real NSD data).
+        adds a "random weights" banner (and a warning when the run's source (``nsd_root``) is real data).
     encoding_summary : mapping, optional
         ``{feature_space: {roi: mean r}}`` of the encoding analysis.
     encoding_figures : sequence of Path
@@ -373,7 +377,7 @@ def render_report(*, title: str, seen: Mapping[int, np.ndarray], recon_index: pd
         ``brain_correlation.json`` (``space``, ``rois``, ``methods``: ``{method: {roi: mean r}}``):
         a methods × ROIs table.
     """
-    methods = [m.value for m in Method if m.value in set(recon_index.method)]
+    methods = _in_registry_order(recon_index.method)
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
              f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>" + _weights_banner(config)]
     parts += [f"<p>{html.escape(n)}</p>" for n in notes]

@@ -27,6 +27,7 @@ from typing import Any
 
 from ._io import atomic_write_text
 from .errors import MissingFileError
+from .formats.run_layout import subject_tag
 
 __all__ = ["SD_NOTE", "SUMMARY_FILE", "REPORT_FILE", "subject_folder", "numeric_metrics", "summarise_subjects",
            "render_study_report", "write_study_summary"]
@@ -48,9 +49,14 @@ th{background:#f4f4f4;text-align:center} td.l{text-align:left} tr.stat td{backgr
 """
 
 
-def subject_folder(subject: int) -> str:
-    """A subject's run folder under the study's ``out_dir``: ``subjXX``."""
-    return f"subj{int(subject):02d}"
+def subject_folder(subject: int | str) -> str:
+    """A subject's run folder under the study's ``out_dir``: ``subjXX`` (a non-numeric label: itself)."""
+    return subject_tag(_label(subject))
+
+
+def _label(subject: int | str) -> int | str:
+    """A subject label as ``summary.json`` holds it: an int (NSD's), or a non-numeric string."""
+    return subject if isinstance(subject, str) and not subject.isdigit() else int(subject)
 
 
 def _is_number(value: Any) -> bool:
@@ -113,7 +119,7 @@ def _statistics(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[s
     return stats
 
 
-def summarise_subjects(out_dir: str | os.PathLike, subjects: Sequence[int]) -> dict[str, Any]:
+def summarise_subjects(out_dir: str | os.PathLike, subjects: Sequence[int | str]) -> dict[str, Any]:
     """The content of ``summary.json`` from each subject's ``<out_dir>/subjXX/metrics.json``.
 
     Parameters
@@ -142,9 +148,9 @@ def summarise_subjects(out_dir: str | os.PathLike, subjects: Sequence[int]) -> d
         path = out_dir / folder / "metrics.json"
         if not path.is_file():
             raise MissingFileError(f"{path} not found: subject {subject}'s run has not finished (brain2image run)")
-        rows.append({"subject": int(subject), "run_dir": folder, "report": f"{folder}/report.html",
+        rows.append({"subject": _label(subject), "run_dir": folder, "report": f"{folder}/report.html",
                      "metrics": numeric_metrics(json.loads(path.read_text()))})
-    return {"subjects": [int(s) for s in subjects], "sd": SD_NOTE, "rows": rows, "statistics": _statistics(rows)}
+    return {"subjects": [_label(s) for s in subjects], "sd": SD_NOTE, "rows": rows, "statistics": _statistics(rows)}
 
 
 def _number(value: float | None) -> str:
@@ -180,7 +186,7 @@ def render_study_report(summary: Mapping[str, Any], title: str = "brain2image: s
         :func:`summarise_subjects`'s result.
     title : str
     """
-    from .report import METHOD_LABELS
+    from .methods import method_label
 
     links = ", ".join(f'<a href="{html.escape(r["report"])}">subject {r["subject"]}</a>' for r in summary["rows"])
     parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>",
@@ -189,13 +195,13 @@ def render_study_report(summary: Mapping[str, Any], title: str = "brain2image: s
              '<p class="note">mean and sd over the subjects that have the metric (–: none, or sd of one '
              f'subject); sd: {html.escape(summary["sd"])}.</p>']
     for group in summary["statistics"]:
-        parts.append(f"<h2>{html.escape(METHOD_LABELS.get(group, group))}</h2>")
+        parts.append(f"<h2>{html.escape(method_label(group))}</h2>")
         parts.append(_group_table(group, summary))
     parts.append("</body></html>\n")
     return "\n".join(parts)
 
 
-def write_study_summary(out_dir: str | os.PathLike, subjects: Sequence[int]) -> Path:
+def write_study_summary(out_dir: str | os.PathLike, subjects: Sequence[int | str]) -> Path:
     """Write ``<out_dir>/summary.json`` and ``<out_dir>/report.html`` (atomically) from the subjects' runs.
 
     Parameters

@@ -1,103 +1,88 @@
-"""What one subject's run becomes on a cluster: per stage, its tasks and the resources each asks for.
+"""What one subject's run becomes on a cluster: per stage, its steps of tasks and the resources each asks for.
 
-A shardable stage with a merger (``features``, ``reconstruct``) becomes one task per shard of the
-image ids, then a finishing task that merges the shards; ``fit`` becomes one task for z and one
-task per part of the c targets (:mod:`brain2image.decoding.parts`), then a finishing task that
-merges the c parts and records their times; ``encode`` becomes a task that computes the z_c /
-U-Net feature stores (when the config names them), one task per feature space and per partitioned
-pair (:mod:`brain2image.encoding.parts`), then a finishing task that assembles the results; every
-other stage is one task. Nothing here imports Ray: :mod:`brain2image.cluster.ray_runner` submits
-the plan.
+Each stage says how it splits (:meth:`Stage.tasks <brain2image.stages.Stage.tasks>`: steps of
+:class:`~brain2image.stages.TaskSpec`, for the run's :class:`~brain2image.stages.Split`); a step's
+tasks run at once, each step after the one before. A stage split into more than one task is then
+finished by one more task (:meth:`Stage.finish <brain2image.stages.Stage.finish>`), which also
+records the tasks' times. The plan knows no stage by name, and imports no Ray:
+:mod:`brain2image.cluster.ray_runner` submits it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..config import RunConfig
+from ..errors import InvalidArgumentError
 
 if TYPE_CHECKING:
     from ..stages.base import Stage
+    from ..stages.tasks import Split, TaskSpec
 
-__all__ = ["MERGED_STAGES", "FIT_TARGETS", "PARTED_TARGETS", "StageTask", "StagePlan", "uses_gpu", "stage_resources",
-           "plan_subject"]
-
-#: Shardable stages whose shards the finishing task knows how to merge.
-MERGED_STAGES = ("features", "reconstruct")
-#: The decoders of a run folder, one ``fit`` task each.
-FIT_TARGETS = ("z", "c")
-#: The decoders whose targets are fitted in parts (c: 77 × 768 targets at SD v1.4's size).
-PARTED_TARGETS = ("c",)
+__all__ = ["StageTask", "StagePlan", "uses_gpu", "stage_resources", "plan_stage", "plan_subject"]
 
 
 @dataclass(frozen=True)
 class StageTask:
-    """One task: ``stage`` in the run folder of ``config`` (one subject), on ``shard`` or for ``targets``.
+    """One task: one piece (``spec``) of ``stage`` in the run folder of ``config`` (one subject).
 
-    ``target_part`` ``(i, n)``: only part ``i`` of ``n`` of the targets' columns (``fit``).
-    ``encoding_part``: one piece of ``encode`` (``features_zc``, a feature space or a pair
-    ``a|b``). ``joined``: a finishing task joins this task (which then leaves its times to it).
+    ``joined``: a finishing task joins this task (which then leaves its times to it).
     """
 
     config: RunConfig
-    stage: str
-    shard: tuple[int, int] | None = None
-    targets: tuple[str, ...] | None = None
-    target_part: tuple[int, int] | None = None
-    encoding_part: str | None = None
+    stage: Stage
+    spec: TaskSpec
     joined: bool = False
 
     @property
-    def extra(self) -> dict[str, Any]:
-        """What the stage reads from ``StageContext.extra`` for this task (only what is set)."""
-        values = {"targets": self.targets, "target_part": self.target_part, "encoding_part": self.encoding_part}
-        return {key: value for key, value in values.items() if value is not None}
-
-    @property
     def label(self) -> str:
-        """``subject 1 features 2/4``, ``subject 2 fit z``, ``subject 1 fit c 3/4``: what the task is, in messages."""
-        part = f" {self.shard[0]}/{self.shard[1]}" if self.shard else ""
-        part += f" {','.join(self.targets)}" if self.targets else ""
-        part += f" {self.target_part[0]}/{self.target_part[1]}" if self.target_part else ""
-        part += f" {self.encoding_part}" if self.encoding_part else ""
-        return f"subject {self.config.subject} {self.stage}{part}"
+        """``subject 1 <stage> 2/4``: what the task is, in messages (the stage's name, then the piece)."""
+        piece = self.spec.label
+        return f"subject {self.config.subject} {self.stage.name}" + (f" {piece}" if piece else "")
 
 
 @dataclass(frozen=True)
 class StagePlan:
-    """One stage of one subject: its tasks, the shards to merge, and the resources of each task.
+    """One stage of one subject: its steps of tasks and the resources of each task.
 
     Attributes
     ----------
     config : RunConfig
         The subject's one-subject config.
-    stage : str
-    tasks : tuple of StageTask
-    n_shards : int or None
-        The shards (of ``fit``: the parts of the c targets) the finishing task merges (``None``: no merge).
+    stage : Stage
+    steps : tuple of tuple of StageTask
+        The tasks of each step (a step's tasks run at once; each step after the one before).
     num_cpus, num_gpus : float
         What each task of the stage asks Ray for.
     """
 
     config: RunConfig
-    stage: str
-    tasks: tuple[StageTask, ...]
-    n_shards: int | None
+    stage: Stage
+    steps: tuple[tuple[StageTask, ...], ...]
     num_cpus: float
     num_gpus: float
 
     @property
+    def tasks(self) -> tuple[StageTask, ...]:
+        """Every task of the stage, step after step."""
+        return tuple(task for step in self.steps for task in step)
+
+    @property
+    def specs(self) -> tuple[TaskSpec, ...]:
+        """What :meth:`Stage.finish` is given: the pieces of every task."""
+        return tuple(task.spec for task in self.tasks)
+
+    @property
     def needs_finish(self) -> bool:
-        """Whether a finishing task joins the tasks (merge, times): several tasks, or shards."""
-        return needs_finish(self.tasks, self.n_shards)
+        """Whether a finishing task joins the tasks (the stage split into more than one)."""
+        return len(self.tasks) > 1
 
-
-def needs_finish(tasks: Sequence[StageTask], n_shards: int | None) -> bool:
-    """Whether a finishing task joins ``tasks`` (merge, assembly, times): several tasks, or shards to merge."""
-    return len(tasks) > 1 or n_shards is not None
+    @property
+    def finish_label(self) -> str:
+        """``subject 1 <stage> (finish)``."""
+        return f"subject {self.config.subject} {self.stage.name} (finish)"
 
 
 def uses_gpu(config: RunConfig) -> bool:
@@ -111,55 +96,40 @@ def stage_resources(stage: Stage, config: RunConfig, cpus_per_task: float) -> tu
     return float(cpus_per_task), gpus
 
 
-def _fit_tasks(config: RunConfig, target_parts: int) -> tuple[tuple[StageTask, ...], int | None]:
-    """One task per decoder, the :data:`PARTED_TARGETS` in ``target_parts`` parts (merged when more than one)."""
-    tasks = []
-    for target in FIT_TARGETS:
-        if target in PARTED_TARGETS and target_parts > 1:
-            tasks += [StageTask(config, "fit", targets=(target,), target_part=(i, target_parts))
-                      for i in range(1, target_parts + 1)]
-        else:
-            tasks.append(StageTask(config, "fit", targets=(target,)))
-    return tuple(tasks), (target_parts if target_parts > 1 else None)
+def _checked_steps(stage: Stage, steps: Any) -> list[list[TaskSpec]]:
+    """``stage.tasks(...)`` checked: a non-empty list of non-empty lists of TaskSpec.
+
+    Raises
+    ------
+    InvalidArgumentError
+        Naming the stage and what its ``tasks`` returned.
+    """
+    from ..stages.tasks import TaskSpec
+
+    valid = isinstance(steps, (list, tuple)) and len(steps) > 0 and all(
+        isinstance(step, (list, tuple)) and len(step) > 0 and all(isinstance(t, TaskSpec) for t in step)
+        for step in steps)
+    if not valid:
+        raise InvalidArgumentError(f"stage {stage.name!r}: tasks() returned {steps!r}; expected a list of steps, "
+                                   "each a non-empty list of TaskSpec")
+    return [list(step) for step in steps]
 
 
-def _tasks(stage: Stage, config: RunConfig, n_shards: int, target_parts: int
-           ) -> tuple[tuple[StageTask, ...], int | None]:
-    """The tasks of one stage and the number of shards (parts) to merge (``None``: none)."""
-    if stage.shardable and stage.name in MERGED_STAGES and n_shards > 1:
-        return tuple(StageTask(config, stage.name, shard=(i, n_shards)) for i in range(1, n_shards + 1)), n_shards
-    if stage.name == "fit":
-        return _fit_tasks(config, target_parts)
-    return (StageTask(config, stage.name),), None
+def plan_stage(stage: Stage, config: RunConfig, split: Split, cpus_per_task: float = 1) -> StagePlan:
+    """The plan of one stage of one subject: its tasks (:meth:`Stage.tasks`) and their resources.
 
-
-def _encode_tasks(stage: Stage, config: RunConfig) -> list[tuple[tuple[StageTask, ...], int | None]]:
-    """The z_c / U-Net stores (when the config names them), then one task per feature space and pair."""
+    Raises
+    ------
+    InvalidArgumentError
+        When the stage's ``tasks`` returns no task or something other than TaskSpec steps.
+    """
     from ..stages import StageContext
-    from ..stages.encode import EncodeStage
 
-    assert isinstance(stage, EncodeStage)
-    names = stage.part_names(StageContext(config, progress=False))
-    parts = tuple(StageTask(config, stage.name, encoding_part=name) for name in names)
-    if config.zc is None:
-        return [(parts, None)]
-    return [((StageTask(config, stage.name, encoding_part="features_zc"),), None), (parts, None)]
-
-
-def _stage_plans(stage: Stage, config: RunConfig, n_shards: int, target_parts: int,
-                 cpus_per_task: float) -> list[StagePlan]:
-    """The plans of one stage: one, or for ``encode`` the z_c stores then the parts (each plan after the last)."""
+    steps = _checked_steps(stage, stage.tasks(StageContext(config, progress=False), split))
+    joined = sum(len(step) for step in steps) > 1
     cpus, gpus = stage_resources(stage, config, cpus_per_task)
-    if stage.name == "encode":
-        steps = _encode_tasks(stage, config)
-    else:
-        steps = [_tasks(stage, config, n_shards, target_parts)]
-    plans = []
-    for tasks, shards in steps:
-        if needs_finish(tasks, shards):
-            tasks = tuple(dataclasses.replace(task, joined=True) for task in tasks)
-        plans.append(StagePlan(config, stage.name, tasks, shards, cpus, gpus))
-    return plans
+    planned = tuple(tuple(StageTask(config, stage, spec, joined) for spec in step) for step in steps)
+    return StagePlan(config, stage, planned, cpus, gpus)
 
 
 def plan_subject(config: RunConfig, stages: Sequence[Stage], n_shards: int,
@@ -173,12 +143,14 @@ def plan_subject(config: RunConfig, stages: Sequence[Stage], n_shards: int,
     stages : sequence of Stage
         The stages to run, in pipeline order (:func:`brain2image.pipeline.check_study`).
     n_shards : int
-        Shards of the image ids of ``features`` and ``reconstruct`` (1: one task each).
+        Shards of the image ids a stage may split into (``Split.shards``; 1: none).
     cpus_per_task : float
         CPUs each task asks for.
     target_parts : int, optional
-        Parts of the c decoder's targets, one ``fit`` task each (default ``n_shards``; 1: one task).
+        Parts of a decoder's targets a stage may split its fits into (``Split.target_parts``; default
+        ``n_shards``).
     """
-    parts = n_shards if target_parts is None else target_parts
-    return [plan for stage in stages if stage.enabled(config)
-            for plan in _stage_plans(stage, config, n_shards, parts, cpus_per_task)]
+    from ..stages.tasks import Split
+
+    split = Split(int(n_shards), int(n_shards if target_parts is None else target_parts))
+    return [plan_stage(stage, config, split, cpus_per_task) for stage in stages if stage.enabled(config)]

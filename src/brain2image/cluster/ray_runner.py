@@ -1,13 +1,12 @@
 """``brain2image run CONFIG --ray [ADDRESS]``: a run (one subject or several) as Ray tasks.
 
-Per subject the stages run in pipeline order; ``features`` and ``reconstruct`` run as one task per
-shard of the image ids, then a task merges the shards; ``fit`` runs one task for z and one per
-part of the c targets, then a task merges the parts; ``encode`` runs one task per feature space
-and per partitioned pair (after the z_c / U-Net stores), then a task assembles them; every other
-stage is one task (:mod:`brain2image.cluster.plan`). The tasks of a stage wait for the
-previous stage's through Ray's own dependencies, so several subjects run at once as far as the
-cluster's resources allow. Every task works in the run folder, which must be on a filesystem
-shared by every node; a stage already done is skipped, a finished shard is kept, so a retried or
+Per subject the stages run in pipeline order; each stage runs as the tasks it splits into
+(:meth:`Stage.tasks <brain2image.stages.Stage.tasks>`: steps of tasks that run at once), then, when
+it split into more than one, a task that joins them (:meth:`Stage.finish
+<brain2image.stages.Stage.finish>`) (:mod:`brain2image.cluster.plan`). The tasks of a stage wait
+for the previous stage's through Ray's own dependencies, so several subjects run at once as far as
+the cluster's resources allow. Every task works in the run folder, which must be on a filesystem
+shared by every node; a stage already done is skipped, a finished piece is kept, so a retried or
 resumed task redoes only what is missing. The study summary is written at the end, as
 :func:`brain2image.pipeline.run_study` writes it.
 
@@ -26,9 +25,8 @@ from typing import Any
 
 from ..config import RunConfig
 from ..errors import Brain2ImageError, InvalidArgumentError
-from ..formats.run_layout import RunLayout
 from .plan import StagePlan, plan_subject, uses_gpu
-from .tasks import TransientTaskError, finish_stage, run_task
+from .tasks import TransientTaskError, finish_task, run_task
 
 __all__ = ["LOCAL", "FORWARDED_ENV", "ClusterUnreachableError", "ClusterTaskError", "ray_session", "default_shards",
            "run_on_ray"]
@@ -135,7 +133,7 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None, prog
 
 
 def default_shards(ray: Any, config: RunConfig, cpus_per_task: float = 1) -> int:
-    """Shards of ``features`` and ``reconstruct``: the cluster's GPUs with ``device = "cuda"``, else its CPUs per task.
+    """Shards a stage may split into: the cluster's GPUs with ``device = "cuda"``, else its CPUs per task.
 
     Raises
     ------
@@ -154,22 +152,23 @@ def default_shards(ray: Any, config: RunConfig, cpus_per_task: float = 1) -> int
 
 def _submit(ray: Any, plans: Sequence[StagePlan], *, max_retries: int) -> dict[Any, str]:
     """Submit every task of one subject's stages, each stage waiting for the previous; returns ref -> label."""
-    remote_run, remote_finish = ray.remote(run_task), ray.remote(finish_stage)
+    remote_run, remote_finish = ray.remote(run_task), ray.remote(finish_task)
     labels: dict[Any, str] = {}
     after: list[Any] = []
     for plan in plans:
         options = {"num_cpus": plan.num_cpus, "num_gpus": plan.num_gpus, "max_retries": max_retries,
                    "retry_exceptions": [TransientTaskError]}
-        refs = [remote_run.options(name=task.label, **options).remote(task, int(plan.num_cpus), *after)
-                for task in plan.tasks]
-        labels.update(zip(refs, (task.label for task in plan.tasks)))
+        stage_refs: list[Any] = []
+        for step in plan.steps:
+            after = [remote_run.options(name=task.label, **options).remote(task, int(plan.num_cpus), *after)
+                     for task in step]
+            labels.update(zip(after, (task.label for task in step)))
+            stage_refs += after
         if plan.needs_finish:
-            label = f"subject {plan.config.subject} {plan.stage} (finish)"
-            finish = remote_finish.options(name=label, **options).remote(plan.stage, plan.config, plan.n_shards,
-                                                                         *refs)
-            labels[finish] = label
-            refs = [finish]
-        after = refs
+            finish = remote_finish.options(name=plan.finish_label, **options).remote(
+                plan.stage, plan.config, plan.specs, *stage_refs)
+            labels[finish] = plan.finish_label
+            after = [finish]
     return labels
 
 
@@ -216,7 +215,8 @@ def run_on_ray(config: RunConfig, address: str | None = None, *, num_cpus: int |
     num_cpus : int, optional
         CPUs of a local Ray (default: this machine's).
     n_shards : int, optional
-        Shards of ``features`` and ``reconstruct`` per subject (default :func:`default_shards`).
+        Shards of the image ids a stage may split into, per subject (``Split.shards``; default
+        :func:`default_shards`).
     cpus_per_task : int
         CPUs each task asks for (its torch threads unless the config sets ``threads``).
     max_retries : int
@@ -226,12 +226,12 @@ def run_on_ray(config: RunConfig, address: str | None = None, *, num_cpus: int |
     stages : sequence of str, optional
         Only these stages (by name).
     target_parts : int, optional
-        Parts of the c decoder's targets, one ``fit`` task each, in whole blocks of ``[decoder]
-        target_chunk`` (default: the shards; parts left without a block do nothing).
+        Parts of a decoder's targets a stage may split its fits into (``Split.target_parts``; default:
+        the shards).
 
     Returns
     -------
-    Path of ``report.html`` (the study's with ``subjects``).
+    Path of the run's HTML page (:func:`brain2image.pipeline.report_path`; the study's with ``subjects``).
 
     Raises
     ------
@@ -242,7 +242,7 @@ def run_on_ray(config: RunConfig, address: str | None = None, *, num_cpus: int |
     ClusterTaskError
         When a task fails after its retries (a task's own bad-input error is raised as it is).
     """
-    from ..pipeline import check_study, start_run_folder, start_study
+    from ..pipeline import check_study, report_path, start_run_folder, start_study
     from ..study_summary import write_study_summary
 
     chosen = check_study(config, stages)
@@ -259,4 +259,4 @@ def run_on_ray(config: RunConfig, address: str | None = None, *, num_cpus: int |
         _wait_all(ray, labels, progress)
     if config.subjects is not None:
         return write_study_summary(config.out_dir, [single.subject for single in configs])
-    return RunLayout.of(config.out_dir, config.subject, config.model).file("report")
+    return report_path(config)

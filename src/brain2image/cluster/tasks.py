@@ -1,48 +1,84 @@
-"""What a cluster worker runs: one task of a stage in a run folder, and a stage's finishing step.
+"""What a cluster worker runs: one task of a stage in a run folder, and a stage's finishing task.
 
 Both are plain functions (Ray wraps them in :mod:`brain2image.cluster.ray_runner`), so they run,
-and are tested, without Ray. Errors that a retry may not meet again (I/O, a lost connection, a
-CUDA runtime error) leave as :class:`TransientTaskError`, which the runner retries; the project's
-bad-input errors (:class:`~brain2image.errors.Brain2ImageError`) leave as they are and are not retried.
+and are tested, without Ray. Only errors that can pass on a second try (:func:`is_transient`: a
+lost connection or timeout, a full disk, a stale NFS handle, a worker or node Ray lost) leave as
+:class:`TransientTaskError`, which the runner retries; any other error (a bug, a shape mismatch, the
+project's bad-input errors, :class:`~brain2image.errors.Brain2ImageError`) leaves as it is and is
+reported once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
-from collections.abc import Iterator, Mapping
-from pathlib import Path
-from typing import Any
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
+from .._io import is_disk_full
 from ..config import RunConfig
 from ..errors import Brain2ImageError
 from ..formats.run_layout import RunLayout
-from .plan import PARTED_TARGETS, StageTask
+from .plan import StageTask
 
-__all__ = ["TRANSIENT_ERRORS", "TransientTaskError", "retry_transient", "run_task", "finish_stage",
-           "merge_stage_shards", "assemble_encoding"]
+if TYPE_CHECKING:
+    from ..stages.base import Stage
+    from ..stages.tasks import TaskSpec
+
+__all__ = ["TRANSIENT_ERRORS", "TRANSIENT_ERRNOS", "TransientTaskError", "is_transient", "retry_transient",
+           "run_task", "finish_task"]
 
 logger = logging.getLogger(__name__)
 
-#: Errors a retry may not meet again (a Brain2ImageError among them is bad input: never retried).
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OSError, RuntimeError, TimeoutError, ConnectionError)
+#: Error types that can pass on a second try (``BrokenPipeError``, ``ConnectionResetError``, ... are
+#: connection errors too).
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
+#: ``errno`` of an ``OSError`` that can pass: a stale NFS handle, a resource busy for now (a full
+#: disk or quota is :func:`~brain2image._io.is_disk_full`).
+TRANSIENT_ERRNOS = frozenset({errno.ESTALE, errno.EAGAIN})
+#: Ray's errors for a worker, node or object lost (named here, so that Ray is imported only when used).
+_RAY_LOST = ("WorkerCrashedError", "NodeDiedError", "LocalRayletDiedError", "ObjectLostError")
 
 
 class TransientTaskError(RuntimeError):
-    """A task failed on an error a retry may not meet again (:data:`TRANSIENT_ERRORS`); the runner retries it."""
+    """A task failed on an error that can pass on a second try (:func:`is_transient`); the runner retries it."""
+
+
+def _ray_lost_errors() -> tuple[type[BaseException], ...]:
+    """Ray's lost-worker / lost-node error types, when Ray is imported (empty otherwise)."""
+    ray = sys.modules.get("ray")
+    exceptions = getattr(ray, "exceptions", None)
+    return tuple(kind for name in _RAY_LOST if isinstance(kind := getattr(exceptions, name, None), type))
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether ``error`` can pass on a second try (a retry is worth it); a bug or bad input cannot.
+
+    Transient: :data:`TRANSIENT_ERRORS` (a lost connection, a timeout, a broken pipe), an ``OSError``
+    of a full disk (``ENOSPC``, quota) or of :data:`TRANSIENT_ERRNOS` (``ESTALE``), and Ray's errors
+    for a worker or node lost. Never: a :class:`~brain2image.errors.Brain2ImageError`, a plain
+    ``RuntimeError`` or ``ValueError``, any other ``OSError``.
+    """
+    if isinstance(error, Brain2ImageError):
+        return False
+    if isinstance(error, TRANSIENT_ERRORS + _ray_lost_errors()):
+        return True
+    return isinstance(error, OSError) and (error.errno in TRANSIENT_ERRNOS or is_disk_full(error))
 
 
 @contextlib.contextmanager
 def retry_transient(label: str) -> Iterator[None]:
-    """Turn a transient error of the block into :class:`TransientTaskError` (``label: Type: message``).
+    """Turn a transient error of the block (:func:`is_transient`) into :class:`TransientTaskError`.
 
-    A :class:`~brain2image.errors.Brain2ImageError` (bad input, out of memory) passes unchanged.
+    The message is ``label: Type: message``; any other error passes unchanged (reported once).
     """
     try:
         yield
-    except Brain2ImageError:
-        raise
-    except TRANSIENT_ERRORS as error:
+    except Exception as error:
+        if not is_transient(error):
+            raise
         raise TransientTaskError(f"{label}: {type(error).__name__}: {error}") from error
 
 
@@ -53,12 +89,18 @@ def _set_threads(config: RunConfig, threads: int) -> None:
     torch.set_num_threads(int(config.threads or max(1, threads)))
 
 
+def _timings_file(config: RunConfig) -> Any:
+    """The run folder's ``timings.json``."""
+    return RunLayout.of(config.out_dir, config.subject, config.model).file("timings")
+
+
 def run_task(task: StageTask, threads: int = 1, *after: Any) -> dict[str, float]:
     """Run one task of a stage in its subject's run folder (skipped when the stage is done).
 
     Parameters
     ----------
     task : StageTask
+        The stage runs with the task's shard, in a context whose ``part`` is the task's part.
     threads : int
         Torch threads (the CPUs the task holds) unless the config sets ``threads``.
     *after : any
@@ -70,86 +112,46 @@ def run_task(task: StageTask, threads: int = 1, *after: Any) -> dict[str, float]
         The task's stage times when a finishing task joins it (``task.joined``: that task records
         their sum); empty otherwise (the task recorded its times in ``timings.json`` itself).
     """
-    from ..stages import StageContext, Timings, get_stage, run_stage
+    from ..stages import StageContext, Timings, run_stage
 
     _set_threads(task.config, threads)
-    layout = RunLayout.of(task.config.out_dir, task.config.subject, task.config.model)
-    timings = Timings(None if task.joined else layout.file("timings"))
-    ctx = StageContext(task.config, extra=task.extra, progress=False, timings=timings)
+    timings = Timings(None if task.joined else _timings_file(task.config))
+    ctx = StageContext(task.config, part=task.spec.part, progress=False, timings=timings)
     with retry_transient(task.label):
-        run_stage(get_stage(task.stage), ctx, task.shard)
+        run_stage(task.stage, ctx, task.spec.shard)
     return dict(timings.values) if task.joined else {}
 
 
-def merge_stage_shards(stage_name: str, config: RunConfig, n_shards: int) -> None:
-    """Merge the ``n_shards`` shards of ``features`` (its stores) or ``reconstruct`` (its folder), or parts of ``fit``.
+def finish_task(stage: Stage, config: RunConfig, specs: Sequence[TaskSpec], *task_times: Mapping[str, float]) -> None:
+    """Join a stage's tasks (:func:`~brain2image.stages.finish_stage`); record their times in ``timings.json``.
 
-    Feature stores already complete are kept; then the features record (``config.json``) is
-    written as a run without shards writes it. For ``fit``, the ``n_shards`` parts of the
-    :data:`~brain2image.cluster.plan.PARTED_TARGETS` decoders are joined (a decoder already there is kept).
+    The time of each part is the sum over the tasks and the join (worker seconds, as a run on one
+    machine records them).
 
-    Raises
-    ------
-    DataFormatError, MissingFileError
-        A missing shard, or shards that disagree (from the existing merges).
-    """
-    from ..formats.feature_store import merge_feature_shards
-    from ..formats.recon_index import ReconFolder
-    from ..stages import StageContext, get_stage
-    from ..stages.fit import FitStage
-
-    stage = get_stage(stage_name)
-    if isinstance(stage, FitStage):
-        stage.merge_parts(StageContext(config, extra={"targets": PARTED_TARGETS}, progress=False), n_shards)
-        return
-    ctx = StageContext(config, progress=False)
-    if stage_name == "reconstruct":
-        ReconFolder(stage.outputs(ctx)["recon"]).merge_shards(n_shards)
-        return
-    for path in stage.outputs(ctx).values():
-        if not Path(path).is_file():
-            merge_feature_shards(path, n_shards)
-            logger.info("merged %d shards into %s", n_shards, path)
-    stage.run(ctx)
-
-
-def assemble_encoding(config: RunConfig, timings: Any) -> None:
-    """Join the parts of ``encode`` (one per feature space and pair) into its results, unless they are there.
+    Parameters
+    ----------
+    stage : Stage
+    config : RunConfig
+        The subject's one-subject config.
+    specs : sequence of TaskSpec
+        The pieces of every task of the stage (:attr:`StagePlan.specs`).
+    *task_times : mapping
+        What each task returned (:func:`run_task` of a joined task).
 
     Raises
     ------
     DataFormatError, MissingFileError
-        A missing part, or parts of other inputs (:func:`~brain2image.encoding.parts.assemble_encoding_parts`).
+        From the stage's join: a missing piece, or pieces that disagree.
     """
-    from ..stages import StageContext, get_stage, run_stage
+    from ..stages import StageContext, Timings, finish_stage
 
-    run_stage(get_stage("encode"), StageContext(config, extra={"encoding_part": "assemble"}, progress=False,
-                                                timings=timings))
-
-
-def finish_stage(stage_name: str, config: RunConfig, n_shards: int | None, *task_times: Mapping[str, float]) -> None:
-    """Join a stage's tasks: merge its shards or parts, assemble ``encode``; record their times in ``timings.json``.
-
-    The time of each part is the sum over the tasks (worker seconds, as a run on one machine
-    records them).
-
-    Raises
-    ------
-    DataFormatError, MissingFileError
-        From :func:`merge_stage_shards` or :func:`assemble_encoding`.
-    """
-    from ..stages import Timings
-
-    with retry_transient(f"subject {config.subject} {stage_name} (finish)"):
+    with retry_transient(f"subject {config.subject} {stage.name} (finish)"):
         own = Timings()
-        if stage_name == "encode":
-            assemble_encoding(config, own)
-        elif n_shards is not None:
-            merge_stage_shards(stage_name, config, n_shards)
+        finish_stage(stage, StageContext(config, progress=False, timings=own), specs)
         totals: dict[str, float] = {}
         for times in (*task_times, own.values):
             for name, seconds in times.items():
                 totals[name] = totals.get(name, 0.0) + float(seconds)
-        timings = Timings(RunLayout.of(config.out_dir, config.subject, config.model).file("timings"))
+        timings = Timings(_timings_file(config))
         for name, seconds in totals.items():
             timings.record(name, seconds)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 __all__ = ["HelpFormatter", "common_parent", "add_command_parser", "show_progress", "library_noise", "verbosity",
-           "register_stage_command", "stage_register"]
+           "register_stage_command"]
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -185,14 +185,3 @@ def _run_stage_command(stage: Any, args: argparse.Namespace) -> int:
         print(line, file=sys.stderr)
     return int(output.code)
 
-
-def stage_register(name: str) -> Callable[[argparse._SubParsersAction], None]:
-    """``register(subparsers)`` of the command of the registered stage ``name``."""
-
-    def register(subparsers: argparse._SubParsersAction) -> None:
-        from ..stages import get_stage
-
-        register_stage_command(subparsers, get_stage(name))
-
-    register.__doc__ = f"Add the ``{name}`` subcommand (generated from its stage)."
-    return register

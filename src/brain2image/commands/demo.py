@@ -27,14 +27,14 @@ def _run(args: argparse.Namespace) -> int:
 
     from ..embedded.demo import run_demo
     from ..formats.run_layout import RunLayout
-    from ..methods import ALL_METHODS
+    from ..methods import method_names
 
     report = run_demo(args.out, seed=args.seed, progress=show_progress(args), threads=args.threads,
                       n_samples=args.n_samples)
     metrics = json.loads(RunLayout.of(args.out).file("metrics").read_text())
     keys = ("pixcorr", "ssim", "id_pixel", "id_semantic", "takagi_pixel", "takagi_semantic")
     print(f"{'method':<10}" + "".join(f"{k:>16}" for k in keys))
-    for method in (m.value for m in ALL_METHODS):
+    for method in method_names():
         if method in metrics:
             print(f"{method:<10}" + "".join(f"{metrics[method].get(k, float('nan')):>16.3f}" for k in keys))
     print(f"total time: {metrics['timings_s']['total']:.0f} s")

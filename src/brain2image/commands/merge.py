@@ -30,20 +30,18 @@ def merge_target(target: str | os.PathLike, n: int | None = None) -> Path:
     MissingFileError, InvalidArgumentError, DataFormatError
         No shards, several counts without ``n``, a missing shard or an inconsistent set.
     """
-    from ..decoding.parts import decoder_part_counts, merge_decoder_parts
-    from ..errors import InvalidArgumentError
+    from ..decoding.parts import merge_decoder_parts
     from ..formats.feature_store import merge_feature_shards
+    from ..formats.partitions import PART, choose_count, piece_counts, whole_path
     from ..formats.recon_index import ReconFolder
 
     path = Path(target)
     if path.is_dir():
         return ReconFolder(path).merge_shards(n)
-    decoder, counts = decoder_part_counts(path)
-    if not counts:
+    whole = whole_path(path)
+    if not piece_counts(whole, PART):
         return merge_feature_shards(path, n)
-    if n is None and len(counts) > 1:
-        raise InvalidArgumentError(f"{decoder}: parts of {counts} parts lie beside it; expected one count (pass --n)")
-    return merge_decoder_parts(decoder, counts[0] if n is None else int(n))
+    return merge_decoder_parts(whole, choose_count(whole, PART, n))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

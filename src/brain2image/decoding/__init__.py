@@ -1,15 +1,14 @@
 """Ridge decoders from ROI voxels to latent-diffusion features (z, c).
 
-- :class:`RidgeDecoder` (:mod:`.estimator`) — the estimator: targets of any shape per image,
-  per-target alpha by K-fold CV grouped by image, on the ridge core :mod:`brain2image.ridge`.
+- The estimator is the ridge core's :class:`~brain2image.ridge.ImageRidgeCV` (targets of any
+  shape per image, per-target alpha by K-fold CV grouped by image).
 - :func:`fit_decoder_from_files` (:mod:`.fit`) — prepared file + feature store in, decoder file
-  out; :func:`load_decoder` and :func:`decoder_filename` are the decoder file's
-  :meth:`~brain2image.formats.decoder_file.DecoderFile.read` and
-  :meth:`~brain2image.formats.decoder_file.DecoderFile.filename`.
+  out, read back with :meth:`~brain2image.formats.decoder_file.DecoderFile.read` (file names:
+  :meth:`~brain2image.formats.decoder_file.DecoderFile.filename`); :func:`estimator_from_file`
+  rebuilds the fitted estimator from a file read with its weights.
 """
 
 from ..formats.decoder_file import DecoderFile
-from .estimator import RidgeDecoder
-from .fit import decoder_filename, fit_decoder_from_files, load_decoder
+from .fit import estimator_from_file, fit_decoder_from_files
 
-__all__ = ["RidgeDecoder", "DecoderFile", "fit_decoder_from_files", "load_decoder", "decoder_filename"]
+__all__ = ["DecoderFile", "fit_decoder_from_files", "estimator_from_file"]

@@ -24,17 +24,18 @@ from tqdm import tqdm
 
 from ..config import DecoderConfig
 from ..devices import device_scope
-from ..errors import MissingFileError
+from ..errors import InvalidArgumentError, MissingFileError
 from ..formats.decoder_file import DecoderFile
-from ..formats.feature_store import STUDY_KEY, FeatureStore, require_same_study
+from ..formats.feature_store import FeatureStore
 from ..formats.prepared import PreparedData
-from ..ridge import BackendLike, ImageRidgeCV, backend_name
+from ..formats.provenance import STUDY_KEY, require_same_study
+from ..ridge import BackendLike, ImageRidgeCV, RidgeResult, backend_name
 from ..ridge.backend import resolve_backend
 from ..ridge.memory import decoder_target_chunk
 from ..stats import pearson_columns
 from .parts import part_attrs
 
-__all__ = ["fit_decoder_from_files", "load_decoder", "decoder_filename"]
+__all__ = ["fit_decoder_from_files", "estimator_from_file"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,25 +56,36 @@ class _Features:
     study: dict[str, Any]        # the study of the inputs (nsd_root, stimuli_identity), when recorded
 
 
-def decoder_filename(subject: int, target: str, roi: str) -> str:
-    """``subjXX_<target>_<roi>.h5`` (:meth:`DecoderFile.filename`)."""
-    return DecoderFile.filename(subject, target, roi)
+def estimator_from_file(decoder: DecoderFile) -> ImageRidgeCV:
+    """The fitted estimator stored in a decoder file read with ``load_weights=True``.
 
-
-def load_decoder(path: str | os.PathLike, load_weights: bool = False) -> DecoderFile:
-    """Read a decoder file (:meth:`DecoderFile.read`).
+    It predicts in the file's target shape, multiplying the target blocks the fit solved (the
+    attribute ``target_chunk``), so it reproduces ``test/pred``.
 
     Parameters
     ----------
-    path : path-like
-    load_weights : bool
-        Also read ``coef`` (n_voxels, n_targets; large for c), ``intercept``, ``x_mean``, ``x_std``.
+    decoder : DecoderFile
 
     Returns
     -------
-    DecoderFile
+    ImageRidgeCV
+
+    Raises
+    ------
+    InvalidArgumentError
+        For a file read without its weights.
     """
-    return DecoderFile.read(path, load_weights=load_weights)
+    coef, intercept, x_mean, x_std = decoder.coef, decoder.intercept, decoder.x_mean, decoder.x_std
+    if coef is None or intercept is None or x_mean is None or x_std is None:
+        raise InvalidArgumentError(f"{decoder.path}: decoder file read without weights (field 'coef'); "
+                                   "expected DecoderFile.read(..., load_weights=True)")
+    config = decoder.config
+    chunk = decoder.attrs.get("target_chunk", config.target_chunk)
+    chunk = None if chunk is None or int(chunk) <= 0 else int(chunk)
+    result: RidgeResult = {"coef": coef, "intercept": intercept, "alphas": decoder.alphas, "x_mean": x_mean,
+                           "x_std": x_std, "cv_scores": decoder.cv_score}
+    return ImageRidgeCV.from_fitted(result, decoder.target_shape, alphas=config.alphas, n_folds=config.cv_folds,
+                                    target_chunk=chunk)
 
 
 # ---------------------------------------------------------------------------------- inputs
@@ -82,7 +94,7 @@ def _read_prepared(path: Path, roi: str) -> dict[str, Any]:
     X_train, train_ids = prepared.train(roi)
     X_test, test_ids = prepared.test(roi)
     return {"train_ids": train_ids, "test_ids": test_ids, "X_train": X_train, "X_test": X_test,
-            "subject": int(prepared.attrs.get("subject", 0)), "attrs": prepared.attrs}
+            "subject": prepared.subject if "subject" in prepared.attrs else 0, "attrs": prepared.attrs}
 
 
 def _study(prepared_path: Path, prepared_attrs: dict[str, Any], store_path: Path, store_attrs: dict[str, Any]
@@ -175,7 +187,7 @@ def fit_decoder_from_files(prepared_path: str | os.PathLike, feature_store_path:
     target_name : str
         Name of the feature (``"z"``, ``"c"``), stored as an attribute.
     out_path : path-like
-        Decoder file to write (atomically), usually ``decoders/`` + :func:`decoder_filename`.
+        Decoder file to write (atomically), usually ``decoders/`` + :meth:`DecoderFile.filename`.
     config : DecoderConfig, optional
         ``alphas``, ``cv_folds``, ``target_chunk``, ``backend`` and ``ridge_dtype`` are used; stored
         as JSON (the backend and target chunk the fit used are the attributes ``backend`` and

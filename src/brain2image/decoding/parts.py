@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,10 +24,17 @@ import numpy as np
 
 from ..errors import DataFormatError, InvalidArgumentError, MissingFileError
 from ..formats.decoder_file import DecoderFile
-from ..formats.feature_store import parse_shard
+from ..formats.partitions import (
+    PART,
+    parse_shard,
+    piece_path,
+    require_consistent,
+    require_pieces,
+    require_recorded,
+)
 
-__all__ = ["PART_KEYS", "target_part_columns", "non_empty_parts", "decoder_part_path", "decoder_part_counts",
-           "part_attrs", "merge_decoder_parts"]
+__all__ = ["PART_KEYS", "target_part_columns", "non_empty_parts", "decoder_part_path", "part_attrs",
+           "merge_decoder_parts"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,30 +79,7 @@ def non_empty_parts(n_targets: int, n: int, chunk: int = 1) -> list[int]:
 
 def decoder_part_path(path: str | os.PathLike, part: tuple[int, int]) -> Path:
     """``<name>.part-i-of-n.h5`` for part ``(i, n)`` of the decoder file ``<name>.h5``."""
-    path = Path(path)
-    i, n = part
-    return path.with_name(f"{path.name[: -len(path.suffix)]}.part-{i}-of-{n}{path.suffix}")
-
-
-#: ``<name>.part-i-of-n.h5``: a part file of the decoder ``<name>.h5``.
-_PART_NAME = re.compile(r"^(?P<base>.+)\.part-(?P<i>\d+)-of-(?P<n>\d+)(?P<suffix>\.h5)$")
-
-
-def decoder_part_counts(path: str | os.PathLike) -> tuple[Path, list[int]]:
-    """The decoder a path stands for (a part's own path stands for its decoder) and the part counts beside it.
-
-    Returns
-    -------
-    decoder : Path
-        ``<name>.h5``.
-    counts : list of int
-        The ``n`` of every ``<name>.part-i-of-n.h5`` beside it, sorted (empty: none).
-    """
-    path = Path(path)
-    match = _PART_NAME.match(path.name)
-    decoder = path if match is None else path.with_name(match["base"] + match["suffix"])
-    found = (_PART_NAME.match(p.name) for p in decoder.parent.glob(f"{decoder.stem}.part-*-of-*{decoder.suffix}"))
-    return decoder, sorted({int(m["n"]) for m in found if m is not None and m["base"] == decoder.stem})
+    return piece_path(path, PART, part)
 
 
 def part_attrs(full_target_shape: Sequence[int], part: tuple[int, int], chunk: int) -> dict[str, Any]:
@@ -117,23 +100,12 @@ def part_attrs(full_target_shape: Sequence[int], part: tuple[int, int], chunk: i
             "part_chunk": int(chunk), "full_target_shape": json.dumps([int(n) for n in full_target_shape])}
 
 
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        return bool(np.array_equal(np.asarray(a), np.asarray(b)))
-    return bool(a == b)
-
-
 def _check_parts(paths: list[Path], parts: list[int], n: int) -> tuple[list[dict[str, Any]], tuple[int, ...]]:
     """The parts' attributes, checked: each is its part, all share :data:`SHARED_KEYS`; returns them and the shape."""
     attrs = [DecoderFile.read_attrs(path) for path in paths]
     for index, path, values in zip(parts, paths, attrs):
-        if values.get("part") != f"{index}/{n}":
-            raise DataFormatError(f"{path}: field 'part' is {values.get('part')!r}; expected '{index}/{n}' "
-                                  "(a part file of brain2image fit)")
-        for key in SHARED_KEYS:
-            if (key in values) != (key in attrs[0]) or (key in values and not _same(values[key], attrs[0][key])):
-                raise DataFormatError(f"{path}: field {key!r} is {values.get(key)!r} but {paths[0].name} has "
-                                      f"{attrs[0].get(key)!r}; expected parts of one fit (same inputs and settings)")
+        require_recorded(path, values.get("part"), PART, (index, n))
+    require_consistent(list(zip(paths, attrs)), SHARED_KEYS, expected="parts of one fit (same inputs and settings)")
     shape = tuple(int(v) for v in json.loads(attrs[0]["full_target_shape"]))
     for index, path, values in zip(parts, paths, attrs):
         expected = target_part_columns(int(np.prod(shape)), (index, n), int(values["part_chunk"]))
@@ -159,11 +131,8 @@ def _expected_parts(path: Path, n: int) -> tuple[list[int], list[Path]]:
     first = DecoderFile.read_attrs(present[0])
     n_targets = int(np.prod(json.loads(first.get("full_target_shape", "[0]"))))
     parts = non_empty_parts(n_targets, n, int(first.get("part_chunk", 1)))
-    missing = [files[i - 1].name for i in parts if not files[i - 1].is_file()]
-    if missing:
-        raise MissingFileError(f"{path}: cannot merge the decoder's parts: missing {', '.join(missing)} in "
-                               f"{path.parent}; expected all {len(parts)} parts that hold targets (fit them first)")
-    return parts, [files[i - 1] for i in parts]
+    return parts, require_pieces(path, PART, n, parts, error=MissingFileError,
+                                 expected=f"expected all {len(parts)} parts that hold targets (fit them first)")
 
 
 def merge_decoder_parts(path: str | os.PathLike, n: int, *, remove: bool = True) -> Path:

@@ -10,8 +10,8 @@ import os
 import time
 from pathlib import Path
 
-from ..config import ReconstructionConfig, RunConfig, check_config
-from ..methods import ALL_METHODS
+from ..config import ReconstructionConfig, RunConfig, SourceConfig, check_config
+from ..methods import builtin_methods
 from ..pipeline import run_pipeline
 from .simulate.study import simulate_study
 
@@ -25,7 +25,7 @@ DEMO_STUDY = {"n_images": 1850, "n_shared": 30, "n_sessions": 6}
 
 def demo_config(out_dir: str | os.PathLike, *, seed: int = 0, threads: int | None = None,
                 n_samples: int = 5) -> RunConfig:
-    """The demo's run config: the defaults (bundled model), every method, the NSD tree in ``<out_dir>/study``.
+    """The demo's run config: the defaults (bundled model), every method, the nsd source on ``<out_dir>/study/nsd``.
 
     Parameters
     ----------
@@ -43,10 +43,10 @@ def demo_config(out_dir: str | os.PathLike, *, seed: int = 0, threads: int | Non
     RunConfig
     """
     out = Path(out_dir)
-    recon = ReconstructionConfig(methods=tuple(m.value for m in ALL_METHODS), seed=seed, n_samples=n_samples,
+    recon = ReconstructionConfig(methods=builtin_methods(), seed=seed, n_samples=n_samples,
                                  batch_size=25)
-    return RunConfig(nsd_root=str((out / "study" / "nsd").resolve()), out_dir=str(out.resolve()), threads=threads,
-                     reconstruction=recon)
+    source = SourceConfig(kind="nsd", root=str((out / "study" / "nsd").resolve()))  # the simulated NSD tree
+    return RunConfig(out_dir=str(out.resolve()), threads=threads, source=source, reconstruction=recon)
 
 
 def run_demo(out_dir: str | os.PathLike, *, seed: int = 0, progress: bool = True,

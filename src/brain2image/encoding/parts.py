@@ -30,13 +30,13 @@ import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
 from tqdm import tqdm
 
 from ..config import EncodingConfig
 from ..errors import DataFormatError, InvalidArgumentError, MissingFileError
 from ..formats.encoding_results import EncodingPart, encoding_part_attrs, read_encoding_part, write_encoding_part
+from ..formats.partitions import first_difference, incomplete, named_piece
 from .analysis import (
     KEPT_MODELS,
     EncodingResults,
@@ -49,9 +49,9 @@ from .analysis import (
     roi_image_ids,
     roi_problem,
     spaces_in_pairs,
-    write_encoding_outputs,
 )
 from .noise_ceiling import noise_ceiling
+from .outputs import write_encoding_outputs
 
 __all__ = ["PARTS_FOLDER", "encoding_part_names", "encoding_parts_folder", "encoding_part_path", "fit_encoding_part",
            "assemble_encoding_parts"]
@@ -125,7 +125,7 @@ def encoding_part_path(out_dir: str | os.PathLike, part: str) -> Path:
     Characters other than letters, digits and ``_.-~`` are percent-encoded, then ``|`` (``%7C``)
     becomes ``+`` (which itself is encoded), so distinct parts never share a file.
     """
-    return encoding_parts_folder(out_dir) / (quote(part, safe="").replace("%7C", "+") + ".h5")
+    return named_piece(encoding_parts_folder(out_dir), part)
 
 
 def _provenance(prepared_path: str | os.PathLike, feature_stores: Mapping[str, str | os.PathLike], part: str,
@@ -156,10 +156,10 @@ def _difference(key: str, found: str, expected: str) -> str:
 
 def _check_part(path: Path, found: Mapping[str, str], expected: Mapping[str, str]) -> None:
     """Refuse a part file fitted from other inputs than ``expected`` (one line naming the field)."""
-    for key in _CHECKED:
-        if found.get(key) != expected[key]:
-            raise DataFormatError(f"{path}: {_difference(key, found.get(key, ''), expected[key])} (the part was "
-                                  f"fitted from other inputs); delete {path.parent} to fit the parts again")
+    key = first_difference(expected, found, _CHECKED)
+    if key is not None:
+        raise DataFormatError(f"{path}: {_difference(key, found.get(key, ''), expected[key])} (the part was "
+                              f"fitted from other inputs); delete {path.parent} to fit the parts again")
 
 
 def _fit_part(prepared_path: Path, feature_stores: Mapping[str, str | os.PathLike], part: str, analysis: _Analysis,
@@ -239,7 +239,7 @@ def _read_parts(prepared_path: Path, feature_stores: Mapping[str, str | os.PathL
     """Every part file of the analysis, checked to be complete and fitted from these inputs."""
     paths = {part: encoding_part_path(out_dir, part) for part in analysis.parts}
     found = {part: encoding_part_attrs(path) for part, path in paths.items()}
-    missing = [part for part, attrs in found.items() if attrs is None]
+    missing = incomplete(found, lambda attrs: attrs is not None)
     if missing:
         raise MissingFileError(f"{encoding_parts_folder(out_dir)}: encoding part(s) {missing} missing or incomplete "
                                f"({len(analysis.parts) - len(missing)} of {len(analysis.parts)} parts there); "

@@ -23,6 +23,7 @@ import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -34,6 +35,9 @@ from ..stats import pearson_matrix
 from .feature_spaces import FeatureExtractor, FeatureSpace, LoadOptions, load_extractors, resolve_feature_spaces
 from .identification import takagi_from_mean_corr, two_way_from_corr
 from .metrics import DEFAULT_SIZE, comparison_size, correlation_distance, pixcorr, ssim
+
+if TYPE_CHECKING:
+    from ..sources import StimulusSource
 
 __all__ = [
     "EMBEDDED_SPACES",
@@ -184,24 +188,23 @@ def _optional_path(path: str | Path | None) -> Path | None:
     return None if path is None else Path(path)
 
 
-def load_real_images(nsd_root: str | Path, ids: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Read stimuli from ``nsd_stimuli.hdf5['imgBrick']`` (one sorted h5py read).
+def load_real_images(stimuli: StimulusSource, ids: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
+    """The images the subject saw, through the run's stimuli (NSD: one sorted read of the brick).
 
     Parameters
     ----------
-    nsd_root : path
+    stimuli : StimulusSource
+        :func:`brain2image.sources.stimuli_of` the run's config.
     ids : iterable of int
-        0-based 73k ids.
+        Image ids (NSD: 0-based 73k ids).
 
     Returns
     -------
     ids : array of shape (n_images,), int64, sorted unique
     images : array of shape (n_images, height, width, 3), uint8
     """
-    from ..nsd.stimuli import read_stimuli, stimuli_path
-
     ids = np.unique(np.asarray(list(ids), dtype=np.int64))
-    return ids, read_stimuli(stimuli_path(nsd_root), ids)
+    return ids, stimuli.images(ids)
 
 
 def _read_png(path: Path) -> np.ndarray:
@@ -224,7 +227,7 @@ def _recon_model(folder: ReconFolder) -> str | None:
     return None if model is None else str(model)
 
 
-def evaluate_recon_dir(recon_dir: str | Path, nsd_root: str | Path, out: str | Path,
+def evaluate_recon_dir(recon_dir: str | Path, stimuli: StimulusSource, out: str | Path,
                        metrics: str = "embedded", *, weights_dir: str | Path | None = None,
                        size: int = DEFAULT_SIZE, device: str = "cpu") -> dict:
     """Evaluate every method of a reconstruction folder and write ``metrics.json`` atomically.
@@ -233,8 +236,8 @@ def evaluate_recon_dir(recon_dir: str | Path, nsd_root: str | Path, out: str | P
     ----------
     recon_dir : path
         Holds ``index.csv`` (columns test_id, method, sample, seed, path).
-    nsd_root : path
-        NSD root with ``nsddata_stimuli/stimuli/nsd/nsd_stimuli.hdf5``.
+    stimuli : StimulusSource
+        The images the reconstructions are compared with (:func:`brain2image.sources.stimuli_of`).
     out : path
         The JSON to write.
     metrics : {"embedded", "full"}
@@ -246,8 +249,9 @@ def evaluate_recon_dir(recon_dir: str | Path, nsd_root: str | Path, out: str | P
     -------
     result : dict
         What was written: ``methods`` (method → metrics), ``feature_spaces``, ``size``,
-        ``recon_dir``, ``nsd_root``, ``brain2image_version``; for reconstructions of a ``random:``
-        model also ``model``, ``weights`` (``"random weights"``) and, on real NSD data, ``warnings``.
+        ``recon_dir``, the stimuli's origin (NSD: ``nsd_root``), ``brain2image_version``; for
+        reconstructions of a ``random:`` model also ``model``, ``weights`` (``"random weights"``) and,
+        on real data, ``warnings``.
     """
     from .. import __version__
 
@@ -258,9 +262,9 @@ def evaluate_recon_dir(recon_dir: str | Path, nsd_root: str | Path, out: str | P
     folder = ReconFolder(recon_dir)
     index = folder.read_index()
     model = _recon_model(folder)
-    warn_if_random_on_real_data(model, nsd_root)
+    warn_if_random_on_real_data(model, stimuli)
     all_ids = sorted({i for per_id in index.values() for i in per_id})
-    ids, real = load_real_images(nsd_root, all_ids)
+    ids, real = load_real_images(stimuli, all_ids)
     row_of = {int(i): r for r, i in enumerate(ids)}
     # Loaded once for all methods (networks, the scene evaluator).
     extractors = load_extractors(spaces, LoadOptions(
@@ -273,9 +277,9 @@ def evaluate_recon_dir(recon_dir: str | Path, nsd_root: str | Path, out: str | P
         results[method] = evaluate_reconstructions(
             real[[row_of[i] for i in test_ids]], recon, names, size=size, extractors=extractors, device=device)
     result = {"methods": results, "metric_set": metrics, "feature_spaces": list(names), "size": size,
-              "recon_dir": str(Path(recon_dir).resolve()), "nsd_root": str(Path(nsd_root).resolve()),
+              "recon_dir": str(Path(recon_dir).resolve()), **stimuli.origin(),
               "brain2image_version": __version__}
-    marking = random_weights_marking(model, nsd_root)
+    marking = random_weights_marking(model, stimuli)
     result.update({"model": model, **marking} if marking else {})
     atomic_write_text(out, json.dumps(result, indent=2))
     return result

@@ -10,10 +10,12 @@ module                     file
 :mod:`.run_layout`         the run folder (where each of the above lives)
 :mod:`.predictions`        reading features to reconstruct from (decoder file or store)
 :mod:`.encoding_results`   the encoding results (per-voxel scores of each feature space)
+:mod:`.partitions`         the pieces of a split output (shards, parts) and their checks
+:mod:`.provenance`         the study a file was made from, and the same-study check
 ========================== ===================================================
 
 Nothing outside this package opens these files with h5py. NSD's own files are read by
-:mod:`brain2image.nsd`.
+:mod:`brain2image.sources.nsd`.
 """
 
 from .decoder_file import DecoderFile

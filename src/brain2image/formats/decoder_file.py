@@ -26,7 +26,7 @@ the provenance the fit records (``roi``, ``target``, ``subject``, ``alpha_grid``
 (``stimuli_identity``, ``nsd_root``; absent from files written before they were recorded).
 
 The fitted estimator is rebuilt from a file by the method layer
-(:meth:`brain2image.decoding.RidgeDecoder.from_decoder_file`): formats import no method code.
+(:func:`brain2image.decoding.estimator_from_file`): formats import no method code.
 """
 
 from __future__ import annotations
@@ -144,9 +144,10 @@ class DecoderFile:
 
     # ------------------------------------------------------------------ names
     @staticmethod
-    def filename(subject: int, target: str, roi: str) -> str:
-        """``subjXX_<target>_<roi>.h5`` (architecture.md, decoder files)."""
-        return f"subj{int(subject):02d}_{target}_{roi}.h5"
+    def filename(subject: int | str, target: str, roi: str) -> str:
+        """``subjXX_<target>_<roi>.h5`` (architecture.md, decoder files); a non-numeric label names itself."""
+        tag = subject if isinstance(subject, str) and not subject.isdigit() else f"subj{int(subject):02d}"
+        return f"{tag}_{target}_{roi}.h5"
 
     @property
     def target_shape(self) -> tuple[int, ...]:

@@ -69,7 +69,7 @@ class EncodingModel:
     feature_mean, feature_scale : arrays of shape (n_features,), float64
         Standardisation: the model's input is ``(x.ravel() - feature_mean) / feature_scale``.
     voxel_keys : array of shape (n_voxels,), int64
-        Position key of each voxel (:func:`brain2image.encoding.analysis.voxel_keys`).
+        Position key of each voxel (:func:`brain2image.encoding.outputs.voxel_keys`).
     feature_shape : tuple of int
         Shape of one image's feature (``(4, 40, 40)`` for z).
     form : {"primal", "kernel"}

@@ -4,14 +4,15 @@ Layout (see ``docs/architecture.md``): dataset ``features`` (n_images, *feature_
 chunked by row, ``ids`` (n_images,) int64 sorted 0-based 73k ids, ``done`` (n_images,) bool;
 attributes ``feature``, ``model``, ``resolution``, ``seed``, ``brain2image_version`` plus
 stage-specific ones. An unfinished store lives at ``<name>.partial.h5`` and is renamed to
-``<name>.h5`` once every row is done. Shards write ``<name>.shard-i-of-n.h5``.
+``<name>.h5`` once every row is done. Shards write ``<name>.shard-i-of-n.h5``
+(:mod:`brain2image.formats.partitions` names and finds them; :func:`merge_stores` joins them). The
+study attribute and its check are :mod:`brain2image.formats.provenance`'s.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,21 @@ from .. import __version__
 from .._io import atomic_path, disk_full_error, is_disk_full
 from ..errors import DataFormatError, InvalidArgumentError, MissingFileError
 from ._hdf5 import has_datasets, open_hdf5
+from .partitions import (
+    SHARD,
+    SHARD_KEYS,
+    choose_count,
+    parse_piece_name,
+    parse_shard,
+    require_consistent,
+    require_one_set,
+    require_pieces,
+    whole_path,
+)
+from .provenance import STUDY_KEY, plain_value
 
-__all__ = ["FeatureStore", "merge_stores", "merge_feature_shards", "partial_path", "shard_path", "parse_shard",
-           "shard_ids", "shard_attrs", "require_same_study", "PROVENANCE_KEYS", "RESULT_KEYS", "SHARD_KEYS",
-           "STUDY_KEY", "model_slug", "feature_store_path"]
+__all__ = ["FeatureStore", "merge_stores", "merge_feature_shards", "partial_path", "PROVENANCE_KEYS", "RESULT_KEYS",
+           "model_slug", "feature_store_path"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,12 +46,6 @@ logger = logging.getLogger(__name__)
 PROVENANCE_KEYS = ("feature", "model", "resolution", "seed")
 #: Other attributes that change the features: shards must agree on them too (when both record them).
 RESULT_KEYS = ("scaling_factor", "latent_sample", "caption_reduction")
-#: The study a file was made from: size and sampled SHA-256 of the NSD stimulus file
-#: (:func:`brain2image.nsd.stimuli.stimuli_identity`); absent from files written before it was recorded.
-STUDY_KEY = "stimuli_identity"
-#: Attributes of a shard store alone: ``shard`` ("i/n"), the count and SHA-256 of the full id set.
-SHARD_KEYS = ("shard", "shard_total_ids", "shard_ids_sha256")
-_SHARD_NAME = re.compile(r"^(?P<base>.+)\.shard-(?P<i>\d+)-of-(?P<n>\d+)(?P<suffix>\.[^.]+)$")
 
 
 def model_slug(name: str) -> str:
@@ -65,99 +71,6 @@ def partial_path(path: str | os.PathLike) -> Path:
     """``<name>.partial.h5`` for a store whose final path is ``<name>.h5``."""
     path = Path(path)
     return path.with_name(path.name[: -len(path.suffix)] + ".partial" + path.suffix)
-
-
-def shard_path(path: str | os.PathLike, shard: tuple[int, int]) -> Path:
-    """``<name>.shard-i-of-n.h5`` for shard ``(i, n)`` (1-based i) of the store ``<name>.h5``."""
-    path = Path(path)
-    i, n = shard
-    return path.with_name(f"{path.name[: -len(path.suffix)]}.shard-{i}-of-{n}{path.suffix}")
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    """Parse ``"i/n"`` (1-based, 1 ≤ i ≤ n) into ``(i, n)``.
-
-    Raises
-    ------
-    InvalidArgumentError
-        (a ``ValueError``) for any other text, e.g. ``3/2``.
-    """
-    try:
-        parts: tuple[Any, ...] = tuple(int(part) for part in str(text).split("/"))
-    except ValueError:
-        parts = (str(text),)
-    return _checked_shard(parts)
-
-
-def _checked_shard(shard: Any) -> tuple[int, int]:
-    """``shard`` as ``(i, n)`` when it is a pair of integers with 1 ≤ i ≤ n; else InvalidArgumentError."""
-    from ..errors import InvalidArgumentError
-
-    try:
-        i, n = shard
-        valid = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in (i, n)) and 1 <= i <= n
-    except (TypeError, ValueError):
-        valid = False
-    if not valid:
-        shown = "/".join(str(v) for v in shard) if isinstance(shard, (tuple, list)) else str(shard)
-        raise InvalidArgumentError(f"shard {shown}: expected i/n with integers 1 ≤ i ≤ n, e.g. 1/4")
-    return int(i), int(n)
-
-
-def shard_ids(ids: np.ndarray, shard: tuple[int, int]) -> np.ndarray:
-    """The contiguous part ``i`` of ``n`` of the sorted unique ``ids``.
-
-    Raises
-    ------
-    InvalidArgumentError
-        For a shard that is not ``(i, n)`` with 1 ≤ i ≤ n.
-    """
-    i, n = _checked_shard(shard)
-    return np.array_split(np.unique(np.asarray(ids, dtype=np.int64)), n)[i - 1]
-
-
-def shard_attrs(ids: np.ndarray, shard: tuple[int, int]) -> dict[str, Any]:
-    """The attributes of shard ``(i, n)`` of the full sorted unique ``ids`` (:data:`SHARD_KEYS`)."""
-    import hashlib
-
-    i, n = _checked_shard(shard)
-    full = np.unique(np.asarray(ids, dtype=np.int64))
-    return {"shard": f"{i}/{n}", "shard_total_ids": int(len(full)),
-            "shard_ids_sha256": hashlib.sha256(full.astype("<i8").tobytes()).hexdigest()}
-
-
-def require_same_study(files: Sequence[tuple[str | os.PathLike, Mapping[str, Any]]], key: str = STUDY_KEY,
-                       *, warn_missing: bool = True) -> None:
-    """Refuse input files whose attribute ``key`` differs; log a warning for files without it.
-
-    Parameters
-    ----------
-    files : sequence of (path, attrs)
-        The files and their attributes; the first file that records ``key`` is the reference.
-    key : str
-        ``stimuli_identity`` (the study), or ``subject``.
-    warn_missing : bool
-        Log a warning for each file without ``key`` (files written before it was recorded).
-
-    Raises
-    ------
-    DataFormatError
-        Naming both files, the field and both values.
-    """
-    known = [(Path(p), _plain(a[key])) for p, a in files if a.get(key) is not None and a.get(key) != ""]
-    if warn_missing and known:
-        for path, attrs in files:
-            if attrs.get(key) is None or attrs.get(key) == "":
-                logger.warning("%s has no attribute '%s' (written before it was recorded); not checked against "
-                               "%s", path, key, known[0][0])
-    for path, value in known[1:]:
-        if value != known[0][1]:
-            raise DataFormatError(f"{path}: field '{key}' is {value!r} but {known[0][0]} has {known[0][1]!r}; "
-                                  "expected inputs from the same study")
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
 
 
 def _write_layout(f: h5py.File, ids: np.ndarray, feature_shape: tuple[int, ...], attrs: Mapping[str, Any],
@@ -243,8 +156,8 @@ class FeatureStore:
                 raise DataFormatError(f"{file}: 'ids' ({len(f['ids'])} ids) differ from the {len(ids)} ids asked "
                                       "for; delete it or choose another output folder / dataset name")
             for key in PROVENANCE_KEYS + ((STUDY_KEY,) if STUDY_KEY in f.attrs and STUDY_KEY in attrs else ()):
-                old = _plain(f.attrs.get(key))
-                if old != _plain(attrs[key]):
+                old = plain_value(f.attrs.get(key))
+                if old != plain_value(attrs[key]):
                     raise DataFormatError(f"{file}: attribute '{key}' is {old!r}, expected {attrs[key]!r}; "
                                           "delete it or choose another output folder")
 
@@ -357,7 +270,7 @@ class FeatureStore:
     def attrs(self) -> dict[str, Any]:
         """Provenance attributes of the store."""
         with h5py.File(self._file(), "r") as f:
-            return {k: _plain(v) for k, v in f.attrs.items()}
+            return {k: plain_value(v) for k, v in f.attrs.items()}
 
     def __len__(self) -> int:
         with h5py.File(self._file(), "r") as f:
@@ -500,53 +413,22 @@ def _shard_of(path: Path, attrs: Mapping[str, Any]) -> tuple[int, int] | None:
     """``(i, n)`` of a shard store: its ``shard`` attribute, else its file name; None for other stores."""
     if attrs.get("shard"):
         return parse_shard(str(attrs["shard"]))
-    match = _SHARD_NAME.match(path.name)
-    return None if match is None else (int(match["i"]), int(match["n"]))
-
-
-def _shard_base(path: Path) -> Path:
-    """``<name>.h5`` for ``<name>.shard-i-of-n.h5`` (``path`` itself for other names)."""
-    match = _SHARD_NAME.match(path.name)
-    return path if match is None else path.with_name(match["base"] + match["suffix"])
-
-
-def _check_shard_set(stores: Sequence[FeatureStore], attrs: Sequence[Mapping[str, Any]]) -> None:
-    """Refuse a set of shard stores with mixed or missing shards, or with other full id sets."""
-    found = [_shard_of(store.path, a) for store, a in zip(stores, attrs)]
-    if all(tag is None for tag in found):
-        return
-    tags = [(0, 0) if tag is None else tag for tag in found]
-    n = tags[0][1]
-    for store, tag in zip(stores, tags):
-        if tag[1] != n:
-            shown = "none" if tag == (0, 0) else f"{tag[0]}/{tag[1]}"
-            raise DataFormatError(f"{store.path}: field 'shard' is {shown}, but {stores[0].path} is shard "
-                                  f"{tags[0][0]}/{n}; expected shards of one set")
-    given = [tag[0] for tag in tags]
-    for i in range(1, n + 1):
-        if given.count(i) != 1:
-            state = "missing" if i not in given else "given twice"
-            raise DataFormatError(f"shard {i}/{n} {state}: {shard_path(_shard_base(stores[0].path), (i, n))}")
-    for key in SHARD_KEYS[1:]:
-        values = {_plain(a.get(key)) for a in attrs if a.get(key) is not None}
-        if len(values) > 1:
-            raise DataFormatError(f"{stores[-1].path}: field '{key}' differs between shards ({sorted(values)}); "
-                                  "expected shards of one id set")
+    parsed = parse_piece_name(path.name)
+    return None if parsed is None or parsed.kind != SHARD else (parsed.i, parsed.n)
 
 
 def _check_same_attrs(stores: Sequence[FeatureStore], attrs: Sequence[Mapping[str, Any]]) -> None:
-    """Refuse stores whose shape or feature-changing attributes differ."""
-    first, reference = stores[0], attrs[0]
-    for store, other in zip(stores[1:], attrs[1:]):
+    """Refuse shards of other sets or id sets, or whose shape or feature-changing attributes differ."""
+    require_one_set([(store.path, _shard_of(store.path, a)) for store, a in zip(stores, attrs)], SHARD)
+    records = [(store.path, a) for store, a in zip(stores, attrs)]
+    require_consistent(records, SHARD_KEYS[1:], when_both=True, expected="shards of one id set")
+    first = stores[0]
+    for store in stores[1:]:
         if store.feature_shape != first.feature_shape:
             raise DataFormatError(f"{store.path}: feature shape {store.feature_shape} differs from "
                                   f"{first.path}'s {first.feature_shape}")
-        for key in PROVENANCE_KEYS + RESULT_KEYS + (STUDY_KEY,):
-            if key not in PROVENANCE_KEYS and (key not in other or key not in reference):
-                continue
-            if other.get(key) != reference.get(key):
-                raise DataFormatError(f"{store.path}: attribute '{key}' is {other.get(key)!r}, "
-                                      f"but {first.path} has {reference.get(key)!r}")
+    require_consistent(records, PROVENANCE_KEYS, expected="stores of the same features")
+    require_consistent(records, (*RESULT_KEYS, STUDY_KEY), when_both=True, expected="stores of the same features")
 
 
 def merge_stores(paths: Sequence[str | os.PathLike], out: str | os.PathLike) -> Path:
@@ -574,7 +456,6 @@ def merge_stores(paths: Sequence[str | os.PathLike], out: str | os.PathLike) -> 
     if not stores:
         raise ValueError("merge_stores needs at least one store")
     attrs = [store.attrs for store in stores]
-    _check_shard_set(stores, attrs)
     _check_same_attrs(stores, attrs)
     shard_id_lists = [s.ids for s in stores]
     all_ids = np.concatenate(shard_id_lists)
@@ -610,23 +491,12 @@ def merge_feature_shards(path: str | os.PathLike, n: int | None = None) -> Path:
     Raises
     ------
     MissingFileError
-        No shard of ``path`` on disk.
+        No shard of ``path`` on disk (and no ``n``).
     InvalidArgumentError
         Shards of several counts and no ``n``.
     DataFormatError
         A missing shard (``shard 2/3 missing: <path>``) or an inconsistent set (:func:`merge_stores`).
     """
-    path = _shard_base(Path(path))
-    found = [_SHARD_NAME.match(p.name) for p in path.parent.glob(f"{path.stem}.shard-*-of-*{path.suffix}")]
-    counts = sorted({int(m["n"]) for m in found if m is not None and m["base"] == path.stem})
-    if not counts:
-        raise MissingFileError(f"{path}: no shard files {path.stem}.shard-i-of-n{path.suffix} beside it")
-    if n is None and len(counts) > 1:
-        raise InvalidArgumentError(f"{path}: shards of {counts} parts lie beside it; expected one count "
-                                   "(pass --n)")
-    n = counts[0] if n is None else int(n)
-    shards = [shard_path(path, (i, n)) for i in range(1, n + 1)]
-    for i, shard in enumerate(shards, start=1):
-        if not shard.is_file():
-            raise DataFormatError(f"shard {i}/{n} missing: {shard}")
-    return merge_stores(shards, path)
+    whole = whole_path(path)
+    shards = require_pieces(whole, SHARD, choose_count(whole, SHARD, n))
+    return merge_stores(shards, whole)

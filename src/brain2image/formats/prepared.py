@@ -50,7 +50,7 @@ class PreparedData:
     Parameters
     ----------
     path : path-like
-        A file written by :func:`brain2image.nsd.prepare.prepare_subject`.
+        A file written by a data source (:meth:`brain2image.sources.DataSource.prepare`).
 
     Raises
     ------
@@ -77,9 +77,10 @@ class PreparedData:
         return f"PreparedData({str(self.path)!r}, subject={self.subject}, rois={self.roi_keys})"
 
     @property
-    def subject(self) -> int:
-        """Subject number."""
-        return int(self.attrs["subject"])
+    def subject(self) -> int | str:
+        """Subject label: an int (NSD's 1..8), or the data source's string label."""
+        value = self.attrs["subject"]
+        return value if isinstance(value, str) else int(value)
 
     @property
     def space(self) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import numpy as np
 
 from .._io import atomic_path, atomic_write_text
 from ..errors import DataFormatError, MissingFileError
+from .partitions import SHARD, choose_count, piece_files, require_consistent, require_pieces, shard_path
 
 __all__ = ["INDEX_COLUMNS", "PIXEL_FIELDS", "ReconFolder", "recon_path"]
 
@@ -27,19 +27,13 @@ __all__ = ["INDEX_COLUMNS", "PIXEL_FIELDS", "ReconFolder", "recon_path"]
 INDEX_COLUMNS = ("test_id", "method", "sample", "seed", "path")
 #: Generation settings that change pixels: a resumed folder must keep them.
 PIXEL_FIELDS = ("num_inference_steps", "strength", "guidance_scale", "eta", "seed")
-_SHARD_INDEX = re.compile(r"^index\.shard-(?P<i>\d+)-of-(?P<n>\d+)\.csv$")
+#: What the shards of one folder must agree on (where both records hold it): of the record, then of its settings.
+_SHARD_FIELDS = ("model", "methods", *PIXEL_FIELDS, "n_samples")
 
 
-def _mismatch(old: Mapping[str, Any], new: Mapping[str, Any]) -> tuple[str, Any, Any] | None:
-    """The first field (``model``, ``methods`` or a setting) where two records differ, with both values."""
-    for key in ("model", "methods"):
-        if key in old and key in new and old[key] != new[key]:
-            return key, old[key], new[key]
-    for key in (*PIXEL_FIELDS, "n_samples"):
-        before, now = old.get("config", {}).get(key), new.get("config", {}).get(key)
-        if key in old.get("config", {}) and key in new.get("config", {}) and before != now:
-            return key, before, now
-    return None
+def _flat_record(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A record's ``model`` and ``methods`` with its generation settings, in one mapping (the fields compared)."""
+    return {**record.get("config", {}), **{key: record[key] for key in ("model", "methods") if key in record}}
 
 
 def recon_path(out_dir: str | os.PathLike, method: str, test_id: int, sample: int) -> Path:
@@ -76,8 +70,7 @@ class ReconFolder:
         """
         if shard is None:
             return self.index_path, self.config_path
-        i, n = shard
-        return self.root / f"index.shard-{i}-of-{n}.csv", self.root / f"config.shard-{i}-of-{n}.json"
+        return shard_path(self.index_path, shard), shard_path(self.config_path, shard)
 
     def image_path(self, method: str, test_id: int, sample: int) -> Path:
         """Path of one reconstruction PNG."""
@@ -101,7 +94,7 @@ class ReconFolder:
         ``record`` holds ``model`` and ``config`` (the generation settings as a dict); it is
         checked against ``config.json`` and every shard's ``config.shard-i-of-n.json``.
         """
-        for path in [self.config_path, *sorted(self.root.glob("config.shard-*-of-*.json"))]:
+        for path in [self.config_path, *piece_files(self.config_path, SHARD)]:
             if not path.is_file():
                 continue
             old = self._read_record(path)
@@ -165,18 +158,7 @@ class ReconFolder:
         MissingFileError, InvalidArgumentError
             No shard index, or shards of several counts and no ``n``.
         """
-        from ..errors import InvalidArgumentError
-
-        counts = sorted({int(m["n"]) for p in self.root.glob("index.shard-*-of-*.csv")
-                         if (m := _SHARD_INDEX.match(p.name)) is not None})
-        if n is not None:
-            return int(n)
-        if not counts:
-            raise MissingFileError(f"{self.root}: no shard index index.shard-i-of-n.csv to merge")
-        if len(counts) > 1:
-            raise InvalidArgumentError(f"{self.root}: shards of {counts} parts lie in it; expected one count "
-                                       "(pass --n)")
-        return counts[0]
+        return choose_count(self.index_path, SHARD, n)
 
     def merge_shards(self, n: int | None = None) -> Path:
         """Join every shard's index and record into ``index.csv`` and ``config.json``.
@@ -190,18 +172,12 @@ class ReconFolder:
         import pandas as pd
 
         n = self.shard_count(n)
-        files = [self.shard_files((i, n)) for i in range(1, n + 1)]
-        for i, pair in enumerate(files, start=1):
-            for path in pair:
-                if not path.is_file():
-                    raise DataFormatError(f"shard {i}/{n} missing: {path}")
-        records = [self._read_record(config) for _, config in files]
-        for (_, path), record in zip(files[1:], records[1:]):
-            diff = _mismatch(records[0], record)
-            if diff is not None:
-                raise DataFormatError(f"{path}: field '{diff[0]}' is {diff[2]!r}, but {files[0][1]} has "
-                                      f"{diff[1]!r}; expected shards of one run")
-        index = pd.concat([self._checked_table(path) for path, _ in files], ignore_index=True)
+        indexes = require_pieces(self.index_path, SHARD, n)
+        configs = require_pieces(self.config_path, SHARD, n)
+        records = [self._read_record(config) for config in configs]
+        require_consistent([(path, _flat_record(record)) for path, record in zip(configs, records)], _SHARD_FIELDS,
+                           when_both=True, expected="shards of one run")
+        index = pd.concat([self._checked_table(path) for path in indexes], ignore_index=True)
         self._check_rows(index)
         merged = {k: v for k, v in records[0].items() if k != "shard"}
         self.check_config(merged)

@@ -4,7 +4,7 @@
 
     run_config.json, model.json, timings.json    the run's settings, model fingerprint, stage times
     prepared/subjXX.h5                           prepare          (formats.prepared)
-    features/nsd_<model>_{z,c}.h5                features         (formats.feature_store)
+    features/<dataset>_<model>_{z,c}.h5          features         (formats.feature_store; NSD: nsd_...)
     features_zc/...                              encoding features (z_c, U-Net)
     decoders/subjXX_<target>_<roi>.h5            fit              (formats.decoder_file)
     recon/                                       reconstruct      (formats.recon_index)
@@ -22,7 +22,7 @@ from pathlib import Path
 from .decoder_file import DecoderFile
 from .feature_store import feature_store_path
 
-__all__ = ["RunLayout", "RUN_FILES", "FEATURE_DATASET"]
+__all__ = ["RunLayout", "RUN_FILES", "DEFAULT_DATASET", "subject_tag"]
 
 #: Files and folders of a run folder, relative to it.
 RUN_FILES = {
@@ -41,8 +41,14 @@ RUN_FILES = {
     "decoders": "decoders",
 }
 
-#: Dataset name of a run's feature stores.
-FEATURE_DATASET = "nsd"
+#: Dataset name of a layout made without one: the default source's (``[source] kind = "nsd"``). A run's
+#: layout takes its data source's (:attr:`brain2image.sources.DataSource.dataset`).
+DEFAULT_DATASET = "nsd"
+
+
+def subject_tag(subject: int | str) -> str:
+    """A subject's name in the run's file and folder names: ``subjXX`` for a number, else the label itself."""
+    return f"subj{subject:02d}" if isinstance(subject, int) else str(subject)
 
 
 @dataclass(frozen=True)
@@ -53,20 +59,25 @@ class RunLayout:
     ----------
     root : Path
         The run folder.
-    subject : int
-        NSD subject (1..8).
+    subject : int or str
+        Subject label as the run config holds it (an int for NSD's 1..8).
     model : str
         Model name as given in the config (it names the feature stores).
+    dataset : str
+        The data source's dataset name (it names the feature stores).
     """
 
     root: Path
-    subject: int = 1
+    subject: int | str = 1
     model: str = "bundled"
+    dataset: str = DEFAULT_DATASET
 
     @classmethod
-    def of(cls, root: str | os.PathLike, subject: int = 1, model: str = "bundled") -> RunLayout:
+    def of(cls, root: str | os.PathLike, subject: int | str = 1, model: str = "bundled",
+           dataset: str = DEFAULT_DATASET) -> RunLayout:
         """A layout rooted at ``root``."""
-        return cls(Path(root), int(subject), str(model))
+        label = subject if isinstance(subject, str) and not subject.isdigit() else int(subject)
+        return cls(Path(root), label, str(model), dataset)
 
     def file(self, key: str) -> Path:
         """A file or folder of :data:`RUN_FILES` (``metrics``, ``recon``, ...)."""
@@ -74,8 +85,8 @@ class RunLayout:
 
     @property
     def subject_tag(self) -> str:
-        """``subjXX``."""
-        return f"subj{self.subject:02d}"
+        """``subjXX`` (:func:`subject_tag`)."""
+        return subject_tag(self.subject)
 
     @property
     def prepared(self) -> Path:
@@ -83,8 +94,8 @@ class RunLayout:
         return self.file("prepared") / f"{self.subject_tag}.h5"
 
     def feature_store(self, feature: str) -> Path:
-        """``features/nsd_<model>_<feature>.h5``."""
-        return feature_store_path(self.file("features"), FEATURE_DATASET, self.model, feature)
+        """``features/<dataset>_<model>_<feature>.h5``."""
+        return feature_store_path(self.file("features"), self.dataset, self.model, feature)
 
     def decoder(self, target: str, roi: str) -> Path:
         """``decoders/subjXX_<target>_<roi>.h5``."""

@@ -19,12 +19,13 @@ from tqdm.auto import tqdm
 
 from ..config import FeatureConfig, config_to_json
 from ..errors import InvalidArgumentError
-from ..formats.feature_store import FeatureStore, feature_store_path, shard_attrs, shard_ids, shard_path
-from ..nsd.stimuli import check_stimuli, iter_stimuli, load_captions, stimuli_path, study_provenance
+from ..formats.feature_store import FeatureStore, feature_store_path
+from ..formats.partitions import shard_attrs, shard_ids, shard_path
+from ..sources import StimulusSource
 from .loading import LatentDiffusionModel
 
 __all__ = ["FEATURES", "CAPTION_REDUCTIONS", "extract_features", "feature_store_path",
-           "read_prepared_ids", "image_seed"]
+           "image_seed"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,26 +36,13 @@ FEATURES = ("z", "c")
 CAPTION_REDUCTIONS = ("mean", "first")
 
 
-def read_prepared_ids(prepared: str | os.PathLike) -> np.ndarray:
-    """Sorted unique 73k ids of a prepared file's ``/train/ids`` and ``/test/ids``.
-
-    Returns
-    -------
-    array of shape (n_images,), int64
-    """
-    from ..formats.prepared import PreparedData
-
-    return PreparedData(prepared).image_ids()
-
-
 def image_seed(seed: int, image_id: int) -> int:
     """A 32-bit seed derived from (``seed``, ``image_id``)."""
     return int(np.random.SeedSequence([int(seed), int(image_id)]).generate_state(1)[0])
 
 
-def _z_batches(model: LatentDiffusionModel, nsd_root, ids, config: FeatureConfig, resolution: int):
-    brick = stimuli_path(nsd_root)
-    for batch_ids, images in iter_stimuli(brick, ids, config.batch_size):
+def _z_batches(model: LatentDiffusionModel, stimuli: StimulusSource, ids, config: FeatureConfig, resolution: int):
+    for batch_ids, images in stimuli.batches(ids, config.batch_size):
         generator = None
         if config.latent_sample == "sample":
             generator = [torch.Generator().manual_seed(image_seed(config.seed, i)) for i in batch_ids]
@@ -83,18 +71,17 @@ def _c_batches(model: LatentDiffusionModel, ids: np.ndarray, captions: list[list
         yield batch_ids, _reduce_captions(hidden, owner, len(batch_caps), config.caption_reduction).numpy()
 
 
-def extract_features(nsd_root: str | os.PathLike, ids: Sequence[int] | np.ndarray, model: LatentDiffusionModel,
+def extract_features(stimuli: StimulusSource, ids: Sequence[int] | np.ndarray, model: LatentDiffusionModel,
                      feature: str, out_path: str | os.PathLike, config: FeatureConfig | None = None,
                      progress: bool = True, shard: tuple[int, int] | None = None) -> Path:
     """Compute one feature of every image and write it to a (resumable) feature store.
 
     Parameters
     ----------
-    nsd_root : path-like
-        NSD root holding ``nsddata_stimuli/stimuli/nsd/nsd_stimuli.hdf5`` (z) or the stim-info
-        csv and COCO captions JSONs (c).
+    stimuli : StimulusSource
+        The run's images (z) and captions (c) (:func:`brain2image.sources.stimuli_of`).
     ids : array of shape (n_images,)
-        0-based 73k ids (sorted and de-duplicated).
+        Image ids (sorted and de-duplicated; NSD: 0-based 73k ids).
     model : LatentDiffusionModel
     feature : {"z", "c"}
     out_path : path-like
@@ -107,8 +94,8 @@ def extract_features(nsd_root: str | os.PathLike, ids: Sequence[int] | np.ndarra
         ``<name>.shard-i-of-n.h5`` (attributes ``shard``, ``shard_total_ids``,
         ``shard_ids_sha256``); join shards with :func:`merge_stores`.
 
-    The store records the study (``nsd_root``, ``stimuli_identity``:
-    :func:`~brain2image.nsd.stimuli.study_provenance`) beside the feature settings.
+    The store records the study (:meth:`StimulusSource.identity <brain2image.sources.StimulusSource.identity>`:
+    ``nsd_root`` and ``stimuli_identity`` for NSD) beside the feature settings.
 
     Returns
     -------
@@ -122,7 +109,7 @@ def extract_features(nsd_root: str | os.PathLike, ids: Sequence[int] | np.ndarra
         raise InvalidArgumentError(f"caption_reduction {config.caption_reduction!r}: expected one of "
                                    f"{list(CAPTION_REDUCTIONS)}")
     ids = np.unique(np.asarray(ids, dtype=np.int64))
-    path, extra = Path(out_path), study_provenance(nsd_root)
+    path, extra = Path(out_path), stimuli.identity()
     if shard is not None:
         extra.update(shard_attrs(ids, shard))
         ids = shard_ids(ids, shard)
@@ -140,9 +127,9 @@ def extract_features(nsd_root: str | os.PathLike, ids: Sequence[int] | np.ndarra
     # leaves no partial store behind.
     captions: dict[int, list[str]] = {}
     if not path.exists() and feature == "z":
-        check_stimuli(stimuli_path(nsd_root), ids)
+        stimuli.check(ids)
     elif not path.exists() and len(ids):
-        captions = dict(zip(ids.tolist(), load_captions(nsd_root, ids)))
+        captions = dict(zip(ids.tolist(), stimuli.captions(ids)))
     store = FeatureStore.create(path, ids, shape, attrs)
     if store.is_complete:
         logger.info("%s already complete", path)
@@ -152,7 +139,7 @@ def extract_features(nsd_root: str | os.PathLike, ids: Sequence[int] | np.ndarra
     bar = tqdm(total=len(todo), desc=f"{feature} features", unit="img", disable=not progress)
     with torch.inference_mode():
         if feature == "z":
-            for batch_ids, z in _z_batches(model, nsd_root, todo, config, resolution):
+            for batch_ids, z in _z_batches(model, stimuli, todo, config, resolution):
                 store.write(batch_ids, z)
                 bar.update(len(batch_ids))
         else:

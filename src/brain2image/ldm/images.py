@@ -1,6 +1,6 @@
 """Image helpers of the latent-diffusion stage: resizing and tensor conversion.
 
-The NSD stimuli themselves are read by :mod:`brain2image.nsd.stimuli`.
+The stimuli themselves are read through the run's data source (:mod:`brain2image.sources`).
 """
 
 from __future__ import annotations

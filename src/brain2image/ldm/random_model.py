@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import DataFormatError, InvalidArgumentError
-from ..nsd.layout import is_simulated_tree
 
 if TYPE_CHECKING:
     import torch
+
+    from ..sources import StimulusSource
 
 __all__ = ["RANDOM_PREFIX", "RANDOM_WEIGHTS_LABEL", "RandomModelSpec", "is_random_model", "parse_random_model",
            "known_architectures", "clip_vocabulary", "load_clip_tokenizer", "materialize_random",
@@ -246,27 +247,33 @@ def build_random_components(spec: RandomModelSpec, device: torch.device, dtype: 
 
 
 # ---------------------------------------------------------------------------------------- marking
-def random_weights_marking(model: str | None, nsd_root: str | os.PathLike | None) -> dict[str, Any]:
+def random_weights_marking(model: str | None, stimuli: StimulusSource | None) -> dict[str, Any]:
     """What ``metrics.json`` and the report carry for a random-weight model; ``{}`` for others.
+
+    Parameters
+    ----------
+    model : str or None
+    stimuli : StimulusSource or None
+        The run's stimuli (:func:`brain2image.sources.stimuli_of`); None: unknown, no warning.
 
     Returns
     -------
     dict
-        ``{"weights": "random weights"}``, plus ``"warnings": [message]`` when ``nsd_root`` is a
-        real NSD tree (not one written by ``brain2image simulate``); no warning without a root.
+        ``{"weights": "random weights"}``, plus ``"warnings": [message]`` when the stimuli are real
+        data (not simulated, e.g. an NSD tree written by ``brain2image simulate``).
     """
     if not is_random_model(model):
         return {}
     marking: dict[str, Any] = {"weights": RANDOM_WEIGHTS_LABEL}
-    if nsd_root and not is_simulated_tree(nsd_root):
-        marking["warnings"] = [f"random-weights model {model} used on real NSD data ({nsd_root}): its features, "
+    if stimuli is not None and not stimuli.is_simulated():
+        marking["warnings"] = [f"random-weights model {model} used on real {stimuli.describe()}: its features, "
                                "images and metrics measure shapes, memory and time only, not the method"]
     return marking
 
 
-def warn_if_random_on_real_data(model: str | None, nsd_root: str | os.PathLike | None) -> list[str]:
+def warn_if_random_on_real_data(model: str | None, stimuli: StimulusSource | None) -> list[str]:
     """Log (warning level) the warnings of :func:`random_weights_marking`; returns them."""
-    warnings: list[str] = random_weights_marking(model, nsd_root).get("warnings", [])
+    warnings: list[str] = random_weights_marking(model, stimuli).get("warnings", [])
     for message in warnings:
         logger.warning(message)
     return warnings

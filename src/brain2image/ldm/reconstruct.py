@@ -1,13 +1,10 @@
-"""Reconstructions from decoded z and c with diffusers' own pipelines (Takagi & Nishimoto).
+"""Reconstructions: every requested method's images of every test image, as PNGs or arrays.
 
-Methods
--------
-- ``z_only``: the VAE decoding of z (an image at the z resolution);
-- ``c_only``: text-to-image from c (``StableDiffusionPipeline``, no init latent);
-- ``z_plus_c``: decode z, resize to the native size (LANCZOS), VAE-encode it as the init
-  latent, then ``StableDiffusionImg2ImgPipeline`` with ``strength`` (0.8 of 50 DDIM steps
-  → 40 denoising steps), guidance 5, conditioning c, unconditional = the empty prompt;
-- ``oracle``: ``z_plus_c`` from the true z and c (the same code path).
+The methods are the registered :class:`~brain2image.methods.ReconstructionMethod` s (the
+built-ins are in :mod:`brain2image.ldm.methods`); this module knows none by name. It shapes the
+features each method needs, builds the method's pipeline once, cuts the (image, sample) draws into
+batches of ``batch_size`` (a method without diffusion: batches of images, each image given to
+every sample) and writes what the method draws.
 
 Every sample has its own ``torch.Generator`` seeded from (seed, test id, sample), so the same
 seed gives the same pixels however images are batched.
@@ -19,16 +16,16 @@ import logging
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..config import DECODED_METHODS, ReconstructionConfig, config_to_dict
-from ..errors import DataFormatError
+from ..config import ReconstructionConfig, config_to_dict
+from ..errors import DataFormatError, InvalidArgumentError
 from ..formats.recon_index import ReconFolder
-from ..methods import Method, parse_methods
-from .images import resize_images
+from ..methods import MethodBatch, ReconstructionMethod, builtin_methods, parse_methods
 from .loading import LatentDiffusionModel
 
 __all__ = ["sample_seed", "generate_reconstructions", "reconstruct"]
@@ -68,81 +65,57 @@ def _as_c(model: LatentDiffusionModel, c, n: int, name: str) -> torch.Tensor:
     return c
 
 
-def _to_uint8(images: np.ndarray) -> np.ndarray:
-    return (np.clip(images, 0, 1) * 255).round().astype(np.uint8)
+#: How each target's features are shaped for the model (rows: images), by target name.
+_SHAPERS = {"z": _as_z, "c": _as_c}
 
 
-def _init_latents(model: LatentDiffusionModel, z: torch.Tensor) -> torch.Tensor:
-    """Decode z → resize to the native size (LANCZOS) → VAE encode (posterior mean, scaled)."""
-    decoded = resize_images(model.decode_latents(z), model.native_resolution)
-    return model.encode_images(decoded, sample="mean")
+def _draws(method: ReconstructionMethod, n: int, samples: list[int]) -> list[tuple[int, tuple[int, ...]]]:
+    """A method's draws: (row, the samples its image is), one per sample, or per row without diffusion."""
+    if not method.uses_diffusion:
+        return [(row, tuple(samples)) for row in range(n)]
+    return [(row, (s,)) for row in range(n) for s in samples]
 
 
-def _iter_method(model: LatentDiffusionModel, method: Method, ids: np.ndarray, z, c,
-                 config: ReconstructionConfig, samples: Sequence[int], progress: bool
-                 ) -> Iterator[tuple[int, int, np.ndarray]]:
+def _iter_method(model: LatentDiffusionModel, method: ReconstructionMethod, ids: np.ndarray,
+                 features: dict[str, torch.Tensor], config: ReconstructionConfig, samples: Sequence[int],
+                 progress: bool) -> Iterator[tuple[int, int, np.ndarray]]:
     """Yield ``(row, sample, image uint8 (H, W, 3))`` for every row of ``ids`` and sample."""
-    n = len(ids)
     samples = list(samples)
-    bar = tqdm(total=n * len(samples), desc=method.value, unit="img", disable=not progress)
-    if method == Method.Z_ONLY:
-        for start in range(0, n, config.batch_size):
-            decoded = model.decode_latents(z[start:start + config.batch_size])
-            for offset, image in enumerate(decoded):
-                for s in samples:
-                    yield start + offset, s, image
-                bar.update(len(samples))
-        bar.close()
-        return
-    empty = model.empty_prompt_embedding()
-    if method == Method.C_ONLY:
-        pipe = model.text2img_pipeline(progress=False)
-    else:
-        pipe = model.img2img_pipeline(progress=False)
-    items = [(row, s) for row in range(n) for s in samples]
-    for start in range(0, len(items), config.batch_size):
-        batch = items[start:start + config.batch_size]
+    bar = tqdm(total=len(ids) * len(samples), desc=method.name, unit="img", disable=not progress)
+    unconditional = model.empty_prompt_embedding() if method.uses_diffusion else None
+    pipeline = method.pipeline(model)
+    draws = _draws(method, len(ids), samples)
+    for start in range(0, len(draws), config.batch_size):
+        batch = draws[start:start + config.batch_size]
         rows = torch.tensor([row for row, _ in batch])
-        generators = [torch.Generator().manual_seed(sample_seed(config.seed, ids[row], s)) for row, s in batch]
-        kwargs = dict(prompt_embeds=c[rows], negative_prompt_embeds=empty.expand(len(batch), -1, -1),
-                      num_inference_steps=config.num_inference_steps, guidance_scale=config.guidance_scale,
-                      eta=config.eta, generator=generators, output_type="np")
-        if method == Method.C_ONLY:
-            kwargs.update(height=model.native_resolution, width=model.native_resolution)
-        else:
-            unique_rows, inverse = torch.unique(rows, return_inverse=True)
-            if model.latent_channels == 4:
-                # The pipeline takes a 4-channel tensor as the init latents themselves.
-                init = _init_latents(model, z[unique_rows])[inverse]
-            else:
-                # Other latent widths: hand over the resized decoded image in [0, 1]; the pipeline encodes it.
-                decoded = resize_images(model.decode_latents(z[unique_rows]), model.native_resolution)
-                init = (torch.from_numpy(decoded).permute(0, 3, 1, 2).float() / 255.0)[inverse]
-            kwargs.update(image=init, strength=config.strength)
-        with torch.inference_mode():
-            images = _to_uint8(pipe(**kwargs).images)
-        for (row, s), image in zip(batch, images):
-            yield row, s, image
-        bar.update(len(batch))
+        generators = None
+        if method.uses_diffusion:
+            generators = [torch.Generator().manual_seed(sample_seed(config.seed, ids[row], s)) for row, (s,) in batch]
+        images = method.generate(MethodBatch(model, pipeline, config, features, rows, unconditional), generators)
+        for (row, image_samples), image in zip(batch, images, strict=True):
+            for s in image_samples:
+                yield row, s, image
+            bar.update(len(image_samples))
     bar.close()
 
 
-def _prepare_inputs(model: LatentDiffusionModel, ids: np.ndarray, method: Method, z, c, z_true, c_true
-                    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """The (z, c) tensors ``method`` draws from; the oracle takes the true features."""
-    n = len(ids)
-    given = {"z": z, "c": c, "z_true": z_true, "c_true": c_true}
-    absent = [name for name in method.inputs if given[name] is None]
+def _prepare_inputs(model: LatentDiffusionModel, ids: np.ndarray, method: ReconstructionMethod,
+                    decoded: dict[str, Any], true: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The features ``method`` draws from, by target: decoded, or true ones (the oracle), shaped for the model."""
+    given = true if method.true_features else decoded
+    absent = [name for target, name in zip(method.needs, method.inputs) if given.get(target) is None]
     if absent:
-        raise ValueError(f"method {method.value!r} needs {', '.join(absent)}")
-    if method == Method.ORACLE:
-        return _as_z(model, z_true, n, "true z"), _as_c(model, c_true, n, "true c")
-    return (_as_z(model, z, n, "z") if "z" in method.inputs else None,
-            _as_c(model, c, n, "c") if "c" in method.inputs else None)
+        raise ValueError(f"method {method.name!r} needs {', '.join(absent)}")
+    unknown = [target for target in method.needs if target not in _SHAPERS]
+    if unknown:
+        raise InvalidArgumentError(f"method {method.name!r} needs targets {unknown}; expected some of "
+                                   f"{list(_SHAPERS)}")
+    prefix = "true " if method.true_features else ""
+    return {t: _SHAPERS[t](model, given[t], len(ids), prefix + t) for t in method.needs}
 
 
 def generate_reconstructions(model: LatentDiffusionModel, ids: Sequence[int] | np.ndarray, z=None, c=None,
-                             methods: Sequence[str] = DECODED_METHODS,
+                             methods: Sequence[str | ReconstructionMethod] | None = None,
                              config: ReconstructionConfig | None = None, progress: bool = True,
                              z_true=None, c_true=None) -> dict[str, np.ndarray]:
     """Reconstructions as arrays (no files), e.g. for benchmarks.
@@ -156,35 +129,36 @@ def generate_reconstructions(model: LatentDiffusionModel, ids: Sequence[int] | n
         Predicted (scaled) latents.
     c : array of shape (n_images, text_seq_len, text_width) or flattened, optional
         Predicted text embeddings.
-    methods : sequence of str
-        Some of ``z_only``, ``c_only``, ``z_plus_c``, ``oracle``.
+    methods : sequence of str or ReconstructionMethod, optional
+        Registered method names (:func:`brain2image.methods.method_names`) or methods; default:
+        the built-ins that draw from decoded features.
     config : ReconstructionConfig, optional
     progress : bool
     z_true, c_true : arrays like z and c, optional
-        True features, for ``oracle``.
+        True features, for a method with ``true_features`` (``oracle``).
 
     Returns
     -------
-    dict method → uint8 array of shape (n_images, n_samples, H, W, 3); H is the z resolution
+    dict method name → uint8 array of shape (n_images, n_samples, H, W, 3); H is the z resolution
     for ``z_only`` and the native resolution otherwise.
     """
     config = ReconstructionConfig() if config is None else config
     ids = np.asarray(ids, dtype=np.int64)
     out: dict[str, np.ndarray] = {}
-    for method in parse_methods(methods):
-        zm, cm = _prepare_inputs(model, ids, method, z, c, z_true, c_true)
+    for method in parse_methods(builtin_methods(decoded_only=True) if methods is None else methods):
+        features = _prepare_inputs(model, ids, method, {"z": z, "c": c}, {"z": z_true, "c": c_true})
         result: np.ndarray | None = None
-        for row, s, image in _iter_method(model, method, ids, zm, cm, config, range(config.n_samples), progress):
+        for row, s, image in _iter_method(model, method, ids, features, config, range(config.n_samples), progress):
             if result is None:
                 result = np.zeros((len(ids), config.n_samples, *image.shape), dtype=np.uint8)
             result[row, s] = image
         if result is not None:
-            out[method.value] = result
+            out[method.name] = result
     return out
 
 
 def reconstruct(model: LatentDiffusionModel, ids: Sequence[int] | np.ndarray, z=None, c=None,
-                methods: Sequence[str] | None = None, config: ReconstructionConfig | None = None,
+                methods: Sequence[str | ReconstructionMethod] | None = None, config: ReconstructionConfig | None = None,
                 out_dir: str | os.PathLike = "recon", progress: bool = True, z_true=None, c_true=None,
                 shard: tuple[int, int] | None = None) -> Path:
     """Write reconstructions as PNGs plus ``index.csv`` and ``config.json``; resumable.
@@ -195,7 +169,7 @@ def reconstruct(model: LatentDiffusionModel, ids: Sequence[int] | np.ndarray, z=
     ----------
     model, ids, z, c, z_true, c_true, progress
         As in :func:`generate_reconstructions`.
-    methods : sequence of str, optional
+    methods : sequence of str or ReconstructionMethod, optional
         Default ``config.methods``.
     config : ReconstructionConfig, optional
     out_dir : path-like
@@ -213,18 +187,19 @@ def reconstruct(model: LatentDiffusionModel, ids: Sequence[int] | np.ndarray, z=
     methods = parse_methods(config.methods if methods is None else methods)
     folder = ReconFolder(out_dir)
     ids = np.asarray(ids, dtype=np.int64)
-    record = {"model": model.name, "config": config_to_dict(config), "methods": [m.value for m in methods]}
+    record = {"model": model.name, "config": config_to_dict(config), "methods": [m.name for m in methods]}
     folder.check_config(record)
     folder.write_config(record, shard)
     samples = range(config.n_samples)
     for method in methods:
-        todo = folder.missing(method.value, ids, config.n_samples)
+        todo = folder.missing(method.name, ids, config.n_samples)
         if not todo.any():
             continue
-        logger.info("%s: %d of %d images to generate", method.value, int(todo.sum()), len(ids))
+        logger.info("%s: %d of %d images to generate", method.name, int(todo.sum()), len(ids))
         sub = lambda a: None if a is None else np.asarray(a)[todo]  # noqa: E731
-        zm, cm = _prepare_inputs(model, ids[todo], method, sub(z), sub(c), sub(z_true), sub(c_true))
-        for row, s, image in _iter_method(model, method, ids[todo], zm, cm, config, samples, progress):
-            folder.write_image(method.value, ids[todo][row], s, image)
+        features = _prepare_inputs(model, ids[todo], method, {"z": sub(z), "c": sub(c)},
+                                   {"z": sub(z_true), "c": sub(c_true)})
+        for row, s, image in _iter_method(model, method, ids[todo], features, config, samples, progress):
+            folder.write_image(method.name, ids[todo][row], s, image)
     seeds = {(int(i), s): sample_seed(config.seed, i, s) for i in ids for s in samples}
-    return folder.write_index([m.value for m in methods], ids.tolist(), config.n_samples, seeds, shard)
+    return folder.write_index([m.name for m in methods], ids.tolist(), config.n_samples, seeds, shard)

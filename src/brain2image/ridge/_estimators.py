@@ -2,7 +2,8 @@
 
 ``__init__`` only stores its arguments; ``fit`` validates them, calls the solver functions
 and stores the learned state in attributes ending in ``_``; ``predict`` applies
-:func:`~brain2image.ridge._solvers.predict_ridge`.
+:func:`~brain2image.ridge._solvers.predict_ridge`. Targets may have any shape per image,
+``(n_images, *target_shape)``: they are fitted flattened and predicted in that shape.
 """
 
 from __future__ import annotations
@@ -17,6 +18,18 @@ from .backend import BackendLike
 __all__ = ["ImageRidge", "ImageRidgeCV"]
 
 
+def _flat_targets(Y_unique: Any) -> tuple[Any, tuple[int, ...]]:
+    """``Y_unique`` as (n_images, n_targets), and one image's target shape.
+
+    Two-dimensional targets pass as given (any array-like sliceable as ``Y[:, a:b]``).
+    """
+    shape = tuple(int(n) for n in np.shape(Y_unique)[1:])
+    if len(shape) == 1:
+        return Y_unique, shape
+    Y_unique = np.asarray(Y_unique)
+    return Y_unique.reshape(len(Y_unique), -1), shape
+
+
 class _FittedRidge:
     """Learned state and prediction shared by the estimators."""
 
@@ -26,14 +39,16 @@ class _FittedRidge:
     x_mean_: np.ndarray
     x_std_: np.ndarray
     n_features_in_: int
+    target_shape_: tuple[int, ...]
 
-    def _store(self, result: RidgeResult) -> None:
+    def _store(self, result: RidgeResult, target_shape: tuple[int, ...]) -> None:
         self.coef_ = result["coef"]
         self.intercept_ = result["intercept"]
         self.alphas_ = result["alphas"]
         self.x_mean_ = result["x_mean"]
         self.x_std_ = result["x_std"]
         self.n_features_in_ = int(self.coef_.shape[0])
+        self.target_shape_ = target_shape
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Predicted targets.
@@ -44,12 +59,13 @@ class _FittedRidge:
 
         Returns
         -------
-        ndarray of shape (n_rows, n_targets)
+        ndarray of shape (n_rows, *target_shape_) (``(n_rows, n_targets)`` for targets fitted as a matrix)
         """
         if not hasattr(self, "coef_"):
             raise RuntimeError(f"{type(self).__name__} is not fitted; call fit first")
-        return predict_ridge(X, self.coef_, self.intercept_, self.x_mean_, self.x_std_,
+        pred = predict_ridge(X, self.coef_, self.intercept_, self.x_mean_, self.x_std_,
                              getattr(self, "target_chunk", None))
+        return pred.reshape((len(pred),) + self.target_shape_)
 
 
 class ImageRidge(_FittedRidge):
@@ -74,6 +90,8 @@ class ImageRidge(_FittedRidge):
     alphas_ : ndarray of shape (n_targets,)
     x_mean_, x_std_ : ndarrays of shape (n_features,)
     n_features_in_ : int
+    target_shape_ : tuple of int
+        Shape of one image's targets (``Y_unique.shape[1:]`` at fit time).
     """
 
     def __init__(self, alpha: float | np.ndarray = 1.0, target_chunk: int | None = DEFAULT_TARGET_CHUNK,
@@ -87,13 +105,14 @@ class ImageRidge(_FittedRidge):
         self.progress = progress
 
     def fit(self, X: np.ndarray, Y_unique: Any, row_image: np.ndarray | None = None) -> ImageRidge:
-        """Fit on rows ``X`` (n_rows, n_features) and targets ``Y_unique`` (n_images, n_targets).
+        """Fit on rows ``X`` (n_rows, n_features) and targets ``Y_unique`` (n_images, *target_shape).
 
         ``row_image`` (n_rows,) maps rows to images (default: one row per image).
         """
-        self._store(fit_ridge(X, Y_unique, row_image, alpha=self.alpha, target_chunk=self.target_chunk,
+        Y_flat, target_shape = _flat_targets(Y_unique)
+        self._store(fit_ridge(X, Y_flat, row_image, alpha=self.alpha, target_chunk=self.target_chunk,
                               backend=self.backend, dtype=self.dtype, solver=self.solver,
-                              progress=self.progress))
+                              progress=self.progress), target_shape)
         return self
 
 
@@ -127,6 +146,8 @@ class ImageRidgeCV(_FittedRidge):
     cv_scores_grid_ : ndarray of shape (n_alphas, n_targets)
     alpha_grid_ : ndarray of shape (n_alphas,)
     n_features_in_ : int
+    target_shape_ : tuple of int
+        Shape of one image's targets (``Y_unique.shape[1:]`` at fit time).
     """
 
     def __init__(self, alphas: Any = DEFAULT_ALPHAS, n_folds: int = 5,
@@ -144,17 +165,45 @@ class ImageRidgeCV(_FittedRidge):
 
     def fit(self, X: np.ndarray, Y_unique: Any, row_image: np.ndarray | None = None,
             groups: np.ndarray | None = None) -> ImageRidgeCV:
-        """Fit on rows ``X`` (n_rows, n_features) and targets ``Y_unique`` (n_images, n_targets).
+        """Fit on rows ``X`` (n_rows, n_features) and targets ``Y_unique`` (n_images, *target_shape).
 
         ``row_image`` (n_rows,) maps rows to images (default: one row per image); ``groups``
         (n_rows,) overrides the CV groups (default ``row_image``).
         """
-        result = fit_ridge_cv(X, Y_unique, row_image, alphas=self.alphas, n_folds=self.n_folds,
+        Y_flat, target_shape = _flat_targets(Y_unique)
+        result = fit_ridge_cv(X, Y_flat, row_image, alphas=self.alphas, n_folds=self.n_folds,
                               groups=groups, target_chunk=self.target_chunk, backend=self.backend,
                               dtype=self.dtype, solver=self.solver, progress=self.progress,
                               one_block_shortcut=self.one_block_shortcut)
-        self._store(result)
+        self._store(result, target_shape)
         self.cv_scores_ = result["cv_scores"]
         self.cv_scores_grid_ = result["cv_scores_grid"]
         self.alpha_grid_ = result["alpha_grid"]
         return self
+
+    @classmethod
+    def from_fitted(cls, result: RidgeResult, target_shape: tuple[int, ...] | None = None,
+                    **params: Any) -> ImageRidgeCV:
+        """A fitted estimator from stored weights (a decoder file's), without fitting.
+
+        Parameters
+        ----------
+        result : RidgeResult
+            ``coef``, ``intercept``, ``alphas``, ``x_mean``, ``x_std`` and ``cv_scores`` (``None``
+            when not stored); the grid keys are optional.
+        target_shape : tuple of int, optional
+            One image's target shape (default: ``(n_targets,)``).
+        **params
+            Constructor arguments (``alphas``, ``n_folds``, ``target_chunk``, ...).
+
+        Returns
+        -------
+        ImageRidgeCV
+        """
+        out = cls(**params)
+        out._store(result, tuple(target_shape) if target_shape is not None else (int(result["coef"].shape[1]),))
+        out.cv_scores_ = result["cv_scores"]
+        for key in ("cv_scores_grid", "alpha_grid"):
+            if key in result:
+                setattr(out, f"{key}_", result[key])
+        return out

@@ -3,7 +3,9 @@
 A stage reads its settings from a :class:`~brain2image.config.RunConfig` and finds its files
 either in a run folder (:class:`~brain2image.formats.run_layout.RunLayout`: ``brain2image run``,
 ``demo``, a cluster runner) or at the explicit paths of a stage command (``brain2image fit
---prepared ... --out ...``). Both call the same :meth:`Stage.run`.
+--prepared ... --out ...``). Both call the same :meth:`Stage.run`. A cluster runner asks the stage
+how it splits (:meth:`Stage.tasks`), runs each task with :func:`run_stage`, then joins them with
+:func:`finish_stage` (:meth:`Stage.finish`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -24,12 +26,14 @@ from ..devices import check_device, is_out_of_memory
 from ..errors import DataFormatError, InvalidArgumentError, ResourceError
 from ..formats.run_layout import RunLayout
 from .options import RUN, Option, flag_of, merge_options, section_options, shard_option
+from .tasks import Split, TaskSpec
 
 if TYPE_CHECKING:
     from ..ldm.loading import LatentDiffusionModel
+    from ..sources import DataSource, StimulusSource
 
-__all__ = ["Stage", "StageContext", "Timings", "CommandOutput", "run_stage", "stage_guard", "check_run_model",
-           "out_of_memory_message"]
+__all__ = ["Stage", "StageContext", "Timings", "CommandOutput", "run_stage", "finish_stage", "stage_guard",
+           "check_run_model", "out_of_memory_message"]
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +105,9 @@ class StageContext:
         Progress bars.
     timings : Timings, optional
         Where stage times go (default: kept in memory only).
+    part : any, optional
+        The piece of the stage this context runs: the ``part`` of one of its :meth:`Stage.tasks`
+        (the stage's own typed value); ``None``: the whole stage.
 
     Notes
     -----
@@ -109,10 +116,12 @@ class StageContext:
     """
 
     def __init__(self, config: RunConfig, *, paths: Mapping[str, Any] | None = None,
-                 extra: Mapping[str, Any] | None = None, progress: bool = True, timings: Timings | None = None):
+                 extra: Mapping[str, Any] | None = None, progress: bool = True, timings: Timings | None = None,
+                 part: Any = None):
         self.config = config
         self.paths = None if paths is None else dict(paths)
         self.extra = dict(extra or {})
+        self.part = part
         self.progress = progress
         self.timings = timings if timings is not None else Timings()
         #: The innermost part (:meth:`timed`) an error left, for the out-of-memory message.
@@ -129,8 +138,18 @@ class StageContext:
 
     @property
     def layout(self) -> RunLayout:
-        """The run folder's layout (``config.out_dir``, subject, model)."""
-        return RunLayout.of(self.config.out_dir, self.config.subject, self.config.model)
+        """The run folder's layout (``config.out_dir``, subject, model, the source's dataset name)."""
+        return RunLayout.of(self.config.out_dir, self.config.subject, self.config.model, self.source().dataset)
+
+    def source(self) -> DataSource:
+        """The run's data source (``[source]``, or the ``nsd_root`` shorthand)."""
+        from ..sources import source_of
+
+        return source_of(self.config)
+
+    def stimuli(self) -> StimulusSource:
+        """The images and captions of the run's data source."""
+        return self.source().stimuli()
 
     def path(self, key: str, in_run_folder: Callable[[], Any]) -> Any:
         """The explicit path ``key`` of a stage command, or, in a run folder, ``in_run_folder()``.
@@ -165,7 +184,8 @@ class StageContext:
             from ..ldm.random_model import warn_if_random_on_real_data
 
             self._model = load_ldm(self.config.model, device=self.config.device, dtype=self.config.dtype)
-            warn_if_random_on_real_data(self._model.name, self.config.nsd_root)
+            known = self.config.source.root is not None  # a stage command given no source folder warns nothing
+            warn_if_random_on_real_data(self._model.name, self.stimuli() if known else None)
             if self.in_run_folder:
                 check_run_model(self.layout, self.config.model, self._model.fingerprint())
         return self._model
@@ -291,7 +311,7 @@ class Stage:
     def needs_model_now(self, ctx: StageContext) -> bool:
         """Whether :func:`run_stage` loads the model (and checks its fingerprint) before this run of the stage.
 
-        :meth:`needs_model` of the context's config; a stage whose pieces (``ctx.extra``) do not
+        :meth:`needs_model` of the context's config; a stage whose pieces (``ctx.part``) do not
         all use the model narrows it.
         """
         return self.needs_model(ctx.config)
@@ -325,6 +345,32 @@ class Stage:
         if shard is not None and not self.shardable:
             raise InvalidArgumentError(f"stage {self.name!r} does not run on shards (got shard {shard[0]}/{shard[1]});"
                                        " expected no shard: only features and reconstruct take one")
+
+    # ------------------------------------------------------------------ as tasks
+    def tasks(self, ctx: StageContext, split: Split) -> list[list[TaskSpec]]:
+        """The stage as tasks of a cluster run: steps in order, each a list of tasks that may run at once.
+
+        Parameters
+        ----------
+        ctx : StageContext
+            The run folder's context (no ``part``); nothing is read from disk but the config.
+        split : Split
+            How finely the run asks the stages to split (shards of the image ids, parts of targets).
+
+        Returns
+        -------
+        list of list of TaskSpec
+            Default: one step of one task, the whole stage (as ``brain2image run`` runs it). When
+            there is more than one task in all, :meth:`finish` joins them after the last step.
+        """
+        return [[TaskSpec()]]
+
+    def finish(self, ctx: StageContext, tasks: Sequence[TaskSpec]) -> None:
+        """Join the outputs of the stage's tasks (every step's), once all of them are done.
+
+        Called (through :func:`finish_stage`) only for a stage :meth:`tasks` split into more than one
+        task, with a context of the run folder (no ``part``). Default: nothing to join.
+        """
 
     # ------------------------------------------------------------------ as a command
     def context_from_args(self, args: argparse.Namespace, *, progress: bool = True) -> StageContext:
@@ -427,3 +473,17 @@ def run_stage(stage: Stage, ctx: StageContext, shard: tuple[int, int] | None = N
         if stage.timed and ctx.timings.count == count:
             ctx.timings.record(stage.name, time.perf_counter() - start)
     return result
+
+
+def finish_stage(stage: Stage, ctx: StageContext, tasks: Sequence[TaskSpec]) -> None:
+    """Join the outputs of a stage's tasks (:meth:`Stage.finish`), inside :func:`stage_guard`.
+
+    Raises
+    ------
+    DataFormatError, MissingFileError
+        From the stage's own joins: a missing piece, or pieces that disagree.
+    """
+    if not stage.enabled(ctx.config):
+        return
+    with stage_guard(stage, ctx):
+        stage.finish(ctx, tasks)

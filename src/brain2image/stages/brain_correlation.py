@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,8 +27,7 @@ from .registry import register_stage
 if TYPE_CHECKING:
     from ..formats.encoding_results import EncodingModel
 
-__all__ = ["BrainCorrelationStage", "BrainCorrelationSettings", "SPACE",
-           "expected_record"]
+__all__ = ["BrainCorrelationStage", "SPACE", "expected_record"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,13 +35,6 @@ logger = logging.getLogger(__name__)
 SPACE = "z"
 #: Keys of ``[encoding]`` the stage reads.
 ENCODING_KEYS = ("summary_rois",)
-
-
-@dataclass
-class BrainCorrelationSettings:
-    """The stage's own settings (``[brain_correlation]`` in a run config)."""
-
-    batch_size: int = field(default=16, metadata={"help": "reconstructions per VAE call (bounds memory)", "min": 1})
 
 
 def _recon_plan(recon: Path) -> tuple[dict[str, dict[int, list[Path]]], np.ndarray, int]:
@@ -73,9 +64,8 @@ class BrainCorrelationStage(Stage):
                    "correlate them across the voxels of each [encoding] summary ROI with the measured test "
                    "responses to the seen image and average over images and samples; the seen images' own z give "
                    "the ceiling ('seen'). Writes brain_correlation.json.")
-    sections = ("encoding",)
+    sections = ("encoding", "brain_correlation")
     run_keys = ("model", "device", "dtype")
-    settings_class = BrainCorrelationSettings
     memory_options = ("brain_correlation.batch_size",)
     path_options = (
         Option("encoding", "encoding/results.h5 with the z model (brain2image encode)", type=Path, role="input",
@@ -91,10 +81,10 @@ class BrainCorrelationStage(Stage):
 
     @classmethod
     def options(cls) -> tuple[Option, ...]:
-        """Paths, the model keys, ``[encoding] summary_rois`` and ``--batch-size``."""
+        """Paths, the model keys, ``[encoding] summary_rois`` (only) and ``[brain_correlation]``."""
         generated = section_options(RunConfig, RUN, cls.run_keys)
         generated += section_options(RUN_SECTIONS["encoding"], "encoding", ENCODING_KEYS)
-        generated += section_options(BrainCorrelationSettings, cls.name)
+        generated += section_options(RUN_SECTIONS["brain_correlation"], "brain_correlation")
         return merge_options([*cls.path_options, *generated], cls.option_overrides)
 
     def enabled(self, config: RunConfig) -> bool:
@@ -145,7 +135,7 @@ class BrainCorrelationStage(Stage):
         settings = LatentSettings.of_store(store.attrs, where=str(inputs["z_store"]))
         seen_rows = _rows_of(test_ids, ids, inputs["prepared"])
         methods: dict[str, dict[str, float | None]] = {}
-        batch = self.settings(ctx.config).batch_size
+        batch = ctx.config.brain_correlation.batch_size
         for method, per_id in images.items():
             latents = image_latents(ctx.model(), per_id, settings, batch_size=batch, progress=ctx.progress,
                                     desc=f"z of {method}")
@@ -162,7 +152,7 @@ class BrainCorrelationStage(Stage):
     def _encoding_side(self, ctx: StageContext, inputs: dict[str, Path]
                        ) -> tuple[EncodingModel, tuple[np.ndarray, np.ndarray], dict[str, np.ndarray]]:
         """The z encoding model, ``(test ids, measured test responses)`` of its ROI, and the summary ROI masks."""
-        from ..encoding.analysis import summary_masks, voxel_keys
+        from ..encoding.outputs import summary_masks, voxel_keys
         from ..formats.encoding_results import read_encoding_model
         from ..formats.prepared import PreparedData
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +16,29 @@ from ..formats.run_layout import RUN_FILES
 from .base import Stage, StageContext
 from .options import Option
 from .registry import register_stage
+from .tasks import Split, TaskSpec
 
-__all__ = ["EncodeStage", "zc_space_names"]
+__all__ = ["EncodeStage", "EncodeStores", "EncodePart", "zc_space_names"]
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EncodeStores:
+    """The task of ``encode`` that computes (or resumes) the z_c / U-Net feature stores the config names."""
+
+    def __str__(self) -> str:
+        return "features_zc"
+
+
+@dataclass(frozen=True)
+class EncodePart:
+    """A task of ``encode`` that fits one model: a feature space, or a partition pair ``a|b`` (:meth:`part_names`)."""
+
+    name: str
+
+    def __str__(self) -> str:
+        return self.name
 
 
 def _feature_arg(text: str) -> tuple[str, Path]:
@@ -48,9 +69,10 @@ class EncodeStage(Stage):
     The z_c / U-Net feature stores the config names (``[zc]`` in a run, ``--model`` in the command)
     are computed first, by :func:`brain2image.encoding.unet_features.extract_zc_stores`.
 
-    A cluster runner runs it in pieces through ``ctx.extra["encoding_part"]`` (:meth:`run`):
-    ``"features_zc"``, then each of :meth:`part_names` (one model each, any order), then
-    ``"assemble"`` (:mod:`brain2image.encoding.parts`). The files are those of one plain run.
+    A cluster runner runs it in pieces (:meth:`tasks`): :class:`EncodeStores`, then an
+    :class:`EncodePart` of each of :meth:`part_names` (one model each, any order), then
+    :meth:`finish` assembles them (:mod:`brain2image.encoding.parts`). The files are those of one
+    plain run.
     """
 
     name = "encode"
@@ -95,8 +117,8 @@ class EncodeStage(Stage):
         return config.zc is not None
 
     def needs_model_now(self, ctx: StageContext) -> bool:
-        """Only the whole stage and its ``features_zc`` piece use the model (not a part's fit, nor the assembly)."""
-        return super().needs_model_now(ctx) and ctx.extra.get("encoding_part") in (None, "features_zc")
+        """Only the whole stage and its :class:`EncodeStores` task use the model (not a part's fit)."""
+        return super().needs_model_now(ctx) and not isinstance(ctx.part, EncodePart)
 
     def _root(self, ctx: StageContext) -> Path:
         return Path(ctx.path("out", lambda: ctx.layout.root))
@@ -160,8 +182,7 @@ class EncodeStage(Stage):
     def part_names(self, ctx: StageContext) -> list[str]:
         """The fitting parts of the context's analysis: the feature spaces (z, c, z_c / U-Net), then the pairs.
 
-        Each is a value of ``ctx.extra["encoding_part"]`` (:meth:`run`); ``"features_zc"`` comes
-        before them and ``"assemble"`` after.
+        Each is the name of an :class:`EncodePart` task (:meth:`tasks`).
         """
         from ..encoding.parts import encoding_part_names
 
@@ -170,20 +191,41 @@ class EncodeStage(Stage):
     def run(self, ctx: StageContext, shard: tuple[int, int] | None = None) -> Any:
         """Fit the encoding models; returns the :class:`~brain2image.encoding.analysis.EncodingResults`.
 
-        ``ctx.extra["encoding_part"]`` (a cluster runner's one task per part) runs one piece instead:
-        ``"features_zc"`` computes (or resumes) the z_c / U-Net feature stores and returns them; a
-        name of :meth:`part_names` fits that part (its stores must be on disk) and returns its part
-        file; ``"assemble"`` joins the parts into the results and returns them.
+        A context whose part is a task of :meth:`tasks` runs that piece instead: :class:`EncodeStores`
+        computes (or resumes) the z_c / U-Net feature stores and returns them; an :class:`EncodePart`
+        fits that model (its stores must be on disk) and returns its part file.
+
+        Raises
+        ------
+        InvalidArgumentError
+            For a part that is not one of this run's.
         """
         self.refuse_shard(shard)
-        part = ctx.extra.get("encoding_part")
+        part = ctx.part
         if part is None:
             return self._run_whole(ctx)
-        if part == "features_zc":
+        if isinstance(part, EncodeStores):
             return self._zc_stores(ctx, self._given_stores(ctx)) if ctx.config.zc is not None else {}
-        if part == "assemble":
-            return self._assemble(ctx)
-        return self._fit_part(ctx, str(part))
+        if isinstance(part, EncodePart):
+            return self._fit_part(ctx, part.name)
+        raise InvalidArgumentError(f"encode: task part {part!r} is not one of encode's; expected EncodeStores() or "
+                                   "EncodePart(name)")
+
+    def tasks(self, ctx: StageContext, split: Split) -> list[list[TaskSpec]]:
+        """The z_c / U-Net stores (when the config names them), then one task per model (:meth:`part_names`)."""
+        parts = [TaskSpec(part=EncodePart(name)) for name in self.part_names(ctx)]
+        return [parts] if ctx.config.zc is None else [[TaskSpec(part=EncodeStores())], parts]
+
+    def finish(self, ctx: StageContext, tasks: Sequence[TaskSpec]) -> None:
+        """Assemble the parts into ``results.h5``, maps and ``summary.json`` (unless the stage is done).
+
+        Raises
+        ------
+        MissingFileError, DataFormatError
+            A missing part, or parts of other inputs (:func:`~brain2image.encoding.parts.assemble_encoding_parts`).
+        """
+        if not self.is_done(ctx):
+            self._assemble(ctx)
 
     def _run_whole(self, ctx: StageContext) -> Any:
         """The z_c / U-Net stores, then every model in one call."""
@@ -211,13 +253,12 @@ class EncodeStage(Stage):
 
         names = self.part_names(ctx)
         if part not in names:
-            raise InvalidArgumentError(f"encode: encoding_part {part!r} is not a part of this run; expected "
-                                       f"'features_zc', 'assemble' or one of {names}")
+            raise InvalidArgumentError(f"encode: part {part!r} is not a part of this run; expected one of {names}")
         stores = self._part_stores(ctx)
         for name in part.split("|"):
             if not stores[name].is_file():
                 raise MissingFileError(f"encode part {part!r}: feature store {stores[name]} not found; expected "
-                                       "it written first (the 'features_zc' part for z_c / U-Net spaces)")
+                                       "it written first (the features_zc task for z_c / U-Net spaces)")
         with ctx.timed("encode"):
             return fit_encoding_part(self.inputs(ctx)["prepared"], {k: str(v) for k, v in stores.items()},
                                      self._root(ctx), part, config=ctx.config.encoding.analysis_config(),

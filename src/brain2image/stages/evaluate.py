@@ -116,7 +116,7 @@ class EvaluateStage(Stage):
         self.refuse_shard(shard)
         config, out = ctx.config.evaluation, self.outputs(ctx)["evaluation"]
         retrieval = self.retrieval(ctx)
-        result = evaluate_recon_dir(self.inputs(ctx)["recon"], ctx.config.nsd_root, out, config.metrics,
+        result = evaluate_recon_dir(self.inputs(ctx)["recon"], ctx.stimuli(), out, config.metrics,
                                     weights_dir=config.weights_dir, size=config.size, device=ctx.config.device)
         if retrieval:
             result["retrieval"] = retrieval

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import InvalidArgumentError
-from ..formats.run_layout import FEATURE_DATASET
 from .base import CommandOutput, Stage, StageContext
 from .options import Option
 from .registry import register_stage
+from .tasks import Split, TaskSpec, shard_count, shard_tasks
 
 __all__ = ["FeaturesStage"]
 
@@ -21,17 +22,16 @@ logger = logging.getLogger(__name__)
 
 
 def _merge_finished_shards(path: Path) -> bool:
-    """Join ``<name>.shard-i-of-n.h5`` into ``path`` when every shard of some ``n`` is finished."""
-    from ..formats.feature_store import merge_stores, shard_path
+    """Join ``<name>.shard-i-of-n.h5`` into ``path`` when every shard of some ``n`` is finished (the smallest)."""
+    from ..formats.feature_store import merge_feature_shards
+    from ..formats.partitions import SHARD, complete_counts
 
-    counts = {int(p.name.rsplit("-of-", 1)[1].split(".")[0]) for p in path.parent.glob(f"{path.stem}.shard-*-of-*.h5")}
-    for n in sorted(counts):
-        shards = [shard_path(path, (i, n)) for i in range(1, n + 1)]
-        if all(s.is_file() for s in shards):
-            merge_stores(shards, path)
-            logger.info("merged %d shards into %s", n, path)
-            return True
-    return False
+    counts = complete_counts(path, SHARD)
+    if not counts:
+        return False
+    merge_feature_shards(path, counts[0])
+    logger.info("merged %d shards into %s", counts[0], path)
+    return True
 
 
 @register_stage
@@ -66,7 +66,8 @@ class FeaturesStage(Stage):
     def _plan(self, ctx: StageContext) -> tuple[str, str, Path, tuple[str, ...]]:
         """(dataset, model label in the file names, folder, features)."""
         if ctx.in_run_folder:
-            return FEATURE_DATASET, ctx.config.model, ctx.layout.file("features"), ("z", "c")
+            layout = ctx.layout
+            return layout.dataset, ctx.config.model, layout.file("features"), ("z", "c")
         prepared, ids = ctx.paths.get("prepared"), ctx.extra.get("ids")  # type: ignore[union-attr]
         if (prepared is None) == (ids is None):
             raise InvalidArgumentError("features: give exactly one of --prepared (a prepared file) and --ids "
@@ -87,11 +88,11 @@ class FeaturesStage(Stage):
         return {f: feature_store_path(folder, dataset, label, f) for f in features}
 
     def _ids(self, ctx: StageContext) -> np.ndarray:
-        from ..ldm.features import read_prepared_ids
+        from ..formats.prepared import PreparedData
 
         inputs = self.inputs(ctx)
         if "prepared" in inputs:
-            return read_prepared_ids(inputs["prepared"])
+            return PreparedData(inputs["prepared"]).image_ids()
         return np.unique(np.asarray(ctx.extra["ids"], dtype=np.int64))
 
     def run(self, ctx: StageContext, shard: tuple[int, int] | None = None) -> list[Path]:
@@ -105,7 +106,7 @@ class FeaturesStage(Stage):
                 written.append(path)
                 continue
             with ctx.timed(f"features_{feature}"):
-                written.append(extract_features(ctx.config.nsd_root, ids, model, feature, path, config,
+                written.append(extract_features(ctx.stimuli(), ids, model, feature, path, config,
                                                 progress=ctx.progress, shard=shard))
             logger.info("wrote %s", written[-1])
         self._write_record(ctx, ids, written, shard)
@@ -120,17 +121,41 @@ class FeaturesStage(Stage):
         """
         from .._io import atomic_write_text
         from ..config import config_to_dict
+        from ..formats.partitions import shard_path
 
         dataset, _, folder, _ = self._plan(ctx)
         model, config = ctx.model(), ctx.config.features
         record = {"model": model.name, "dataset": dataset, "n_images": int(len(ids)),
                   "config": config_to_dict(config), "stores": [p.name for p in written],
                   "z_resolution": int(config.z_resolution or model.z_resolution)}
-        name = "config.json"
+        path = folder / "config.json"
         if shard is not None:
             record["shard"] = list(shard)
-            name = f"config.shard-{shard[0]}-of-{shard[1]}.json"
-        atomic_write_text(folder / name, json.dumps(record, indent=2, sort_keys=True))
+            path = shard_path(path, shard)
+        atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True))
+
+    def tasks(self, ctx: StageContext, split: Split) -> list[list[TaskSpec]]:
+        """One task per shard of the image ids (``split.shards``; one task, the whole stage, for 1)."""
+        return shard_tasks(split.shards)
+
+    def finish(self, ctx: StageContext, tasks: Sequence[TaskSpec]) -> None:
+        """Join the shards of each store not on disk yet, then write the features record as a run without shards.
+
+        Raises
+        ------
+        DataFormatError
+            A missing shard, or shards that disagree (:func:`~brain2image.formats.feature_store.merge_feature_shards`).
+        """
+        from ..formats.feature_store import merge_feature_shards
+
+        n = shard_count(tasks)
+        if n is None:
+            return
+        for path in self.outputs(ctx).values():
+            if not Path(path).is_file():
+                merge_feature_shards(path, n)
+                logger.info("merged %d shards into %s", n, path)
+        self.run(ctx)
 
     def command(self, ctx: StageContext) -> CommandOutput:
         """Run, then print the stores written (shard stores with ``--shard``)."""

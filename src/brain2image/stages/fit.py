@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -12,10 +15,32 @@ from ..errors import InvalidArgumentError
 from .base import CommandOutput, Stage, StageContext
 from .options import Option, target_part_option
 from .registry import register_stage
+from .tasks import Split, TaskSpec
 
-__all__ = ["FitStage", "DecoderJob"]
+__all__ = ["FitStage", "DecoderJob", "FitPart", "decoder_targets"]
 
 logger = logging.getLogger(__name__)
+
+
+def decoder_targets(config: RunConfig) -> list[tuple[str, str, bool]]:
+    """The decoders of a run folder: ``(target, ROI, fitted in parts on a cluster)`` of each, in order.
+
+    z from ``[decoder] z_roi``, whole; c (77 × 768 targets at SD v1.4's size) from ``c_roi``, in
+    parts. The one place the stage names its targets.
+    """
+    decoder = config.decoder
+    return [("z", decoder.z_roi, False), ("c", decoder.c_roi, True)]
+
+
+@dataclass(frozen=True)
+class FitPart:
+    """One task of ``fit``: the decoder of ``target``, or only part ``(i, n)`` of its targets' columns."""
+
+    target: str
+    part: tuple[int, int] | None = None
+
+    def __str__(self) -> str:
+        return self.target + (f" {self.part[0]}/{self.part[1]}" if self.part is not None else "")
 
 
 class DecoderJob(NamedTuple):
@@ -88,17 +113,29 @@ class FitStage(Stage):
         return DecoderJob(target, roi, Path(paths["features"]), Path(paths["out"]) /
                           DecoderFile.filename(subject, target, roi))
 
-    def jobs(self, ctx: StageContext) -> list[DecoderJob]:
-        """The decoders to fit: z and c in a run folder, ``--target`` in a command.
+    def context_from_args(self, args: argparse.Namespace, *, progress: bool = True) -> StageContext:
+        """As a command, ``--target-part i/n`` makes the context's part that part of ``--target``."""
+        ctx = super().context_from_args(args, progress=progress)
+        if ctx.extra.get("target_part") is not None:
+            i, n = ctx.extra["target_part"]
+            ctx.part = FitPart(str(ctx.extra["target"]), (int(i), int(n)))
+        return ctx
 
-        ``ctx.extra["targets"]`` (a cluster runner's one task per target) keeps only those targets.
+    def jobs(self, ctx: StageContext) -> list[DecoderJob]:
+        """The decoders to fit: those of :func:`decoder_targets` in a run folder, ``--target`` in a command.
+
+        A context whose part is a :class:`FitPart` (one task of a cluster run) keeps only its target.
         """
         if not ctx.in_run_folder:
             return [self._command_job(ctx)]
-        decoder, layout = ctx.config.decoder, ctx.layout
-        wanted = ctx.extra.get("targets") or ("z", "c")
+        layout, part = ctx.layout, ctx.part
         return [DecoderJob(t, roi, layout.feature_store(t), layout.decoder(t, roi))
-                for t, roi in (("z", decoder.z_roi), ("c", decoder.c_roi)) if t in wanted]
+                for t, roi, _ in decoder_targets(ctx.config) if not isinstance(part, FitPart) or part.target == t]
+
+    @staticmethod
+    def _target_part(ctx: StageContext) -> tuple[int, int] | None:
+        """``(i, n)`` of the context's :class:`FitPart`; ``None``: every target."""
+        return ctx.part.part if isinstance(ctx.part, FitPart) else None
 
     def inputs(self, ctx: StageContext) -> dict[str, Any]:
         """``prepared`` and the feature store of each target."""
@@ -112,18 +149,17 @@ class FitStage(Stage):
     def run(self, ctx: StageContext, shard: tuple[int, int] | None = None) -> list[Path]:
         """Fit each decoder not on disk yet (a command refits); returns the decoder files.
 
-        ``ctx.extra["target_part"]`` ``(i, n)`` (a cluster runner's task of one part of the
-        targets) fits only that part of each decoder into its part file
+        A context whose part is a :class:`FitPart` with ``part`` ``(i, n)`` (``fit --target-part``, a
+        cluster task) fits only that part of the decoder's targets into its part file
         (:func:`~brain2image.decoding.parts.decoder_part_path`), kept when already there (in a
-        run folder, a part that holds no block of targets fits nothing); :meth:`merge_parts`
-        joins them.
+        run folder, a part that holds no block of targets fits nothing); :meth:`finish` joins them.
         """
         from ..decoding import fit_decoder_from_files
         from ..decoding.parts import decoder_part_path
 
         self.refuse_shard(shard)
         prepared, config = self.inputs(ctx)["prepared"], ctx.config.decoder
-        part = ctx.extra.get("target_part")
+        part = self._target_part(ctx)
         written = []
         for job in self.jobs(ctx):
             out = job.out if part is None else decoder_part_path(job.out, part)
@@ -137,8 +173,19 @@ class FitStage(Stage):
             written.append(out)
         return written
 
-    def merge_parts(self, ctx: StageContext, n_parts: int) -> list[Path]:
-        """Join the ``n_parts`` part files of each decoder of ``ctx`` not on disk yet; returns the decoder files.
+    def tasks(self, ctx: StageContext, split: Split) -> list[list[TaskSpec]]:
+        """One task per decoder, the decoders fitted in parts in ``split.target_parts`` parts (when more than 1)."""
+        n = split.target_parts
+        specs = []
+        for target, _, parted in decoder_targets(ctx.config):
+            if parted and n > 1:
+                specs += [TaskSpec(part=FitPart(target, (i, n))) for i in range(1, n + 1)]
+            else:
+                specs.append(TaskSpec(part=FitPart(target)))
+        return [specs]
+
+    def finish(self, ctx: StageContext, tasks: Sequence[TaskSpec]) -> None:
+        """Join the part files of each decoder the tasks fitted in parts (a decoder already there is kept).
 
         Raises
         ------
@@ -147,19 +194,18 @@ class FitStage(Stage):
         """
         from ..decoding.parts import merge_decoder_parts
 
-        written = []
+        counts = {task.part.target: task.part.part[1] for task in tasks
+                  if isinstance(task.part, FitPart) and task.part.part is not None}
         for job in self.jobs(ctx):
-            if not job.out.is_file():
-                merge_decoder_parts(job.out, n_parts)
-            written.append(job.out)
-        return written
+            if job.target in counts and not job.out.is_file():
+                merge_decoder_parts(job.out, counts[job.target])
 
     def command(self, ctx: StageContext) -> CommandOutput:
         """Fit, then print each decoder file with its mean test r and median alpha."""
         from ..formats.decoder_file import DecoderFile
 
         lines = []
-        what = "decoder" if ctx.extra.get("target_part") is None else "decoder part"
+        what = "decoder" if self._target_part(ctx) is None else "decoder part"
         for path in self.run(ctx, ctx.extra.get("shard")):
             summary = DecoderFile.read(path).summary()
             lines.append(f"{what} written to {path} (mean test r = {summary['mean_r']:.3f}, "

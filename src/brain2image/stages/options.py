@@ -198,7 +198,7 @@ def merge_options(options: Iterable[Option], overrides: dict[str, dict[str, Any]
 
 
 def _parse_shard(text: str) -> tuple[int, int]:
-    from ..formats.feature_store import parse_shard
+    from ..formats.partitions import parse_shard
 
     return parse_shard(text)
 

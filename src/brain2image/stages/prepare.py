@@ -1,4 +1,7 @@
-"""``prepare``: NSD tree -> ``prepared/subjXX.h5`` (ROI-masked single-trial betas, train/test split)."""
+"""``prepare``: the run's data source -> ``prepared/subjXX.h5`` (ROI-masked single-trial betas, train/test split).
+
+The source writes it (:meth:`brain2image.sources.DataSource.prepare`; NSD: from an NSD tree).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidArgumentError
-from ..nsd.layout import TRIALS_PER_SESSION
 from .base import CommandOutput, Stage, StageContext
 from .options import Option
 from .registry import register_stage
@@ -30,8 +32,8 @@ class PrepareStage(Stage):
     extra_options = (
         Option("check", "only check the files the run needs (exists, opens, shape); exit 1 on problems",
                default=False, action="store_true"),
-        Option("trials_per_session", "trials per session (750 in NSD; smaller in test trees)",
-               default=TRIALS_PER_SESSION, type=int, hidden=True),
+        Option("trials_per_session", "trials per session (default: the source's, 750 in NSD; smaller in test trees)",
+               type=int, hidden=True),
     )
     option_overrides = {"nsd_root": {"help": "NSD root (default: $NSD_ROOT)"}, "subject": {"required": True}}
 
@@ -41,19 +43,13 @@ class PrepareStage(Stage):
 
     def run(self, ctx: StageContext, shard: tuple[int, int] | None = None) -> Path:
         """Write the prepared file; returns its path."""
-        from ..nsd.prepare import prepare_subject
-
         self.refuse_shard(shard)
         out = self.outputs(ctx)["prepared"]
         if out is None:
             raise InvalidArgumentError("prepare: --out is required unless --check; expected the path of "
                                        "the prepared file (prepared/subjXX.h5)")
-        p = ctx.config.prepare
-        return prepare_subject(
-            ctx.config.nsd_root, ctx.config.subject, out, rois=tuple(p.rois), sessions=p.sessions,
-            beta_version=p.beta_version, beta_format=p.beta_format, space=p.space, scale=p.scale,
-            zscore_sessions=p.zscore_sessions,
-            trials_per_session=ctx.extra.get("trials_per_session") or TRIALS_PER_SESSION, progress=ctx.progress)
+        return ctx.source().prepare(str(ctx.config.subject), ctx.config.prepare, out, progress=ctx.progress,
+                                    trials_per_session=ctx.extra.get("trials_per_session"))
 
     def command(self, ctx: StageContext) -> CommandOutput:
         """``--check``: the table of needed files on stdout, one line per problem on stderr (exit 1 then).
@@ -62,12 +58,7 @@ class PrepareStage(Stage):
         """
         if not ctx.extra.get("check"):
             return super().command(ctx)
-        from ..nsd.check import check_nsd_tree
-        from ..nsd.layout import NSDLayout
-
-        p = ctx.config.prepare
-        layout = NSDLayout(ctx.config.nsd_root, ctx.config.subject, space=p.space, beta_version=p.beta_version)
-        report = check_nsd_tree(layout, p.sessions, list(p.rois), p.beta_format,
-                                trials_per_session=ctx.extra.get("trials_per_session") or TRIALS_PER_SESSION)
+        report = ctx.source().check(str(ctx.config.subject), ctx.config.prepare,
+                                    trials_per_session=ctx.extra.get("trials_per_session"))
         return CommandOutput([report.format_table()], code=0 if report.ok else 1,
                              errors=report.problem_lines())

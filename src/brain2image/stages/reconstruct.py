@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from ..methods import needed_inputs
 from .base import Stage, StageContext
 from .options import Option, flag_of
 from .registry import register_stage
+from .tasks import Split, TaskSpec, shard_count, shard_tasks
 
 __all__ = ["ReconstructStage", "check_same_study", "read_aligned"]
 
@@ -63,7 +65,8 @@ def check_same_study(inputs: dict[str, Path]) -> None:
         Naming both files, the field and both values.
     """
     from ..formats.decoder_file import DecoderFile
-    from ..formats.feature_store import FeatureStore, require_same_study
+    from ..formats.feature_store import FeatureStore
+    from ..formats.provenance import require_same_study
 
     files = [(path, DecoderFile.read_attrs(path) if DecoderFile.is_decoder_file(path) else FeatureStore(path).attrs)
              for path in inputs.values() if path is not None and Path(path).is_file()]
@@ -116,6 +119,25 @@ class ReconstructStage(Stage):
         """Never skipped: a run resumes it (images on disk are kept) and it checks the folder's settings."""
         return False
 
+    def tasks(self, ctx: StageContext, split: Split) -> list[list[TaskSpec]]:
+        """One task per shard of the test ids (``split.shards``; one task, the whole stage, for 1)."""
+        return shard_tasks(split.shards)
+
+    def finish(self, ctx: StageContext, tasks: Sequence[TaskSpec]) -> None:
+        """Join the shards' ``index.shard-i-of-n.csv`` and records into ``index.csv`` and ``config.json``.
+
+        Raises
+        ------
+        DataFormatError
+            A missing shard, or shards that disagree
+            (:meth:`~brain2image.formats.recon_index.ReconFolder.merge_shards`).
+        """
+        from ..formats.recon_index import ReconFolder
+
+        n = shard_count(tasks)
+        if n is not None:
+            ReconFolder(self.outputs(ctx)["recon"]).merge_shards(n)
+
     @staticmethod
     def _default_ids(ctx: StageContext, inputs: dict[str, Any]) -> np.ndarray:
         """Every id of the first decoded input; in a run folder without one, the prepared test ids."""
@@ -129,7 +151,7 @@ class ReconstructStage(Stage):
 
     def _arrays(self, ctx: StageContext, shard: tuple[int, int] | None) -> tuple[np.ndarray, dict[str, Any]]:
         """The test ids and the aligned feature arrays of each needed input."""
-        from ..formats.feature_store import shard_ids
+        from ..formats.partitions import shard_ids
 
         inputs = self.inputs(ctx)
         missing = [key for key, path in inputs.items() if path is None]

@@ -31,7 +31,7 @@ import pandas as pd
 import scipy.io
 
 from ..._io import atomic_path, atomic_write_bytes, atomic_write_text
-from ...nsd.layout import DEFAULT_BETA_VERSION, NSDLayout
+from ...sources.nsd.layout import DEFAULT_BETA_VERSION, NSDLayout  # the reader's own paths (see nsd_paths)
 
 __all__ = [
     "BETA_SCALE",
@@ -70,7 +70,7 @@ RESPONSE_COLUMNS = (
     "TOTAL2", "BUTTON", "MISSINGDATA",
 )
 #: Marker file at the NSD root of every simulated tree (the reader's
-#: ``brain2image.nsd.layout.SIMULATION_MARKER`` names the same file).
+#: ``brain2image.sources.nsd.layout.SIMULATION_MARKER`` names the same file).
 SIMULATION_MARKER = "brain2image_simulation.json"
 _MAT_HEADER = b"MATLAB 5.0 MAT-file, Platform: posix, Created on: simulated by brain2image"
 
@@ -78,8 +78,9 @@ _MAT_HEADER = b"MATLAB 5.0 MAT-file, Platform: posix, Created on: simulated by b
 def nsd_paths(root: str | os.PathLike, subject: int = 1) -> dict[str, Path]:
     """Paths (under the NSD ``root``, created if absent) of the files this module writes.
 
-    The paths come from :class:`brain2image.nsd.layout.NSDLayout`, the one place that names
-    NSD's files, so the simulated tree is laid out exactly as the reader expects.
+    The paths come from :class:`brain2image.sources.nsd.layout.NSDLayout`, the one place that names
+    NSD's files, so the simulated tree is laid out exactly as the reader expects (the one import of
+    an NSD reader outside :mod:`brain2image.sources`, allowed by ``tests/test_architecture.py``).
     Keys: ``stimuli``, ``captions_train2017``, ``captions_val2017``, ``expdesign``,
     ``stim_info``, ``responses``, ``brainmask``, ``roi_dir``, ``ctab_dir``, ``betas_dir``,
     ``ncsnr``.

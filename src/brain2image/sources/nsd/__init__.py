@@ -1,6 +1,11 @@
-"""NSD readers: paths, trial table, ROIs, masked betas, ``prepare`` and ``check``.
+"""NSD, the first data source: the readers of an NSD tree, ``prepare``, ``check`` and the source.
 
-The prepared file they write is :mod:`brain2image.formats.prepared`.
+The readers cover paths, the trial table, ROIs, masked betas, the stimulus brick and captions;
+:class:`~.source.NSDSource` is what the registry makes of ``[source] kind = "nsd"``.
+
+Only :mod:`brain2image.sources` imports these readers; the rest of the package reads a study
+through the run's source (:func:`brain2image.sources.source_of`). The prepared file they write is
+:mod:`brain2image.formats.prepared`.
 """
 
 from __future__ import annotations
@@ -9,7 +14,7 @@ import importlib
 from typing import Any
 
 #: Public name -> submodule. Submodules load on first use, so that importing a light one
-#: (``brain2image.nsd.layout``, e.g. for the CLI's option defaults) does not pull in pandas and
+#: (``brain2image.sources.nsd.layout``, e.g. for the CLI's option defaults) does not pull in pandas and
 #: scipy.io through the others.
 _EXPORTS = {
     "CheckItem": "check", "CheckReport": "check", "check_nsd_tree": "check",
@@ -18,6 +23,7 @@ _EXPORTS = {
     "NSDLayout": "layout", "resolve_nsd_root": "layout",
     "DEFAULT_ROIS": "prepare", "prepare_subject": "prepare", "resolve_sessions": "prepare",
     "RoiSpec": "rois", "parse_roi_spec": "rois",
+    "NSDSource": "source", "NSDStimuli": "source",
 }
 
 
@@ -34,6 +40,8 @@ __all__ = [
     "DEFAULT_ROIS",
     "ExpDesign",
     "NSDLayout",
+    "NSDSource",
+    "NSDStimuli",
     "RoiSpec",
     "SESSIONS_PER_SUBJECT",
     "TRIALS_PER_SESSION",

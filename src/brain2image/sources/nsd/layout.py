@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import MissingFileError
+from ...errors import MissingFileError
 
 __all__ = [
     "BETA_FORMATS",

@@ -23,7 +23,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from ..errors import Brain2ImageError
+from ...errors import Brain2ImageError
 from ._mgh import mgh_header
 from .betas import beta_file_info
 from .design import ExpDesign, format_sessions, load_expdesign, read_responses, trials_from_expdesign

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from ..errors import DataFormatError, MissingFileError
-from ..formats.prepared import PreparedRoi, PreparedWriter, TrialIndex
+from ...errors import DataFormatError, MissingFileError
+from ...formats.prepared import PreparedRoi, PreparedWriter, TrialIndex
 from .betas import (
     beta_file_info,
     read_surface_betas,

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import DataFormatError, MissingFileError
+from ...errors import DataFormatError, MissingFileError
 from .layout import CAPTIONS_RELDIR, STIM_INFO_RELPATH, STIMULI_RELPATH
 
 if TYPE_CHECKING:

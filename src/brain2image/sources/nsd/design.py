@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import scipy.io
 
-from ..errors import DataFormatError, MissingFileError
+from ...errors import DataFormatError, MissingFileError
 from .layout import SESSIONS_PER_SUBJECT, TRIALS_PER_SESSION, NSDLayout
 
 __all__ = ["ExpDesign", "ExpectedSessions", "expected_sessions", "format_sessions",

@@ -11,7 +11,7 @@ from typing import Any, cast
 import nibabel as nib
 import numpy as np
 
-from ..errors import DataFormatError, MissingFileError
+from ...errors import DataFormatError, MissingFileError
 from ._mgh import is_mgh, mgh_header, mgh_read
 from .layout import HEMIS, NSDLayout
 

@@ -17,7 +17,7 @@ import h5py
 import nibabel as nib
 import numpy as np
 
-from ..errors import DataFormatError, MissingFileError
+from ...errors import DataFormatError, MissingFileError
 from ._mgh import mgh_header, mgh_read
 from .layout import BETA_SCALE
 
