@@ -194,7 +194,7 @@ def case_fit(settings: Settings) -> list[dict]:
     write_stores(settings)
     config, data = DecoderConfig(), PreparedData(settings.prepared)
     rows = []
-    rois = {"z": config.z_roi, "c": config.c_roi}
+    rois = config.targets
     for target, roi in ((target, rois[target]) for target in settings.fit_targets):
         n_trials, n_voxels = len(data.trials("train")["ids"]), data.n_voxels(roi)
         n_targets = int(np.prod(Z_SHAPE if target == "z" else C_SHAPE))

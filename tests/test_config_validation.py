@@ -245,3 +245,37 @@ def test_config_from_dict_checks_values_and_keeps_unknown_keys_a_format_error():
     assert config_from_dict(RunConfig, {"nsd_root": None, "out_dir": ""}).nsd_root is None
     with pytest.raises(InvalidArgumentError, match=r"^nsd_root = null \(--nsd-root\): expected a string$"):
         config_from_dict(RunConfig, {"nsd_root": None, "out_dir": ""}, allow_none=False)
+
+
+def test_the_generic_checks_read_what_a_class_declares_and_know_no_section():
+    import ast
+    from dataclasses import dataclass, field
+
+    import brain2image.config_checks as checks
+
+    imported = {node.module for node in ast.walk(ast.parse(Path(checks.__file__).read_text(encoding="utf-8")))
+                if isinstance(node, ast.ImportFrom) and node.module}
+    assert "config" not in imported and not any(name.startswith(("sources", "stages")) for name in imported)
+
+    @dataclass
+    class Toy:
+        _section = "toy"
+        low: int = field(default=0, metadata={"help": "low", "min": 0})
+        high: int = field(default=1, metadata={"help": "high", "min": 0})
+
+        @classmethod
+        def _renamed_keys(cls):
+            return {"top": "high"}
+
+        @classmethod
+        def _check_values(cls, values, where, allow_none):
+            if values.get("low", 0) > values.get("high", 1):  # the keys given
+                raise InvalidArgumentError(f"{where}: [toy] low > high")
+
+    with pytest.raises(InvalidArgumentError, match=r"^t.toml: \[toy\] low = -1: expected an integer ≥ 0$"):
+        checks.config_from_dict(Toy, {"low": -1}, where="t.toml")
+    with pytest.raises(DataFormatError, match=r"^unknown key 'top' in t.toml \[toy\]; did you mean 'high'\?"):
+        checks.config_from_dict(Toy, {"top": 3}, where="t.toml")
+    with pytest.raises(InvalidArgumentError, match=r"^t.toml: \[toy\] low > high$"):
+        checks.config_from_dict(Toy, {"low": 2}, where="t.toml")
+    assert checks.config_from_dict(Toy, {"low": 1}) == Toy(low=1)

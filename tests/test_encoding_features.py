@@ -172,3 +172,13 @@ def test_roi_summary_bars():
     fig = plot_roi_summary(summary)
     bars = [p.get_height() for p in fig.axes[0].patches]
     assert bars == [0.4, 0.1, 0.1, 0.3]
+
+
+def test_roi_summary_draws_no_bar_for_an_roi_without_encoded_voxels():
+    import matplotlib.pyplot as plt
+
+    summary = {"z": {"early": 0.4, "ventral": None}}
+    fig = plot_roi_summary(summary)
+    bars = [p.get_height() for p in fig.axes[0].patches]
+    assert bars[0] == 0.4 and np.isnan(bars[1])
+    plt.close(fig)

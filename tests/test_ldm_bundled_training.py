@@ -8,8 +8,9 @@ import pytest
 import torch
 from ldm_dummy import one_torch_thread  # noqa: F401
 
-from brain2image.config import BundledTrainingConfig, ReconstructionConfig
+from brain2image.config import ReconstructionConfig
 from brain2image.embedded.bundled_training import _unet_config, bundled_model_dir, train_bundled_model
+from brain2image.embedded.training_config import BundledTrainingConfig
 from brain2image.ldm.loading import load_ldm
 from brain2image.ldm.reconstruct import generate_reconstructions
 

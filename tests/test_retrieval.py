@@ -168,9 +168,9 @@ def run_folder(tmp_path_factory):
     z, c = _features(0, (2, 3, 3)), _features(1, (4, 5))
     _write_store(layout.feature_store("z"), "z", z)
     _write_store(layout.feature_store("c"), "c", c)
-    _write_decoder(layout.decoder("z", config.decoder.z_roi), "z", config.decoder.z_roi, z[TEST_IDS])
-    _write_decoder(layout.decoder("c", config.decoder.c_roi), "c", config.decoder.c_roi,
-                   c[np.roll(TEST_IDS, 1)])
+    rois = config.decoder.targets
+    _write_decoder(layout.decoder("z", rois["z"]), "z", rois["z"], z[TEST_IDS])
+    _write_decoder(layout.decoder("c", rois["c"]), "c", rois["c"], c[np.roll(TEST_IDS, 1)])
     _write_recon_and_stimuli(root, layout.root)
     (layout.root / "run_config.json").write_text(json.dumps(config_to_dict(config)))
     get_stage("evaluate").run(StageContext(config, progress=False))

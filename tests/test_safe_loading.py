@@ -15,9 +15,9 @@ import pytest
 import torch
 from ldm_dummy import one_torch_thread  # noqa: F401
 
-from brain2image.config import BundledTrainingConfig
 from brain2image.embedded import bundled_training
 from brain2image.embedded.bundled_training import bundled_model_dir, train_bundled_model
+from brain2image.embedded.training_config import BundledTrainingConfig
 from brain2image.errors import Brain2ImageError, DataFormatError
 from brain2image.ldm.loading import TEXT_ENCODER_PACKAGES, load_ldm, locate_text_encoder
 

@@ -60,7 +60,7 @@ class DecodingTableStage(Stage):
 
     def inputs(self, ctx):
         d, layout = ctx.config.decoder, ctx.layout
-        decoders = ctx.path("decoders", lambda: [layout.decoder("z", d.z_roi), layout.decoder("c", d.c_roi)])
+        decoders = ctx.path("decoders", lambda: [layout.decoder(t, roi) for t, roi in d.targets.items()])
         return {f"decoder_{i}": path for i, path in enumerate(decoders)}
 
     def outputs(self, ctx):
@@ -133,7 +133,7 @@ def test_a_new_stage_is_one_class():
         assert stage_names() == PIPELINE[:3] + ["decoding_table"] + PIPELINE[3:]
         assert "decoding-table write the decoders' test accuracy as CSV" in _help([])
         text = _help(["decoding-table"])
-        for flag in ("--decoders", "--out", "--z-roi", "--c-roi", "--float-format", "--no-progress", "-v"):
+        for flag in ("--decoders", "--out", "--targets", "--float-format", "--no-progress", "-v"):
             assert flag in text, flag
         assert "printf format of the numbers (default: %.4f)" in text
     assert "decoding_table" not in stage_names()

@@ -11,27 +11,36 @@ A run config (``brain2image run CONFIG.toml``, :class:`RunConfig`) holds the run
 top level and one table per section: ``[prepare]``, ``[features]``, ``[decoder]``,
 ``[reconstruction]``, ``[evaluation]``, ``[encoding]``, ``[zc]`` (optional), ``[report]`` and
 ``[brain_correlation]``.
+
+The checks of every value against its field are generic (:mod:`brain2image.config_checks`); each
+class here declares what they need to know of it: its table (``_section``), the renamed keys
+(:data:`RENAMED_KEYS`) and, for the source and the top level, the checks that span several
+fields (``_check_values``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import functools
 import json
-import math
-import numbers
 import os
 import re
 import tomllib
-import types
-import typing
-from collections.abc import Callable, Mapping
-from dataclasses import MISSING, dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar
 
+from .config_checks import (
+    _field,
+    _shown,
+    _value_message,
+    check_config,
+    config_from_dict,
+    config_to_dict,
+    config_to_json,
+)
 from .methods import METHOD_CHOICES, builtin_methods
+from .targets import TARGET_CHOICES, default_target_rois
 
 __all__ = [
     "FeatureConfig",
@@ -49,7 +58,6 @@ __all__ = [
     "RunConfig",
     "RUN_SECTIONS",
     "RENAMED_KEYS",
-    "BundledTrainingConfig",
     "ENCODING_ALPHAS",
     "BACKEND_CHOICES",
     "DEFAULT_ROIS",
@@ -62,8 +70,6 @@ __all__ = [
     "config_to_json",
 ]
 
-T = TypeVar("T")
-
 #: ROIs a run prepares by default (``atlas:label`` or an atlas alone).
 DEFAULT_ROIS: tuple[str, ...] = ("streams:early", "streams:ventral", "nsdgeneral")
 
@@ -71,25 +77,6 @@ DEFAULT_ROIS: tuple[str, ...] = ("streams:early", "streams:ventral", "nsdgeneral
 #: Values of ``[decoder] backend`` and ``[encoding] backend`` (:mod:`brain2image.ridge.backend`).
 BACKEND_CHOICES: tuple[str, ...] = ("auto", "numpy", "torch", "torch_cuda")
 _BACKEND_HELP = "himalaya compute backend; auto: torch_cuda when device is CUDA, numpy otherwise"
-
-
-def _field(default: Any = MISSING, *, help: str, factory: Callable[[], Any] | None = None, kw_only: bool = False,
-           **cli: Any) -> Any:
-    """A dataclass field with its help text, CLI hints and checks in ``metadata``.
-
-    ``cli`` may hold ``choices``, ``nargs`` (``"*"`` to allow an empty list), ``parse`` (a
-    converter of one command-line token, also applied to a string in a config file), ``metavar``
-    and ``cli=False`` (a config-only key); and the checks :func:`check_config` makes on top of the
-    type: ``min`` / ``max`` (inclusive) and ``gt`` (exclusive) bounds of a number or of each
-    number of a list, ``min_len`` (of a list: default 1, 0 with ``nargs="*"``), ``item_len`` (of
-    each list of a list of lists) and ``expected`` (the error's wording of what is expected);
-    ``label=True`` marks subject labels, checked by the run's data source (:func:`_check_run_values`).
-    ``kw_only`` makes the field a keyword-only argument of the class.
-    """
-    metadata = {"help": help, **cli}
-    if factory is not None:
-        return field(default_factory=factory, metadata=metadata, kw_only=kw_only)
-    return field(default=default, metadata=metadata, kw_only=kw_only)
 
 
 #: A model name that is not a path: ``bundled`` (or another registered name), ``random:<arch>``, a
@@ -145,22 +132,51 @@ def _parse_pair(text: str) -> list[str]:
     return [first, second]
 
 
+def _parse_target_roi(text: str) -> tuple[str, str]:
+    """``z=early`` -> ``("z", "early")``: a decoder target and the ROI it is decoded from."""
+    target, sep, roi = str(text).partition("=")
+    if not sep or not target or not roi:
+        raise ValueError(f"decoder target {text!r}: expected TARGET=ROI, e.g. z=early")
+    return target, roi
+
+
 #: ``[source] kind`` of a run config without one, or with the top-level ``nsd_root`` shorthand.
 DEFAULT_SOURCE = "nsd"
 
 
+class _RunTable:
+    """A table of the run config (the top level included), as the checks (:mod:`.config_checks`) read it."""
+
+    #: The table's name in a run config (``""``: the top level), which error messages name.
+    _section: ClassVar[str]
+
+    @classmethod
+    def _renamed_keys(cls) -> Mapping[str, str]:
+        """The keys renamed or moved (:data:`RENAMED_KEYS`), which the error of an unknown key names."""
+        return RENAMED_KEYS
+
+
 @dataclass
-class SourceConfig:
+class SourceConfig(_RunTable):
     """Where the study comes from: a data source of the registry (:mod:`brain2image.sources`) and its files."""
+
+    _section = "source"
 
     kind: str = _field(DEFAULT_SOURCE, cli=False, help="data source: a registered kind (entry-point group "
                                                         "brain2image.sources)")
     root: str | None = _field(None, cli=False, help="the source's folder (relative: to the config file's folder)")
 
+    @classmethod
+    def _check_values(cls, values: dict[str, Any], where: str | None, allow_none: bool) -> None:
+        """``kind`` names a registered data source."""
+        _check_source_kind(values, where)
+
 
 @dataclass
-class PrepareConfig:
+class PrepareConfig(_RunTable):
     """Which NSD betas ``prepare`` reads and how (the NSD root and subject are run-wide keys)."""
+
+    _section = "prepare"
 
     rois: list[str] = _field(factory=lambda: list(DEFAULT_ROIS), metavar="SPEC",
                              help="ROIs to prepare, atlas:label or an atlas alone (every value > 0); "
@@ -179,8 +195,10 @@ class PrepareConfig:
 
 
 @dataclass
-class FeatureConfig:
+class FeatureConfig(_RunTable):
     """How the z and c features of an image are computed."""
+
+    _section = "features"
 
     z_resolution: int | None = _field(None, min=8, help="side (pixels) the image is resized to before VAE encoding; "
                                                  "default: the model's (320 for Stable Diffusion, 5/8 of the "
@@ -194,15 +212,20 @@ class FeatureConfig:
 
 
 @dataclass
-class DecoderConfig:
+class DecoderConfig(_RunTable):
     """Ridge decoders from ROI voxels to features.
 
     The grid spans the reference code's 1e-6..1 range scaled by the number of training rows, up
     to strong shrinkage.
     """
 
-    z_roi: str = _field("early", help="ROI key of the prepared file decoded into z")
-    c_roi: str = _field("ventral", help="ROI key of the prepared file decoded into c")
+    _section = "decoder"
+
+    targets: dict[str, str] = _field(
+        factory=default_target_rois, parse=_parse_target_roi, nargs="+", metavar="TARGET=ROI",
+        key_choices=TARGET_CHOICES,
+        table_text='a non-empty table of decoder targets and ROI keys, e.g. {z = "early", c = "ventral"}',
+        help="the decoder targets of a run and the ROI key of the prepared file each is decoded from")
     alphas: list[float] = _field(factory=lambda: [float(10.0**k) for k in range(0, 7)], gt=0,
                                  help="ridge grid, after voxel standardisation")
     cv_folds: int = _field(5, min=2, help="folds (grouped by image) of the cross-validation that picks each alpha")
@@ -213,8 +236,10 @@ class DecoderConfig:
 
 
 @dataclass
-class ReconstructionConfig:
+class ReconstructionConfig(_RunTable):
     """img2img generation from decoded z and c; defaults are the paper's."""
+
+    _section = "reconstruction"
 
     num_inference_steps: int = _field(50, min=1, help="DDIM schedule length")
     strength: float = _field(0.8, gt=0, max=1, help="img2img noise strength (strength × steps denoising steps)")
@@ -234,8 +259,10 @@ ENCODING_ALPHAS: tuple[float, ...] = tuple(float(10.0**k) for k in range(-2, 7))
 
 
 @dataclass
-class EncodingConfig:
+class EncodingConfig(_RunTable):
     """Hyperparameters of the encoding analysis (saved with every result)."""
+
+    _section = "encoding"
 
     roi: str = _field("nsdgeneral", help="ROI key of the prepared file whose voxels are modelled")
     summary_rois: list[str] = _field(factory=lambda: ["early", "ventral"], nargs="*",
@@ -257,8 +284,10 @@ class EncodingConfig:
 
 
 @dataclass
-class ZcConfig:
+class ZcConfig(_RunTable):
     """How z_c and U-Net feature stores (encoding feature spaces) are computed."""
+
+    _section = "zc"
 
     zc_strengths: list[float] = _field(factory=lambda: [0.25, 0.5, 0.75], min=0, max=1,
                                        help="noise strengths in [0, 1] of the z_c runs (s runs "
@@ -277,8 +306,10 @@ class ZcConfig:
 
 
 @dataclass
-class EvaluationConfig:
+class EvaluationConfig(_RunTable):
     """Which metric set the evaluation computes."""
+
+    _section = "evaluation"
 
     metrics: str = _field("embedded", choices=("embedded", "full"),
                           help="embedded: pixels + the scene evaluator (simulated study); "
@@ -305,21 +336,25 @@ class EncodingOptions(EncodingConfig):
 
 
 @dataclass
-class ReportConfig:
+class ReportConfig(_RunTable):
     """What the report shows."""
+
+    _section = "report"
 
     n_images: int = _field(8, min=1, help="test images shown in the report's grid")
 
 
 @dataclass
-class BrainCorrelationConfig:
+class BrainCorrelationConfig(_RunTable):
     """How the ``brain_correlation`` stage computes z of the reconstructions."""
+
+    _section = "brain_correlation"
 
     batch_size: int = _field(16, min=1, help="reconstructions per VAE call (bounds memory)")
 
 
 @dataclass
-class RunConfig:
+class RunConfig(_RunTable):
     """Everything a run needs; saved as ``run_config.json`` in the run folder.
 
     The top-level fields are run-wide (several stages read them); each section is the config
@@ -331,6 +366,8 @@ class RunConfig:
     NSD and mirrors an NSD source's root (None for another kind), so a ``dataclasses.replace`` that
     changes ``source`` to another root or kind passes ``nsd_root=None`` too (else: a one-line error).
     """
+
+    _section = ""
 
     nsd_root: str | None = _field(None, kw_only=True, help="NSD root (holds nsddata/, nsddata_betas/, "
                                   "nsddata_stimuli/): shorthand for [source] kind = \"nsd\", root = ...")
@@ -348,6 +385,9 @@ class RunConfig:
     dtype: str | None = _field(None, choices=("float32", "float16", "bfloat16"),
                                help="torch dtype of the model (default: float32 on CPU, float16 on CUDA)")
     threads: int | None = _field(None, min=1, help="torch CPU threads (default: all)")
+    plugins: list[str] = _field(factory=list, cli=False, nargs="*",
+                                help="modules imported first, in every process of the run, to register plug-ins "
+                                     "(sources, targets, methods, stages; docs/extending.md)")
     source: SourceConfig = field(default_factory=SourceConfig)
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
@@ -364,7 +404,13 @@ class RunConfig:
                                       "settings_class), by stage name; checked when the run starts")
 
     def __post_init__(self) -> None:
+        _import_plugins(self.plugins, None)
         self.source, self.nsd_root = _reconciled_source(self.source, self.nsd_root, None)
+
+    @classmethod
+    def _check_values(cls, values: dict[str, Any], where: str | None, allow_none: bool) -> None:
+        """The run's source and the subject labels, which that source checks (:func:`_check_run_values`)."""
+        _check_run_values(values, where, allow_none)
 
     def to_dict(self) -> dict:
         """Plain-dict form (JSON-serialisable), as a run folder saves it.
@@ -375,16 +421,27 @@ class RunConfig:
         values = config_to_dict(self)
         if values.get("subjects") is None:
             values.pop("subjects", None)
+        if not values.get("plugins"):
+            values.pop("plugins", None)
         values.pop("source" if self.nsd_root is not None else "nsd_root")
         return values
 
 
-#: Sections of a run config: table name -> dataclass.
-RUN_SECTIONS: dict[str, type] = {"source": SourceConfig, "prepare": PrepareConfig, "features": FeatureConfig,
-                                 "decoder": DecoderConfig,
-                                 "reconstruction": ReconstructionConfig, "evaluation": EvaluationConfig,
-                                 "encoding": EncodingOptions, "zc": ZcConfig, "report": ReportConfig,
-                                 "brain_correlation": BrainCorrelationConfig}
+def _import_plugins(names: Any, where: str | None) -> None:
+    """Import a run config's ``plugins`` (:func:`brain2image.plugins.import_plugins`) when it is a list of names.
+
+    Another value is left to the checks, which name it.
+    """
+    if isinstance(names, list) and names and all(isinstance(name, str) for name in names):
+        from .plugins import import_plugins
+
+        import_plugins(names, where)
+
+
+#: Sections of a run config: table name (each class's ``_section``) -> dataclass.
+RUN_SECTIONS: dict[str, type] = {section._section: section for section in (
+    SourceConfig, PrepareConfig, FeatureConfig, DecoderConfig, ReconstructionConfig, EvaluationConfig,
+    EncodingOptions, ZcConfig, ReportConfig, BrainCorrelationConfig)}
 
 #: Keys renamed or moved, so that an unknown-key error can name the new one.
 RENAMED_KEYS: dict[str, str] = {
@@ -393,270 +450,8 @@ RENAMED_KEYS: dict[str, str] = {
     "banded_iter": "banded_n_iter", "pair": "partition_pairs", "resolution": "z_resolution",
     "rois": "[prepare] rois", "sessions": "[prepare] sessions",
     "beta_format": "[prepare] beta_format", "report_images": "[report] n_images",
+    "z_roi": '[decoder] targets = {z = "..."}', "c_roi": '[decoder] targets = {c = "..."}',
 }
-
-
-@dataclass
-class BundledTrainingConfig:
-    """Hyperparameters of the bundled-model recipe (saved next to the checkpoints)."""
-
-    image_size: int = 64
-    n_train_scenes: int = _field(8000, help="procedural training scenes")
-    scene_seed: int = 1234
-    seed: int = _field(0, help="seed of the training")
-    vae_channels: tuple[int, ...] = (16, 32, 64)
-    vae_batch: int = 32
-    vae_lr: float = 1e-3
-    vae_minutes: float = _field(14.0, help="VAE training budget in minutes")
-    vae_kl_weight: float = 1e-6
-    unet_channels: tuple[int, ...] = (48, 96, 192)
-    #: Which U-Net levels (finest first) cross-attend to the text; the bottleneck always does.
-    #: Attending at every level, with channels (48, 96, 160) to keep the size, measured no better.
-    unet_cross_attention_levels: tuple[bool, ...] = (True, True, False)
-    unet_attention_heads: int = 4
-    unet_pooled_text: bool = True
-    unet_batch: int = 64
-    unet_lr: float = 4e-4
-    unet_minutes: float = _field(90.0, help="U-Net training budget in minutes (a larger value continues "
-                                            "a finished U-Net)")
-    unet_empty_caption_p: float = 0.1
-    unet_mean_caption_p: float = 0.4
-    offset_noise: float = 0.05
-    ema_decay: float = 0.999
-    checkpoint_minutes: float = 5.0
-    threads: int = _field(2, help="torch CPU threads")
-
-
-def config_to_dict(config: Any) -> dict:
-    """A dataclass config as a plain dict (tuples become lists)."""
-    return json.loads(json.dumps(dataclasses.asdict(config)))
-
-
-def config_to_json(config: Any) -> str:
-    """A dataclass config as indented JSON."""
-    return json.dumps(config_to_dict(config), indent=2, sort_keys=True)
-
-
-# ---------------------------------------------------------------------------------- checks
-class _Invalid(Exception):
-    """A value that does not fit its field; ``expected`` says what would."""
-
-    def __init__(self, expected: str) -> None:
-        super().__init__(expected)
-        self.expected = expected
-
-
-@dataclass(frozen=True)
-class _Checking:
-    """Where the values being checked come from (a file, or None) and whether ``None`` means unset."""
-
-    where: str | None
-    allow_none: bool
-
-
-_NOUNS: dict[Any, tuple[str, str]] = {bool: ("true or false", "booleans"), int: ("an integer", "integers"),
-                                      float: ("a number", "numbers"), str: ("a string", "strings")}
-
-
-@functools.cache
-def _type_hints(cls: type) -> dict[str, Any]:
-    """The resolved field types of a dataclass (empty when they cannot be resolved)."""
-    try:
-        return typing.get_type_hints(cls)
-    except (NameError, TypeError):
-        return {}
-
-
-def _alternatives(hint: Any) -> tuple[Any, ...] | None:
-    """The members of a union type (``X | None`` included), or None for another type."""
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return typing.get_args(hint)
-    return None
-
-
-def _bounds_text(meta: Mapping[str, Any]) -> str:
-    """`` ≥ 1``, `` > 0``, `` in [0, 1]``, `` in (0, 1]`` (empty without bounds)."""
-    low, high, above = meta.get("min"), meta.get("max"), meta.get("gt")
-    if high is not None and (low is not None or above is not None):
-        return f" in [{low}, {high}]" if above is None else f" in ({above}, {high}]"
-    if low is not None:
-        return f" ≥ {low}"
-    if above is not None:
-        return f" > {above}"
-    return f" ≤ {high}" if high is not None else ""
-
-
-def _describe(hint: Any, meta: Mapping[str, Any], plural: bool = False) -> str:
-    """What a value of type ``hint`` with the checks of ``meta`` is, in words."""
-    alternatives = _alternatives(hint)
-    if alternatives is not None:
-        return " or ".join(_describe(a, meta, plural) for a in alternatives if a is not type(None))
-    origin = typing.get_origin(hint)
-    if origin in (list, tuple):
-        items = _describe(typing.get_args(hint)[0], meta, plural=True)
-        if plural:
-            size = meta.get("item_len")
-            return f"lists of {size} {items}" if size is not None else f"lists of {items}"
-        at_least = meta.get("min_len", 0 if meta.get("nargs") == "*" else 1)
-        kind = {0: "a list", 1: "a non-empty list"}.get(at_least, f"a list of at least {at_least}")
-        return f"{kind} of {items}"
-    if dataclasses.is_dataclass(hint) or origin is dict or hint is dict:
-        return "tables" if plural else "a table of keys"
-    if meta.get("choices"):
-        names = ", ".join(json.dumps(c) for c in meta["choices"])
-        return f"items from {names}" if plural else f"one of {names}"
-    single, many = _NOUNS.get(hint, (f"a {getattr(hint, '__name__', hint)}", f"{getattr(hint, '__name__', hint)}s"))
-    return (many if plural else single) + (_bounds_text(meta) if hint in (int, float) else "")
-
-
-def _fits_type(value: Any, hint: Any) -> bool:
-    """Whether ``value`` is of the scalar type ``hint`` (an int for a float; never a bool for a number)."""
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-    return isinstance(value, hint) if isinstance(hint, type) else True
-
-
-def _fits_bounds(value: Any, meta: Mapping[str, Any]) -> bool:
-    """Whether the number ``value`` is within the ``min`` / ``max`` / ``gt`` bounds of ``meta``."""
-    low, high, above = meta.get("min"), meta.get("max"), meta.get("gt")
-    return ((low is None or value >= low) and (high is None or value <= high)
-            and (above is None or value > above))
-
-
-def _parse_text(value: str, hint: Any, meta: Mapping[str, Any]) -> Any:
-    """``meta["parse"](value)`` (the command-line form of a value), an error as :class:`_Invalid`."""
-    try:
-        return meta["parse"](value)
-    except (ValueError, TypeError):
-        raise _Invalid(_describe(hint, meta)) from None
-
-
-def _check_list(value: Any, hint: Any, meta: Mapping[str, Any], checking: _Checking, item: bool) -> Any:
-    """A list (or tuple) value: each item checked; a tuple for a ``tuple[...]`` field."""
-    inner = typing.get_args(hint)[0]
-    if not isinstance(value, (list, tuple)):
-        example = f", e.g. [{json.dumps(value)}]" if isinstance(value, str) and inner is str else ""
-        raise _Invalid(_describe(hint, meta) + example)
-    if item:
-        bad_length = meta.get("item_len") is not None and len(value) != meta["item_len"]
-    else:
-        bad_length = len(value) < meta.get("min_len", 0 if meta.get("nargs") == "*" else 1)
-    if bad_length:
-        raise _Invalid(_describe(hint, meta))
-    items = []
-    for entry in value:
-        try:
-            if isinstance(entry, str) and inner is not str and "parse" in meta and "nargs" in meta:
-                entry = _parse_text(entry, inner, meta)
-            items.append(_check_value(entry, inner, meta, checking, item=True))
-        except _Invalid:
-            raise _Invalid(_describe(hint, meta)) from None
-    if typing.get_origin(hint) is tuple:
-        return tuple(items)
-    return items if any(a is not b for a, b in zip(items, value, strict=True)) else value
-
-
-def _check_union(value: Any, hint: Any, meta: Mapping[str, Any], checking: _Checking, item: bool) -> Any:
-    """``value`` checked against the first member of the union ``hint`` it fits (None when one is None)."""
-    alternatives = typing.get_args(hint)
-    if value is None and type(None) in alternatives:
-        return None
-    for alternative in alternatives:
-        try:
-            return _check_value(value, alternative, meta, checking, item)
-        except _Invalid:
-            continue
-    raise _Invalid(_describe(hint, meta))
-
-
-def _check_table(value: Any, hint: Any, checking: _Checking) -> Any:
-    """A section (a dataclass instance, checked in turn) or a table of tables (``stage_settings``)."""
-    if dataclasses.is_dataclass(hint):
-        if not isinstance(value, hint):  # type: ignore[arg-type]
-            raise _Invalid(f"a {hint.__name__}")  # type: ignore[union-attr]
-        check_config(value, checking.where, allow_none=checking.allow_none)
-    elif not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
-        raise _Invalid("a table of tables")
-    return value
-
-
-def _check_value(value: Any, hint: Any, meta: Mapping[str, Any], checking: _Checking, item: bool = False) -> Any:
-    """``value`` checked against ``hint`` and the checks of ``meta``; raises :class:`_Invalid`."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        return _check_union(value, hint, meta, checking, item)
-    if origin in (list, tuple):
-        return _check_list(value, hint, meta, checking, item)
-    if dataclasses.is_dataclass(hint) or origin is dict or hint is dict:
-        return _check_table(value, hint, checking)
-    if hint is Any:
-        return value
-    fits = _fits_type(value, hint)
-    if fits and meta.get("choices"):
-        fits = value in meta["choices"]
-    if fits and hint in (int, float):
-        fits = _fits_bounds(value, meta)
-    if not fits:
-        raise _Invalid(_describe(hint, meta))
-    return value
-
-
-def _section_of(cls: type) -> str | None:
-    """The run-config table of a config class (``""``: the top level; None: none)."""
-    if cls is RunConfig:
-        return ""
-    if cls is EncodingConfig:
-        return "encoding"
-    return next((name for name, section in RUN_SECTIONS.items() if section is cls), None)
-
-
-def _shown(value: Any) -> str:
-    """A value as a config file writes it (``"5"``, ``true``, ``[1, 2]``), shortened."""
-    try:
-        text = json.dumps(value, ensure_ascii=False)
-    except (TypeError, ValueError):
-        text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _value_message(cls: type, f: dataclasses.Field, value: Any, expected: str, where: str | None) -> str:
-    """``<where>: [section] key = value (--flag): expected ...`` (the flag when not from a file)."""
-    section = _section_of(cls)
-    label = f"[{section}] {f.name}" if section else f.name
-    flag = ""
-    if where is None and "help" in f.metadata and f.metadata.get("cli", True):
-        flag = f" (--{f.name.replace('_', '-')})"
-    return f"{where + ': ' if where else ''}{label} = {_shown(value)}{flag}: expected {expected}"
-
-
-def _checked_values(cls: type, values: Mapping[str, Any], checking: _Checking) -> dict[str, Any]:
-    """The values of known fields of ``cls``, each checked (tuple fields as tuples)."""
-    from .errors import InvalidArgumentError
-
-    hints = _type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    out = dict(values)
-    for key, value in values.items():
-        f = fields[key]
-        if (value is None and checking.allow_none) or f.metadata.get("label"):
-            continue
-        hint = hints.get(key, Any)
-        try:
-            if isinstance(value, str) and "parse" in f.metadata and "nargs" not in f.metadata:
-                value = _parse_text(value, hint, f.metadata)
-            out[key] = _check_value(value, hint, f.metadata, checking)
-        except _Invalid as invalid:
-            expected = f.metadata.get("expected", invalid.expected)
-            raise InvalidArgumentError(_value_message(cls, f, values[key], expected, checking.where)) from None
-    if cls is RunConfig:
-        _check_run_values(out, checking)
-    elif cls is SourceConfig:
-        _check_source_kind(out, checking.where)
-    return out
 
 
 def _check_source_kind(values: Mapping[str, Any], where: str | None) -> None:
@@ -693,7 +488,7 @@ def _reconciled_source(source: Any, nsd_root: Any, where: str | None) -> tuple[A
                                f"for [source] kind = \"{DEFAULT_SOURCE}\", root = ...)")
 
 
-def _check_run_values(values: dict[str, Any], checking: _Checking) -> None:
+def _check_run_values(values: dict[str, Any], where: str | None, allow_none: bool) -> None:
     """The run's source (``nsd_root`` or ``[source]``) and the subject labels, which that source checks.
 
     Labels are normalised in ``values`` (:func:`brain2image.sources.numeric_label`: NSD's stay integers).
@@ -701,13 +496,12 @@ def _check_run_values(values: dict[str, Any], checking: _Checking) -> None:
     from .errors import InvalidArgumentError
     from .sources.registry import get_source
 
-    source, nsd_root = _reconciled_source(values.get("source", SourceConfig()), values.get("nsd_root"),
-                                          checking.where)
-    if nsd_root is None and source.kind == DEFAULT_SOURCE and not checking.allow_none:
+    source, nsd_root = _reconciled_source(values.get("source", SourceConfig()), values.get("nsd_root"), where)
+    if nsd_root is None and source.kind == DEFAULT_SOURCE and not allow_none:
         cls = SourceConfig if "source" in values else RunConfig
         f = next(f for f in dataclasses.fields(cls) if f.name in ("nsd_root", "root"))
-        raise InvalidArgumentError(_value_message(cls, f, None, "a string", checking.where))
-    _check_subjects(values, checking, get_source(source))
+        raise InvalidArgumentError(_value_message(cls, f, None, "a string", where))
+    _check_subjects(values, where, get_source(source))
 
 
 def _subject_error(key: str, value: Any, expected: str, where: str | None) -> Exception:
@@ -718,7 +512,7 @@ def _subject_error(key: str, value: Any, expected: str, where: str | None) -> Ex
     return InvalidArgumentError(_value_message(RunConfig, f, value, expected, where))
 
 
-def _check_subjects(values: dict[str, Any], checking: _Checking, source: Any) -> None:
+def _check_subjects(values: dict[str, Any], where: str | None, source: Any) -> None:
     """``subject`` and ``subjects`` are labels of ``source``; ``subjects`` is distinct and comes alone.
 
     ``subjects`` comes without a non-default ``subject``; each label is stored as
@@ -727,7 +521,7 @@ def _check_subjects(values: dict[str, Any], checking: _Checking, source: Any) ->
     from .errors import InvalidArgumentError
     from .sources.base import numeric_label
 
-    words, where = source.subject_words, checking.where
+    words = source.subject_words
     subject, subjects = values.get("subject"), values.get("subjects")
     if "subject" in values and subject is not None and not (subjects is not None and subject == 1):
         label = source.subject_label(subject)
@@ -748,84 +542,6 @@ def _check_subjects(values: dict[str, Any], checking: _Checking, source: Any) ->
     if subject != 1:
         raise InvalidArgumentError(f"{prefix}subject = {_shown(subject)} and subjects = {_shown(subjects)}: "
                                    "expected one of the two keys (subjects runs each subject; leave subject out)")
-
-
-def check_config(config: Any, where: str | None = None, *, allow_none: bool = False) -> None:
-    """Check every field of a config dataclass (sections included) against its type and checks.
-
-    The type comes from the annotation (``int``, ``float`` (an int is one), ``bool``, ``str``,
-    ``X | None``, lists, tuples, sections), the rest from the field's metadata (:func:`_field`:
-    ``choices``, ``min`` / ``max`` / ``gt``, ``min_len``, ``item_len``).
-
-    Parameters
-    ----------
-    config : dataclass instance
-        A :class:`RunConfig`, a section, or a stage's settings.
-    where : str, optional
-        What the values come from (a file), for the message; None: the message names the flag.
-    allow_none : bool
-        Accept ``None`` in any field (an option a stage command leaves unset, e.g. ``nsd_root``).
-
-    Raises
-    ------
-    InvalidArgumentError
-        For the first value that does not fit, naming ``[section] key``, the value and what is expected.
-    """
-    values = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
-    _checked_values(type(config), values, _Checking(where, allow_none))
-
-
-def _unknown_key_message(key: str, names: list[str], where: str) -> str:
-    """``unknown key 'n_folds' in <where>; did you mean 'cv_folds'?`` (or the list of known keys)."""
-    hint = RENAMED_KEYS.get(key)
-    if hint is None or (not hint.startswith("[") and hint not in names):
-        close = difflib.get_close_matches(key, names, n=1)
-        hint = close[0] if close else None
-    known = f"; expected one of {names}"
-    return f"unknown key {key!r} in {where}" + (f"; did you mean {hint!r}?" if hint else "") + known
-
-
-def _location(cls: type, where: str | None) -> str:
-    """Where an unknown key is: ``<where> [decoder]``, ``<where> (top level)``, or the class name."""
-    if where is None:
-        return cls.__name__
-    section = _section_of(cls)
-    if section is None:
-        return where
-    return f"{where} [{section}]" if section else f"{where} (top level)"
-
-
-def config_from_dict(cls: type[T], values: dict, where: str | None = None, *, allow_none: bool = True) -> T:
-    """Build ``cls`` from a dict, rejecting unknown keys and values that do not fit (:func:`check_config`).
-
-    Parameters
-    ----------
-    cls : dataclass type
-    values : dict
-    where : str, optional
-        What ``values`` come from (a file) for the error message (the table is added for a
-        section of a run config); None: a stage command's options or the Python API (the message
-        names the flag).
-    allow_none : bool
-        Accept ``None`` for any key, meaning the option was left unset (a stage command's
-        ``--nsd-root``); a run config read from a file is checked with ``False``.
-
-    Raises
-    ------
-    DataFormatError
-        For an unknown key (the message names the key, the new name of a renamed key, and the
-        known keys).
-    InvalidArgumentError
-        For a value of the wrong type, out of range or not one of the choices (the message names
-        the key, the value and what is expected).
-    """
-    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
-    unknown = sorted(set(values) - set(names))
-    if unknown:
-        from .errors import DataFormatError
-
-        raise DataFormatError(_unknown_key_message(unknown[0], names, _location(cls, where)))
-    return cls(**_checked_values(cls, values, _Checking(where, allow_none)))
 
 
 def _resolved_path(text: str, base_dir: Path | None) -> str:
@@ -866,6 +582,7 @@ def run_config_from_dict(values: dict, base_dir: Path | None = None, where: str 
                     if isinstance(values[key], dict) and key not in RUN_SECTIONS and key != "stage_settings"}
     if stage_tables:
         values["stage_settings"] = {**values.get("stage_settings", {}), **stage_tables}
+    _import_plugins(values.get("plugins"), where)  # before the sections: a plug-in's names validate
     sections: dict[str, Any] = {}
     for name, cls in RUN_SECTIONS.items():
         given = values.pop(name, None)

@@ -20,10 +20,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .errors import InvalidArgumentError
+from .registry import NamedRegistry
 
 if TYPE_CHECKING:
     import numpy as np
@@ -146,40 +145,8 @@ class ReconstructionMethod(ABC):
 
 M = TypeVar("M", bound="ReconstructionMethod | type[ReconstructionMethod]")
 
-_METHODS: dict[str, ReconstructionMethod] = {}
-_loaded = False
-
-
-def _instance(method: ReconstructionMethod | type[ReconstructionMethod], origin: str) -> ReconstructionMethod:
-    """``method`` itself, or an instance of a :class:`ReconstructionMethod` subclass."""
-    if isinstance(method, type) and issubclass(method, ReconstructionMethod):
-        method = method()
-    if not isinstance(method, ReconstructionMethod):
-        raise InvalidArgumentError(f"{origin}: {method!r} is not a ReconstructionMethod (subclass or instance)")
-    if not method.name:
-        raise InvalidArgumentError(f"{origin}: {type(method).__name__} has no name; expected a class attribute "
-                                   "'name'")
-    return method
-
-
-def _load() -> None:
-    """Register the methods of the ``brain2image.methods`` entry points, once (the built-ins among them)."""
-    global _loaded
-    if _loaded:
-        return
-    for entry in entry_points(group=ENTRY_POINT_GROUP):
-        method = _instance(entry.load(), f"entry point {entry.name!r} of {ENTRY_POINT_GROUP}")
-        if method.name != entry.name:
-            raise InvalidArgumentError(f"entry point {entry.name!r} of {ENTRY_POINT_GROUP} holds the method "
-                                       f"{method.name!r}; expected the entry point's name")
-        if method.name not in _METHODS:
-            _METHODS[method.name] = method
-    missing = [name for name in BUILTIN_METHODS if name not in _METHODS]
-    if missing:
-        raise InvalidArgumentError(f"no {ENTRY_POINT_GROUP} entry points for the built-in methods {missing} "
-                                   "(entry points come from installed packages: reinstall brain2image with "
-                                   "`make install`)")
-    _loaded = True
+_REGISTRY: NamedRegistry[ReconstructionMethod] = NamedRegistry(ReconstructionMethod, ENTRY_POINT_GROUP,
+                                                               "reconstruction method", BUILTIN_METHODS)
 
 
 def register_method(method: M, *, replace: bool = False) -> M:
@@ -200,33 +167,23 @@ def register_method(method: M, *, replace: bool = False) -> M:
     InvalidArgumentError
         For an object that is not a method, a method without a name, or a name already taken.
     """
-    _load()
-    instance = _instance(method, "register_method")
-    if instance.name in _METHODS and not replace:
-        raise InvalidArgumentError(f"a reconstruction method named {instance.name!r} is already registered")
-    _METHODS[instance.name] = instance
+    _REGISTRY.register(method, replace=replace)
     return method
 
 
 def unregister_method(name: str) -> None:
     """Remove a registered method (tests; a plug-in replacing one)."""
-    _load()
-    _METHODS.pop(name, None)
-
-
-def _rank(name: str) -> int:
-    return BUILTIN_METHODS.index(name) if name in BUILTIN_METHODS else len(BUILTIN_METHODS)
+    _REGISTRY.unregister(name)
 
 
 def registered_methods() -> tuple[ReconstructionMethod, ...]:
     """Every registered method: the built-ins in :data:`BUILTIN_METHODS` order, then the others as registered."""
-    _load()
-    return tuple(sorted(_METHODS.values(), key=lambda m: _rank(m.name)))
+    return _REGISTRY.items()
 
 
 def method_names() -> tuple[str, ...]:
     """Names of every registered method, in registry order."""
-    return tuple(m.name for m in registered_methods())
+    return _REGISTRY.names()
 
 
 def builtin_methods(decoded_only: bool = False) -> tuple[str, ...]:
@@ -249,16 +206,12 @@ def get_method(name: str) -> ReconstructionMethod:
     InvalidArgumentError
         For an unknown name (the message lists the registered ones).
     """
-    _load()
-    if name not in _METHODS:
-        raise InvalidArgumentError(f"unknown reconstruction method {name!r}; expected some of {list(method_names())}")
-    return _METHODS[name]
+    return _REGISTRY.get(name)
 
 
 def method_label(name: str) -> str:
     """The report's name of a method: its ``label`` when registered with one, else ``name`` itself."""
-    _load()
-    method = _METHODS.get(name)
+    method = _REGISTRY.find(name)
     return (method.label or method.name) if method is not None else name
 
 
@@ -285,19 +238,6 @@ def needed_inputs(methods: Iterable[str | ReconstructionMethod]) -> tuple[str, .
     return tuple(dict.fromkeys(name for m in ordered for name in m.inputs))
 
 
-class _MethodNames(Sequence[str]):
-    """A live view of the registered method names (config choices that include plug-ins)."""
-
-    def __getitem__(self, index):
-        return method_names()[index]
-
-    def __len__(self) -> int:
-        return len(method_names())
-
-    def __repr__(self) -> str:
-        return repr(method_names())
-
-
 #: Names of the registered methods, read from the registry on every use (``[reconstruction] methods``'
 #: choices: plug-in methods included).
-METHOD_CHOICES: Sequence[str] = _MethodNames()
+METHOD_CHOICES: Sequence[str] = _REGISTRY.choices

@@ -8,10 +8,10 @@ they are already there, so a killed run continues where it stopped. ``model.json
 weights' fingerprint: resuming with other weights under the same folder is refused. The layout of
 a run folder is :class:`~brain2image.formats.run_layout.RunLayout`'s::
 
-    prepared/subjXX.h5            prepare
-    features/nsd_<model>_{z,c}.h5 features
-    features_zc/                  encode (z_c / U-Net stores, when the config names them)
-    decoders/subjXX_z_<roi>.h5    fit (and c)
+    prepared/subjXX.h5                       prepare
+    features/<dataset>_<model>_<target>.h5   features (one store per target of [decoder] targets)
+    features_zc/                             encode (z_c / U-Net stores, when the config names them)
+    decoders/subjXX_<target>_<roi>.h5        fit (one decoder per target)
     recon/                        reconstruct (PNGs + index.csv)
     evaluation.json               evaluate
     encoding/                     encode

@@ -16,11 +16,11 @@ features, fit, retrieval, the report and the cluster plan loop over them.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
-from importlib.metadata import entry_points
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import InvalidArgumentError
+from .registry import NamedRegistry
 
 if TYPE_CHECKING:
     import numpy as np
@@ -31,7 +31,8 @@ if TYPE_CHECKING:
     from .sources import StimulusSource
 
 __all__ = ["Target", "BUILTIN_TARGETS", "BUILTIN_TARGET_ROIS", "ENTRY_POINT_GROUP", "register_target",
-           "unregister_target", "registered_targets", "target_names", "get_target", "default_target_rois"]
+           "unregister_target", "registered_targets", "target_names", "get_target", "default_target_rois",
+           "TARGET_CHOICES"]
 
 #: The built-in targets and the ROI each is decoded from by default, in their fixed registry order
 #: (the paper's: z from early visual cortex, c from higher, ventral visual cortex).
@@ -127,39 +128,8 @@ class Target(ABC):
 
 T = TypeVar("T", bound="Target | type[Target]")
 
-_TARGETS: dict[str, Target] = {}
-_loaded = False
-
-
-def _instance(target: Target | type[Target], origin: str) -> Target:
-    """``target`` itself, or an instance of a :class:`Target` subclass."""
-    if isinstance(target, type) and issubclass(target, Target):
-        target = target()
-    if not isinstance(target, Target):
-        raise InvalidArgumentError(f"{origin}: {target!r} is not a Target (subclass or instance)")
-    if not target.name or not target.default_roi:
-        raise InvalidArgumentError(f"{origin}: {type(target).__name__} needs class attributes 'name' and "
-                                   "'default_roi'")
-    return target
-
-
-def _load() -> None:
-    """Register the targets of the ``brain2image.targets`` entry points, once (the built-ins among them)."""
-    global _loaded
-    if _loaded:
-        return
-    for entry in entry_points(group=ENTRY_POINT_GROUP):
-        target = _instance(entry.load(), f"entry point {entry.name!r} of {ENTRY_POINT_GROUP}")
-        if target.name != entry.name:
-            raise InvalidArgumentError(f"entry point {entry.name!r} of {ENTRY_POINT_GROUP} holds the target "
-                                       f"{target.name!r}; expected the entry point's name")
-        _TARGETS.setdefault(target.name, target)
-    missing = [name for name in BUILTIN_TARGETS if name not in _TARGETS]
-    if missing:
-        raise InvalidArgumentError(f"no {ENTRY_POINT_GROUP} entry points for the built-in targets {missing} "
-                                   "(entry points come from installed packages: reinstall brain2image with "
-                                   "`make install`)")
-    _loaded = True
+_REGISTRY: NamedRegistry[Target] = NamedRegistry(Target, ENTRY_POINT_GROUP, "decoder target", BUILTIN_TARGETS,
+                                                 required=("default_roi",))
 
 
 def register_target(target: T, *, replace: bool = False) -> T:
@@ -178,35 +148,25 @@ def register_target(target: T, *, replace: bool = False) -> T:
     Raises
     ------
     InvalidArgumentError
-        For an object that is not a target, a target without a name, or a name already taken.
+        For an object that is not a target, a target without a name or default ROI, or a name already taken.
     """
-    _load()
-    instance = _instance(target, "register_target")
-    if instance.name in _TARGETS and not replace:
-        raise InvalidArgumentError(f"a decoder target named {instance.name!r} is already registered")
-    _TARGETS[instance.name] = instance
+    _REGISTRY.register(target, replace=replace)
     return target
 
 
 def unregister_target(name: str) -> None:
     """Remove a registered target (tests; a plug-in replacing one)."""
-    _load()
-    _TARGETS.pop(name, None)
-
-
-def _rank(name: str) -> int:
-    return BUILTIN_TARGETS.index(name) if name in BUILTIN_TARGETS else len(BUILTIN_TARGETS)
+    _REGISTRY.unregister(name)
 
 
 def registered_targets() -> tuple[Target, ...]:
     """Every registered target: the built-ins in :data:`BUILTIN_TARGETS` order, then the others as registered."""
-    _load()
-    return tuple(sorted(_TARGETS.values(), key=lambda t: _rank(t.name)))
+    return _REGISTRY.items()
 
 
 def target_names() -> tuple[str, ...]:
     """Names of every registered target, in registry order."""
-    return tuple(t.name for t in registered_targets())
+    return _REGISTRY.names()
 
 
 def get_target(name: str) -> Target:
@@ -217,10 +177,7 @@ def get_target(name: str) -> Target:
     InvalidArgumentError
         For an unknown name (the message lists the registered ones).
     """
-    _load()
-    if name not in _TARGETS:
-        raise InvalidArgumentError(f"unknown decoder target {name!r}; expected some of {list(target_names())}")
-    return _TARGETS[name]
+    return _REGISTRY.get(name)
 
 
 def default_target_rois() -> dict[str, str]:
@@ -229,3 +186,7 @@ def default_target_rois() -> dict[str, str]:
     Needs no entry point, so a config can be built before any plug-in is imported.
     """
     return dict(BUILTIN_TARGET_ROIS)
+
+
+#: Names of the registered targets, read from the registry on every use (``[decoder] targets``' keys).
+TARGET_CHOICES: Sequence[str] = _REGISTRY.choices

@@ -5,7 +5,9 @@ and are tested, without Ray. Only errors that can pass on a second try (:func:`i
 lost connection or timeout, a full disk, a stale NFS handle, a worker or node Ray lost) leave as
 :class:`TransientTaskError`, which the runner retries; any other error (a bug, a shape mismatch, the
 project's bad-input errors, :class:`~brain2image.errors.Brain2ImageError`) leaves as it is and is
-reported once.
+reported once. Each first imports the run config's ``plugins``
+(:func:`brain2image.plugins.import_plugins`), so a worker knows the sources, targets, methods and
+stages the run's plug-ins register.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from .._io import is_disk_full
 from ..config import RunConfig
 from ..errors import Brain2ImageError
 from ..formats.run_layout import RunLayout
+from ..plugins import import_plugins
 from .plan import StageTask
 
 if TYPE_CHECKING:
@@ -114,6 +117,7 @@ def run_task(task: StageTask, threads: int = 1, *after: Any) -> dict[str, float]
     """
     from ..stages import StageContext, Timings, run_stage
 
+    import_plugins(task.config.plugins)  # a worker registers the run's plug-ins before its task runs
     _set_threads(task.config, threads)
     timings = Timings(None if task.joined else _timings_file(task.config))
     ctx = StageContext(task.config, part=task.spec.part, progress=False, timings=timings)
@@ -145,6 +149,7 @@ def finish_task(stage: Stage, config: RunConfig, specs: Sequence[TaskSpec], *tas
     """
     from ..stages import StageContext, Timings, finish_stage
 
+    import_plugins(config.plugins)
     with retry_transient(f"subject {config.subject} {stage.name} (finish)"):
         own = Timings()
         finish_stage(stage, StageContext(config, progress=False, timings=own), specs)

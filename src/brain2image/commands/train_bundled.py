@@ -9,13 +9,13 @@ from ._common import add_command_parser
 
 __all__ = ["register"]
 
-#: :class:`~brain2image.config.BundledTrainingConfig` fields that are options of the command.
+#: :class:`~brain2image.embedded.training_config.BundledTrainingConfig` fields that are options of the command.
 OPTION_KEYS = ("vae_minutes", "unet_minutes", "n_train_scenes", "threads", "seed")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``train-bundled`` subcommand."""
-    from ..config import BundledTrainingConfig
+    from ..embedded.training_config import BundledTrainingConfig
     from ..stages.options import section_options
 
     parser = add_command_parser(
@@ -33,7 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..embedded.bundled_training import BundledTrainingConfig, train_bundled_model
+    from ..embedded.bundled_training import train_bundled_model
+    from ..embedded.training_config import BundledTrainingConfig
 
     config = dataclasses.replace(BundledTrainingConfig(), **{key: getattr(args, key) for key in OPTION_KEYS})
     out = train_bundled_model(args.work, config, stages=tuple(args.stages), export_to=args.export_to)

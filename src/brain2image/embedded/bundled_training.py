@@ -32,11 +32,11 @@ import numpy as np
 import torch
 
 from .._io import atomic_path
-from ..config import BundledTrainingConfig
 from ..errors import DataFormatError
 from .simulate.scenes import render_scenes, sample_scenes, scene_captions
+from .training_config import BundledTrainingConfig
 
-__all__ = ["BundledTrainingConfig", "train_bundled_model", "bundled_model_dir", "TEXT_ENCODER_SOURCE"]
+__all__ = ["train_bundled_model", "bundled_model_dir", "TEXT_ENCODER_SOURCE"]
 
 logger = logging.getLogger(__name__)
 

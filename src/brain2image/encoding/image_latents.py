@@ -82,7 +82,7 @@ def image_latents(model: LatentDiffusionModel, images: Mapping[int, Sequence[Pat
         The files of each id (its samples); the same count per id.
     settings : LatentSettings
         From the z store (:meth:`LatentSettings.of_store`); a draw of id ``i`` is seeded with
-        :func:`~brain2image.ldm.features.image_seed` ``(seed, i)``, as for the stimulus ``i``.
+        :func:`~brain2image.ldm.targets.image_seed` ``(seed, i)``, as for the stimulus ``i``.
     batch_size : int
         Images per VAE call.
     progress : bool
@@ -95,7 +95,7 @@ def image_latents(model: LatentDiffusionModel, images: Mapping[int, Sequence[Pat
     """
     import torch
 
-    from ..ldm.features import image_seed
+    from ..ldm.targets import image_seed
 
     if model.name != settings.model:
         raise DataFormatError(f"the z feature store was computed with model {settings.model!r}, this run loads "

@@ -273,7 +273,8 @@ def plot_roi_summary(summary: Mapping[str, Mapping[str, float]], *, ax=None, yla
 
     Parameters
     ----------
-    summary : mapping feature space -> mapping ROI -> float
+    summary : mapping feature space -> mapping ROI -> float or None
+        None (an ROI without encoded voxels) draws no bar.
     ax : matplotlib Axes, optional
     ylabel, title : str
 
@@ -291,7 +292,8 @@ def plot_roi_summary(summary: Mapping[str, Mapping[str, float]], *, ax=None, yla
     width = 0.8 / max(1, len(spaces))
     x = np.arange(len(rois))
     for k, space in enumerate(spaces):
-        heights = [summary[space].get(roi, np.nan) for roi in rois]
+        values = (summary[space].get(roi) for roi in rois)
+        heights = [np.nan if value is None else value for value in values]  # None: the ROI has no encoded voxel
         ax.bar(x + (k - (len(spaces) - 1) / 2) * width, heights, width, label=space)
     ax.set_xticks(x, rois)
     ax.axhline(0, color="k", linewidth=0.5)

@@ -91,7 +91,20 @@ def _read_config(handle: h5py.File, path: Path) -> DecoderConfig:
     except json.JSONDecodeError as error:
         raise DataFormatError(f"{path}: attribute 'decoder_config' is not valid JSON ({error}); "
                               "expected the JSON of a DecoderConfig") from None
-    return config_from_dict(DecoderConfig, values, where=str(path))
+    return config_from_dict(DecoderConfig, _current_keys(values), where=str(path))
+
+
+#: Keys of the decoder config of files written before ``[decoder] targets``: the ROI of z and of c.
+_LEGACY_ROI_KEYS = {"z_roi": "z", "c_roi": "c"}
+
+
+def _current_keys(values: dict) -> dict:
+    """A decoder config as written by any version: ``z_roi`` / ``c_roi`` become ``targets`` (read-only)."""
+    legacy = {target: values[key] for key, target in _LEGACY_ROI_KEYS.items() if key in values}
+    if not legacy or not isinstance(values, dict):
+        return values
+    kept = {key: value for key, value in values.items() if key not in _LEGACY_ROI_KEYS}
+    return {"targets": legacy, **kept}
 
 
 @dataclass

@@ -4,7 +4,7 @@
 
     run_config.json, model.json, timings.json    the run's settings, model fingerprint, stage times
     prepared/subjXX.h5                           prepare          (formats.prepared)
-    features/<dataset>_<model>_{z,c}.h5          features         (formats.feature_store; NSD: nsd_...)
+    features/<dataset>_<model>_<target>.h5       features         (formats.feature_store; NSD: nsd_...)
     features_zc/...                              encoding features (z_c, U-Net)
     decoders/subjXX_<target>_<roi>.h5            fit              (formats.decoder_file)
     recon/                                       reconstruct      (formats.recon_index)

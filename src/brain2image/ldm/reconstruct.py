@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +23,10 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import ReconstructionConfig, config_to_dict
-from ..errors import DataFormatError, InvalidArgumentError
+from ..errors import InvalidArgumentError
 from ..formats.recon_index import ReconFolder
 from ..methods import MethodBatch, ReconstructionMethod, builtin_methods, parse_methods
+from ..targets import get_target
 from .loading import LatentDiffusionModel
 
 __all__ = ["sample_seed", "generate_reconstructions", "reconstruct"]
@@ -37,36 +38,6 @@ logger = logging.getLogger(__name__)
 def sample_seed(seed: int, test_id: int, sample: int) -> int:
     """A 32-bit seed derived deterministically from (``seed``, ``test_id``, ``sample``)."""
     return int(np.random.SeedSequence([int(seed), int(test_id), int(sample)]).generate_state(1)[0])
-
-
-def _as_z(model: LatentDiffusionModel, z, n: int, name: str) -> torch.Tensor:
-    z = torch.as_tensor(np.asarray(z, dtype=np.float32))
-    if z.shape[0] != n:
-        raise DataFormatError(f"{name} has {z.shape[0]} rows, expected {n} (one per id)")
-    if z.ndim == 2:
-        side = int(round((z.shape[1] / model.latent_channels) ** 0.5))
-        if model.latent_channels * side * side != z.shape[1]:
-            raise DataFormatError(f"{name} rows have {z.shape[1]} values; expected latent_channels "
-                                  f"({model.latent_channels}) x side x side")
-        z = z.reshape(n, model.latent_channels, side, side)
-    if z.ndim != 4 or z.shape[1] != model.latent_channels:
-        raise DataFormatError(f"{name} has shape {tuple(z.shape)}; expected (n, {model.latent_channels}, h, w)")
-    return z
-
-
-def _as_c(model: LatentDiffusionModel, c, n: int, name: str) -> torch.Tensor:
-    c = torch.as_tensor(np.asarray(c, dtype=np.float32))
-    if c.shape[0] != n:
-        raise DataFormatError(f"{name} has {c.shape[0]} rows, expected {n} (one per id)")
-    c = c.reshape(n, *model.c_shape) if c.ndim == 2 and c.shape[1] == int(np.prod(model.c_shape)) else c
-    if tuple(c.shape[1:]) != model.c_shape:
-        raise DataFormatError(f"{name} has shape {tuple(c.shape)}; expected (n, {model.c_shape[0]}, "
-                              f"{model.c_shape[1]}) for {model.name}")
-    return c
-
-
-#: How each target's features are shaped for the model (rows: images), by target name.
-_SHAPERS = {"z": _as_z, "c": _as_c}
 
 
 def _draws(method: ReconstructionMethod, n: int, samples: list[int]) -> list[tuple[int, tuple[int, ...]]]:
@@ -100,24 +71,35 @@ def _iter_method(model: LatentDiffusionModel, method: ReconstructionMethod, ids:
 
 
 def _prepare_inputs(model: LatentDiffusionModel, ids: np.ndarray, method: ReconstructionMethod,
-                    decoded: dict[str, Any], true: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The features ``method`` draws from, by target: decoded, or true ones (the oracle), shaped for the model."""
-    given = true if method.true_features else decoded
-    absent = [name for target, name in zip(method.needs, method.inputs) if given.get(target) is None]
+                    given: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """The features ``method`` draws from, by target, shaped for the model.
+
+    ``given`` holds arrays by input name (:attr:`ReconstructionMethod.inputs`: a target's name for
+    its decoded features, ``<target>_true`` for its true ones).
+    """
+    passive = [t for t in method.needs if not get_target(t).conditions_generation]
+    if passive:
+        raise InvalidArgumentError(f"method {method.name!r} needs targets {passive}, which do not condition "
+                                   "generation (their Target has conditions_generation = False); expected targets "
+                                   "the model takes as input")
+    absent = [name for name in method.inputs if given.get(name) is None]
     if absent:
         raise ValueError(f"method {method.name!r} needs {', '.join(absent)}")
-    unknown = [target for target in method.needs if target not in _SHAPERS]
-    if unknown:
-        raise InvalidArgumentError(f"method {method.name!r} needs targets {unknown}; expected some of "
-                                   f"{list(_SHAPERS)}")
     prefix = "true " if method.true_features else ""
-    return {t: _SHAPERS[t](model, given[t], len(ids), prefix + t) for t in method.needs}
+    return {t: get_target(t).as_model_input(model, given[name], len(ids), prefix + t)
+            for t, name in zip(method.needs, method.inputs, strict=True)}
+
+
+def _inputs(features: Mapping[str, Any] | None, **arrays: Any) -> dict[str, Any]:
+    """Arrays by input name: ``features`` plus the built-ins' keyword arguments that are given."""
+    return {**(features or {}), **{name: value for name, value in arrays.items() if value is not None}}
 
 
 def generate_reconstructions(model: LatentDiffusionModel, ids: Sequence[int] | np.ndarray, z=None, c=None,
                              methods: Sequence[str | ReconstructionMethod] | None = None,
                              config: ReconstructionConfig | None = None, progress: bool = True,
-                             z_true=None, c_true=None) -> dict[str, np.ndarray]:
+                             z_true=None, c_true=None, features: Mapping[str, Any] | None = None
+                             ) -> dict[str, np.ndarray]:
     """Reconstructions as arrays (no files), e.g. for benchmarks.
 
     Parameters
@@ -136,6 +118,9 @@ def generate_reconstructions(model: LatentDiffusionModel, ids: Sequence[int] | n
     progress : bool
     z_true, c_true : arrays like z and c, optional
         True features, for a method with ``true_features`` (``oracle``).
+    features : mapping of str to array, optional
+        Other inputs by name (a plug-in target's decoded features under its name, its true ones
+        under ``<target>_true``); ``z``, ``c``, ``z_true``, ``c_true`` are these for the built-ins.
 
     Returns
     -------
@@ -145,10 +130,11 @@ def generate_reconstructions(model: LatentDiffusionModel, ids: Sequence[int] | n
     config = ReconstructionConfig() if config is None else config
     ids = np.asarray(ids, dtype=np.int64)
     out: dict[str, np.ndarray] = {}
+    given = _inputs(features, z=z, c=c, z_true=z_true, c_true=c_true)
     for method in parse_methods(builtin_methods(decoded_only=True) if methods is None else methods):
-        features = _prepare_inputs(model, ids, method, {"z": z, "c": c}, {"z": z_true, "c": c_true})
+        shaped = _prepare_inputs(model, ids, method, given)
         result: np.ndarray | None = None
-        for row, s, image in _iter_method(model, method, ids, features, config, range(config.n_samples), progress):
+        for row, s, image in _iter_method(model, method, ids, shaped, config, range(config.n_samples), progress):
             if result is None:
                 result = np.zeros((len(ids), config.n_samples, *image.shape), dtype=np.uint8)
             result[row, s] = image
@@ -160,14 +146,14 @@ def generate_reconstructions(model: LatentDiffusionModel, ids: Sequence[int] | n
 def reconstruct(model: LatentDiffusionModel, ids: Sequence[int] | np.ndarray, z=None, c=None,
                 methods: Sequence[str | ReconstructionMethod] | None = None, config: ReconstructionConfig | None = None,
                 out_dir: str | os.PathLike = "recon", progress: bool = True, z_true=None, c_true=None,
-                shard: tuple[int, int] | None = None) -> Path:
+                shard: tuple[int, int] | None = None, features: Mapping[str, Any] | None = None) -> Path:
     """Write reconstructions as PNGs plus ``index.csv`` and ``config.json``; resumable.
 
     Images whose samples are all on disk already are skipped.
 
     Parameters
     ----------
-    model, ids, z, c, z_true, c_true, progress
+    model, ids, z, c, z_true, c_true, progress, features
         As in :func:`generate_reconstructions`.
     methods : sequence of str or ReconstructionMethod, optional
         Default ``config.methods``.
@@ -187,6 +173,7 @@ def reconstruct(model: LatentDiffusionModel, ids: Sequence[int] | np.ndarray, z=
     methods = parse_methods(config.methods if methods is None else methods)
     folder = ReconFolder(out_dir)
     ids = np.asarray(ids, dtype=np.int64)
+    given = _inputs(features, z=z, c=c, z_true=z_true, c_true=c_true)
     record = {"model": model.name, "config": config_to_dict(config), "methods": [m.name for m in methods]}
     folder.check_config(record)
     folder.write_config(record, shard)
@@ -196,10 +183,9 @@ def reconstruct(model: LatentDiffusionModel, ids: Sequence[int] | np.ndarray, z=
         if not todo.any():
             continue
         logger.info("%s: %d of %d images to generate", method.name, int(todo.sum()), len(ids))
-        sub = lambda a: None if a is None else np.asarray(a)[todo]  # noqa: E731
-        features = _prepare_inputs(model, ids[todo], method, {"z": sub(z), "c": sub(c)},
-                                   {"z": sub(z_true), "c": sub(c_true)})
-        for row, s, image in _iter_method(model, method, ids[todo], features, config, samples, progress):
+        rows = {name: np.asarray(given[name])[todo] for name in method.inputs if given.get(name) is not None}
+        shaped = _prepare_inputs(model, ids[todo], method, rows)
+        for row, s, image in _iter_method(model, method, ids[todo], shaped, config, samples, progress):
             folder.write_image(method.name, ids[todo][row], s, image)
     seeds = {(int(i), s): sample_seed(config.seed, i, s) for i in ids for s in samples}
     return folder.write_index([m.name for m in methods], ids.tolist(), config.n_samples, seeds, shard)

@@ -100,10 +100,13 @@ def stimuli_of(config: RunConfig | SourceConfig) -> StimulusSource:
 def stimuli_of_record(record: Mapping[str, Any]) -> StimulusSource | None:
     """The stimuli named by a saved run config (``run_config.json``, old or new), or None without a source.
 
-    A run folder's config holds ``nsd_root`` (every folder written so far) or a ``source`` table.
+    A run folder's config holds ``nsd_root`` (every folder written so far) or a ``source`` table; its
+    ``plugins`` are imported first (a source a plug-in registers).
     """
     from ..config import SourceConfig
+    from ..plugins import import_plugins
 
+    import_plugins(record.get("plugins") or [])
     table = record.get("source")
     if isinstance(table, Mapping):
         return stimuli_of(SourceConfig(**{key: table[key] for key in ("kind", "root") if key in table}))

@@ -126,7 +126,7 @@ class EncodeStage(Stage):
     def inputs(self, ctx: StageContext) -> dict[str, Any]:
         """``prepared`` and the z, c (and any other given) feature stores."""
         layout = ctx.layout
-        stores = ctx.path("features", lambda: [(f, layout.feature_store(f)) for f in ("z", "c")])
+        stores = ctx.path("features", lambda: [(f, layout.feature_store(f)) for f in ctx.config.decoder.targets])
         return {"prepared": ctx.path("prepared", lambda: layout.prepared),
                 **{f"features_{k}": Path(v) for k, v in stores}}
 

@@ -17,13 +17,9 @@ from .base import Stage, StageContext
 from .options import Option
 from .registry import register_stage
 
-__all__ = ["EvaluateStage", "RETRIEVAL_TARGETS", "decoder_retrieval"]
+__all__ = ["EvaluateStage", "decoder_retrieval"]
 
 logger = logging.getLogger(__name__)
-
-#: The decoded feature spaces whose retrieval a run's evaluation records.
-RETRIEVAL_TARGETS = ("z", "c")
-
 
 def decoder_retrieval(decoder: Path, store: Path, target: str, *, n_candidates: int, n_draws: int,
                       seed: int) -> dict[str, Any]:
@@ -81,12 +77,11 @@ class EvaluateStage(Stage):
                         "device": {"help": "torch device of the feature networks"}}
 
     def _retrieval_inputs(self, ctx: StageContext) -> dict[str, tuple[Path, Path]]:
-        """Per target, its decoder file and true feature store (run folders only)."""
+        """Per decoder target (``[decoder] targets``), its decoder file and true feature store (run folders only)."""
         if not ctx.in_run_folder:
             return {}
-        layout, decoder = ctx.layout, ctx.config.decoder
-        rois = {"z": decoder.z_roi, "c": decoder.c_roi}
-        return {t: (layout.decoder(t, rois[t]), layout.feature_store(t)) for t in RETRIEVAL_TARGETS}
+        layout = ctx.layout
+        return {t: (layout.decoder(t, roi), layout.feature_store(t)) for t, roi in ctx.config.decoder.targets.items()}
 
     def inputs(self, ctx: StageContext) -> dict[str, Any]:
         """``recon``: the reconstruction folder; in a run, also each target's decoder file and feature store."""

@@ -1,4 +1,4 @@
-"""``features``: the z (VAE latent) and c (caption embedding) feature stores of a prepared file's images."""
+"""``features``: the feature store of each decoder target (z, c, ...) of a prepared file's images."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidArgumentError
+from ..targets import BUILTIN_TARGETS, TARGET_CHOICES
 from .base import CommandOutput, Stage, StageContext
 from .options import Option
 from .registry import register_stage
@@ -36,12 +37,13 @@ def _merge_finished_shards(path: Path) -> bool:
 
 @register_stage
 class FeaturesStage(Stage):
-    """z and c of every image of a prepared file (or of explicit ids); resumable, shardable."""
+    """Each target's features of every image of a prepared file (or of explicit ids); resumable, shardable."""
 
     name = "features"
-    help = "compute z (VAE latent) and c (caption embedding) feature stores"
-    description = ("Compute the z and c features of every image in a prepared file (or of explicit ids) into "
-                   "<out>/<dataset>_<model>_{z,c}.h5. Resumable; with --shard i/n only part i of the ids "
+    help = "compute the feature store of each target (z: VAE latent, c: caption embedding, ...)"
+    description = ("Compute the features of each target (z, c, or any registered target) of every image in a "
+                   "prepared file (or of explicit ids) into <out>/<dataset>_<model>_<target>.h5. In a run: the "
+                   "targets of [decoder] targets. Resumable; with --shard i/n only part i of the ids "
                    "(a later run without --shard joins finished shards); no diffusion sampling.")
     sections = ("features",)
     run_keys = ("nsd_root", "model", "device", "dtype")
@@ -54,7 +56,8 @@ class FeaturesStage(Stage):
         Option("ids", "explicit 0-based 73k ids (instead of --prepared)", type=int, nargs="+", metavar="ID"),
         Option("dataset", "dataset name in the store file names (default: the prepared file's stem without "
                           "'prepared_', else 'ids')"),
-        Option("feature", "features to compute", default=["z", "c"], nargs="+", choices=("z", "c")),
+        Option("feature", "targets to compute (registered targets)", default=list(BUILTIN_TARGETS), nargs="+",
+               choices=TARGET_CHOICES),
     )
     option_overrides = {"nsd_root": {"required": True}}
     shardable = True
@@ -67,13 +70,14 @@ class FeaturesStage(Stage):
         """(dataset, model label in the file names, folder, features)."""
         if ctx.in_run_folder:
             layout = ctx.layout
-            return layout.dataset, ctx.config.model, layout.file("features"), ("z", "c")
+            return layout.dataset, ctx.config.model, layout.file("features"), tuple(ctx.config.decoder.targets)
         prepared, ids = ctx.paths.get("prepared"), ctx.extra.get("ids")  # type: ignore[union-attr]
         if (prepared is None) == (ids is None):
             raise InvalidArgumentError("features: give exactly one of --prepared (a prepared file) and --ids "
                                        "(73k ids)")
         dataset = ctx.extra.get("dataset") or (Path(prepared).stem.removeprefix("prepared_") if prepared else "ids")
-        return dataset, ctx.model().name, Path(ctx.paths["out"]), tuple(ctx.extra.get("feature") or ("z", "c"))  # type: ignore[index]
+        features = tuple(ctx.extra.get("feature") or BUILTIN_TARGETS)
+        return dataset, ctx.model().name, Path(ctx.paths["out"]), features  # type: ignore[index]
 
     def inputs(self, ctx: StageContext) -> dict[str, Any]:
         """``prepared`` (absent with explicit ids)."""
@@ -81,7 +85,7 @@ class FeaturesStage(Stage):
         return {} if prepared is None else {"prepared": prepared}
 
     def outputs(self, ctx: StageContext) -> dict[str, Any]:
-        """One feature store per feature (``z``, ``c``)."""
+        """One feature store per target (``z``, ``c``, ...)."""
         from ..formats.feature_store import feature_store_path
 
         dataset, label, folder, features = self._plan(ctx)

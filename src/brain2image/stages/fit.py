@@ -1,4 +1,4 @@
-"""``fit``: ridge decoders from ROI voxels to features (z <- early, c <- ventral in a run)."""
+"""``fit``: ridge decoders from ROI voxels to features (in a run: each target of ``[decoder] targets``)."""
 
 from __future__ import annotations
 
@@ -25,11 +25,12 @@ logger = logging.getLogger(__name__)
 def decoder_targets(config: RunConfig) -> list[tuple[str, str, bool]]:
     """The decoders of a run folder: ``(target, ROI, fitted in parts on a cluster)`` of each, in order.
 
-    z from ``[decoder] z_roi``, whole; c (77 × 768 targets at SD v1.4's size) from ``c_roi``, in
-    parts. The one place the stage names its targets.
+    One per entry of ``[decoder] targets`` (registered targets, :mod:`brain2image.targets`); a
+    target with ``fit_in_parts`` (c) is fitted in parts of its columns on a cluster.
     """
-    decoder = config.decoder
-    return [("z", decoder.z_roi, False), ("c", decoder.c_roi, True)]
+    from ..targets import get_target
+
+    return [(name, roi, get_target(name).fit_in_parts) for name, roi in config.decoder.targets.items()]
 
 
 @dataclass(frozen=True)
@@ -70,8 +71,8 @@ class FitStage(Stage):
     help = "fit a ridge decoder from ROI voxels to a feature store"
     description = ("Fit a ridge decoder (per-target alpha by image-grouped K-fold CV) from the single-trial "
                    "training betas of one ROI of a prepared file to the features of a feature store; predict "
-                   "the test images and write <out>/subjXX_<target>_<roi>.h5. In a run: z from --z-roi and "
-                   "c from --c-roi.")
+                   "the test images and write <out>/subjXX_<target>_<roi>.h5. In a run: every target of "
+                   "[decoder] targets from its ROI.")
     sections = ("decoder",)
     run_keys = ("device",)
     memory_options = ("decoder.target_chunk",)
@@ -83,10 +84,12 @@ class FitStage(Stage):
     )
     extra_options = (
         Option("target", "feature name, used in the decoder file name (z, c, ...)", required=True),
-        Option("roi", "ROI key of the prepared file (default: --z-roi for z, --c-roi for c; required for other "
-                      "targets)"),
+        Option("roi", "ROI key of the prepared file (default: the target's default ROI, e.g. early for z and "
+                      "ventral for c; required for a feature that is not a registered target)"),
         target_part_option,
     )
+    #: The command names one target and its ROI (--target, --roi); [decoder] targets is a run's.
+    option_overrides = {"targets": {"hidden": True}}
 
     def check(self, config: RunConfig) -> None:
         """The device, and ``[decoder] backend`` on it (``torch_cuda`` needs a CUDA device)."""
@@ -98,16 +101,18 @@ class FitStage(Stage):
     def _command_job(self, ctx: StageContext) -> DecoderJob:
         from ..formats.decoder_file import DecoderFile
         from ..formats.prepared import PreparedData
+        from ..targets import get_target, target_names
 
         target, roi = ctx.extra["target"], ctx.extra.get("roi")
-        decoder = ctx.config.decoder
         if roi is None:
-            if target not in ("z", "c"):
+            if target not in target_names():
                 raise InvalidArgumentError(f"fit: --roi is required for target {target!r}; expected an ROI key of "
-                                           "the prepared file (z and c default to --z-roi and --c-roi)")
-            roi = decoder.z_roi if target == "z" else decoder.c_roi
-        elif target in ("z", "c"):
-            ctx.config.decoder = dataclasses.replace(decoder, **{f"{target}_roi": roi})
+                                           f"the prepared file (registered targets {list(target_names())} have a "
+                                           "default ROI)")
+            roi = get_target(target).default_roi
+        if target in target_names():  # the decoder file records the ROI this target was fitted from
+            decoder = ctx.config.decoder
+            ctx.config.decoder = dataclasses.replace(decoder, targets={**decoder.targets, target: roi})
         paths = ctx.paths or {}
         subject = PreparedData(paths["prepared"]).subject
         return DecoderJob(target, roi, Path(paths["features"]), Path(paths["out"]) /

@@ -13,7 +13,7 @@ import argparse
 import dataclasses
 import types
 import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +46,8 @@ class Option:
         Converter of one command-line token.
     nargs : str, optional
         ``"+"`` / ``"*"`` for list values.
-    choices : tuple, optional
+    choices : sequence, optional
+        Allowed values (a live view such as a registry's names is read when the parser is built).
     sections : tuple of str
         Run-config sections the value goes to (``("decoder",)``; :data:`RUN` for a top-level key);
         empty for an option of the command alone.
@@ -63,7 +64,7 @@ class Option:
     default: Any = None
     type: Callable[[str], Any] | None = None
     nargs: str | None = None
-    choices: tuple | None = None
+    choices: Sequence[Any] | None = None
     sections: tuple[str, ...] = ()
     role: str | None = None
     required: bool = False

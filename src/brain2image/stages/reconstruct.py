@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -106,10 +107,22 @@ class ReconstructStage(Stage):
 
     def inputs(self, ctx: StageContext) -> dict[str, Any]:
         """The features the methods need (:func:`brain2image.methods.needed_inputs`)."""
-        decoder, layout = ctx.config.decoder, ctx.layout
-        in_run = {"z": lambda: layout.decoder("z", decoder.z_roi), "c": lambda: layout.decoder("c", decoder.c_roi),
-                  "z_true": lambda: layout.feature_store("z"), "c_true": lambda: layout.feature_store("c")}
-        return {key: ctx.path(key, in_run[key]) for key in needed_inputs(ctx.config.reconstruction.methods)}
+        return {key: ctx.path(key, functools.partial(self._run_input, ctx, key))
+                for key in needed_inputs(ctx.config.reconstruction.methods)}
+
+    @staticmethod
+    def _run_input(ctx: StageContext, key: str) -> Path:
+        """In a run folder: the decoder of target ``key`` (from its ``[decoder] targets`` ROI) or a true store.
+
+        ``<target>_true``: the target's feature store.
+        """
+        from ..targets import get_target
+
+        target, true = (key.removesuffix("_true"), True) if key.endswith("_true") else (key, False)
+        if true:
+            return ctx.layout.feature_store(target)
+        roi = ctx.config.decoder.targets.get(target) or get_target(target).default_roi
+        return ctx.layout.decoder(target, roi)
 
     def outputs(self, ctx: StageContext) -> dict[str, Any]:
         """``recon``: the reconstruction folder (``index.csv`` inside)."""
@@ -141,7 +154,7 @@ class ReconstructStage(Stage):
     @staticmethod
     def _default_ids(ctx: StageContext, inputs: dict[str, Any]) -> np.ndarray:
         """Every id of the first decoded input; in a run folder without one, the prepared test ids."""
-        first = next((key for key in inputs if key in ("z", "c")), None)
+        first = next((key for key in inputs if not key.endswith("_true")), None)
         if first is None and ctx.in_run_folder:
             from ..formats.prepared import PreparedData
 
@@ -173,6 +186,5 @@ class ReconstructStage(Stage):
 
         ids, arrays = self._arrays(ctx, shard)
         config = ctx.config.reconstruction
-        return reconstruct(ctx.model(), ids, z=arrays.get("z"), c=arrays.get("c"), methods=config.methods,
-                           config=config, out_dir=self.outputs(ctx)["recon"], progress=ctx.progress,
-                           z_true=arrays.get("z_true"), c_true=arrays.get("c_true"), shard=shard)
+        return reconstruct(ctx.model(), ids, methods=config.methods, config=config, out_dir=self.outputs(ctx)["recon"],
+                           progress=ctx.progress, shard=shard, features=arrays)

@@ -64,7 +64,7 @@ def collect_metrics(ctx: StageContext) -> dict[str, Any]:
     evaluation = json.loads(path.read_text())
     metrics: dict[str, Any] = dict(evaluation["methods"])
     metrics["decoding"] = {f"{target} <- {roi}": DecoderFile.read(layout.decoder(target, roi)).summary()
-                           for target, roi in (("z", config.decoder.z_roi), ("c", config.decoder.c_roi))}
+                           for target, roi in config.decoder.targets.items()}
     metrics["timings_s"] = dict(ctx.timings.values)
     metrics["timings_s"]["total"] = round(sum(ctx.timings.values.values()), 2)
     metrics["feature_spaces"] = evaluation.get("feature_spaces")
