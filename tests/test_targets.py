@@ -111,7 +111,7 @@ def test_a_method_cannot_draw_from_a_target_that_does_not_condition_generation()
 
     register_target(_Flat)
     try:
-        with pytest.raises(InvalidArgumentError, match="'from_flat' needs targets \\['flat'\\], which do not condition"):
+        with pytest.raises(InvalidArgumentError, match=r"'from_flat' needs targets \['flat'\], which do not"):
             generate_reconstructions(None, [1, 2], methods=[_FromFlat()], features={"flat": np.zeros((2, 3))})
     finally:
         unregister_target("flat")
