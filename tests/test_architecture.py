@@ -90,3 +90,18 @@ def test_builtin_reconstruction_methods_are_reached_only_through_the_registry():
     importers = [str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
                  if any(n == module or n.startswith(module + ".") for n in _imports(p))]
     assert importers == []  # pyproject.toml's brain2image.methods entry points name them
+
+
+def test_stage_commands_have_no_module_of_their_own():
+    from brain2image.stages import stage_names
+
+    commands = {p.stem for p in (PACKAGE / "commands").glob("*.py")}
+    assert {"run", "demo", "merge"} <= commands, "the scan found no command module: it is broken"
+    assert sorted(commands & set(stage_names())) == []  # generated from the stage registry by cli.py
+
+
+def test_builtin_targets_are_reached_only_through_the_registry():
+    targets = {"LatentTarget", "CaptionTarget"}
+    users = [str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
+             if any(n.rpartition(".")[2] in targets for n in _imports(p))]
+    assert users == []  # pyproject.toml's brain2image.targets entry points name them

@@ -78,6 +78,20 @@ class _NoTasks(Stage):
         return [[]]
 
 
+class _ShardedWithoutFinish(Stage):
+    name = "sharded_without_finish"
+    shardable = True
+
+
+def test_a_shardable_stage_splits_by_shards_and_must_join_them():
+    config = RunConfig(nsd_root="nsd", out_dir="out")
+    assert _ShardedWithoutFinish().tasks(None, Split(shards=3)) == [[TaskSpec(shard=(i, 3)) for i in (1, 2, 3)]]
+    assert len(plan_stage(_ShardedWithoutFinish(), config, Split()).tasks) == 1  # one task: nothing to join
+    with pytest.raises(InvalidArgumentError, match="'sharded_without_finish' splits into 3 tasks but does not "
+                                                   "join them; expected an override of Stage.finish"):
+        plan_stage(_ShardedWithoutFinish(), config, Split(shards=3))
+
+
 def test_a_stage_without_tasks_is_refused():
     with pytest.raises(InvalidArgumentError, match=r"stage 'no_tasks': tasks\(\) returned \[\[\]\]; expected"):
         plan_stage(_NoTasks(), RunConfig(nsd_root="nsd", out_dir="out"), Split())

@@ -121,12 +121,17 @@ def plan_stage(stage: Stage, config: RunConfig, split: Split, cpus_per_task: flo
     Raises
     ------
     InvalidArgumentError
-        When the stage's ``tasks`` returns no task or something other than TaskSpec steps.
+        When the stage's ``tasks`` returns no task or something other than TaskSpec steps, or
+        splits into several tasks without overriding :meth:`Stage.finish`.
     """
+    from ..stages import Stage as BaseStage
     from ..stages import StageContext
 
     steps = _checked_steps(stage, stage.tasks(StageContext(config, progress=False), split))
     joined = sum(len(step) for step in steps) > 1
+    if joined and type(stage).finish is BaseStage.finish:
+        raise InvalidArgumentError(f"stage {stage.name!r} splits into {sum(len(step) for step in steps)} tasks but "
+                                   "does not join them; expected an override of Stage.finish (docs/extending.md)")
     cpus, gpus = stage_resources(stage, config, cpus_per_task)
     planned = tuple(tuple(StageTask(config, stage, spec, joined) for spec in step) for step in steps)
     return StagePlan(config, stage, planned, cpus, gpus)

@@ -26,7 +26,7 @@ from ..devices import check_device, is_out_of_memory
 from ..errors import DataFormatError, InvalidArgumentError, ResourceError
 from ..formats.run_layout import RunLayout
 from .options import RUN, Option, flag_of, merge_options, section_options, shard_option
-from .tasks import Split, TaskSpec
+from .tasks import Split, TaskSpec, shard_tasks
 
 if TYPE_CHECKING:
     from ..ldm.loading import LatentDiffusionModel
@@ -360,10 +360,12 @@ class Stage:
         Returns
         -------
         list of list of TaskSpec
-            Default: one step of one task, the whole stage (as ``brain2image run`` runs it). When
-            there is more than one task in all, :meth:`finish` joins them after the last step.
+            Default: for a ``shardable`` stage one task per shard of the image ids
+            (``split.shards``), else one task, the whole stage (as ``brain2image run`` runs it).
+            When there is more than one task in all, :meth:`finish` joins them after the last step
+            (a stage that splits must override it: the cluster plan refuses one that does not).
         """
-        return [[TaskSpec()]]
+        return shard_tasks(split.shards) if self.shardable else [[TaskSpec()]]
 
     def finish(self, ctx: StageContext, tasks: Sequence[TaskSpec]) -> None:
         """Join the outputs of the stage's tasks (every step's), once all of them are done.

@@ -15,7 +15,7 @@ from ..targets import BUILTIN_TARGETS, TARGET_CHOICES
 from .base import CommandOutput, Stage, StageContext
 from .options import Option
 from .registry import register_stage
-from .tasks import Split, TaskSpec, shard_count, shard_tasks
+from .tasks import TaskSpec, shard_count
 
 __all__ = ["FeaturesStage"]
 
@@ -137,10 +137,6 @@ class FeaturesStage(Stage):
             record["shard"] = list(shard)
             path = shard_path(path, shard)
         atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True))
-
-    def tasks(self, ctx: StageContext, split: Split) -> list[list[TaskSpec]]:
-        """One task per shard of the image ids (``split.shards``; one task, the whole stage, for 1)."""
-        return shard_tasks(split.shards)
 
     def finish(self, ctx: StageContext, tasks: Sequence[TaskSpec]) -> None:
         """Join the shards of each store not on disk yet, then write the features record as a run without shards.

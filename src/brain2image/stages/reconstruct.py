@@ -14,7 +14,7 @@ from ..methods import needed_inputs
 from .base import Stage, StageContext
 from .options import Option, flag_of
 from .registry import register_stage
-from .tasks import Split, TaskSpec, shard_count, shard_tasks
+from .tasks import TaskSpec, shard_count
 
 __all__ = ["ReconstructStage", "check_same_study", "read_aligned"]
 
@@ -131,10 +131,6 @@ class ReconstructStage(Stage):
     def is_done(self, ctx: StageContext) -> bool:
         """Never skipped: a run resumes it (images on disk are kept) and it checks the folder's settings."""
         return False
-
-    def tasks(self, ctx: StageContext, split: Split) -> list[list[TaskSpec]]:
-        """One task per shard of the test ids (``split.shards``; one task, the whole stage, for 1)."""
-        return shard_tasks(split.shards)
 
     def finish(self, ctx: StageContext, tasks: Sequence[TaskSpec]) -> None:
         """Join the shards' ``index.shard-i-of-n.csv`` and records into ``index.csv`` and ``config.json``.
