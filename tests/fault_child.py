@@ -4,15 +4,16 @@ Usage::
 
     python fault_child.py CONFIG --count COUNTS.json
     python fault_child.py CONFIG --kill-after-stage STAGE
-    python fault_child.py CONFIG --kill-at STAGE HOOK WHEN K
+    python fault_child.py CONFIG --kill-at STAGE HOOK WHEN K [--signal SIGINT] [--progress]
 
 ``--count`` runs the whole pipeline and writes, per stage, how many times each hook of
 :data:`HOOKS` was called. ``--kill-after-stage`` sends SIGKILL to the process as soon as the
 stage returns (a stage boundary). ``--kill-at`` sends it at the K-th call of HOOK made while STAGE
 runs, ``before`` or ``after`` the call: inside a stage's heavy work, between a temporary file's
 write and its rename (``os.replace`` before), or in the middle of an HDF5 write whose buffers are
-not flushed (``Dataset.__setitem__`` after). The pipeline itself is the real one
-(:func:`brain2image.cli.main`), only wrapped.
+not flushed (``Dataset.__setitem__`` after). ``--signal`` sends another signal than SIGKILL
+(SIGINT, SIGTERM: the command then ends by itself). The run has ``--no-progress`` unless
+``--progress``. The pipeline itself is the real one (:func:`brain2image.cli.main`), only wrapped.
 """
 
 from __future__ import annotations
@@ -48,10 +49,10 @@ def _owner(spec: str) -> tuple[Any, str]:
     return owner, name
 
 
-def _kill() -> None:
+def _kill(signum: int = signal.SIGKILL) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
-    os.kill(os.getpid(), signal.SIGKILL)
+    os.kill(os.getpid(), signum)
 
 
 class Injector:
@@ -62,6 +63,7 @@ class Injector:
         self.counts: Counter[str] = Counter()
         self.kill_at: tuple[str, str, str, int] | None = None
         self.kill_after_stage: str | None = None
+        self.signum = signal.SIGKILL
 
     def install(self) -> None:
         """Wrap every hook and ``brain2image.stages.run_stage``."""
@@ -77,7 +79,7 @@ class Injector:
             self.stage = stage.name
             result = run_stage(stage, ctx, *args, **kwargs)
             if stage.name == self.kill_after_stage:
-                _kill()
+                _kill(self.signum)
             return result
 
         stages.run_stage = tracked
@@ -90,10 +92,10 @@ class Injector:
             cue = self.kill_at
             due = cue is not None and (cue[0], cue[1]) == (self.stage, hook) and self.counts[key] == cue[3]
             if due and cue[2] == "before":
-                _kill()
+                _kill(self.signum)
             result = function(*args, **kwargs)
             if due and cue[2] == "after":
-                _kill()
+                _kill(self.signum)
             return result
 
         return counted
@@ -105,8 +107,11 @@ def main() -> int:
     parser.add_argument("--count")
     parser.add_argument("--kill-after-stage")
     parser.add_argument("--kill-at", nargs=4, metavar=("STAGE", "HOOK", "WHEN", "K"))
+    parser.add_argument("--signal", default="SIGKILL", choices=["SIGKILL", "SIGINT", "SIGTERM"])
+    parser.add_argument("--progress", action="store_true")
     args = parser.parse_args()
     injector = Injector()
+    injector.signum = signal.Signals[args.signal]
     injector.kill_after_stage = args.kill_after_stage
     if args.kill_at:
         stage, hook, when, k = args.kill_at
@@ -114,7 +119,7 @@ def main() -> int:
     injector.install()
     from brain2image.cli import main as cli_main
 
-    status = cli_main(["--no-progress", "run", args.config])
+    status = cli_main([*([] if args.progress else ["--no-progress"]), "run", args.config])
     if args.count:
         with open(args.count, "w") as f:
             json.dump(dict(injector.counts), f, indent=1, sort_keys=True)

@@ -15,7 +15,9 @@ and data. ``BAD_INPUTS`` is counted in the README.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
+import json
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -193,6 +195,15 @@ def _nothing(s: Study) -> None:
     return None
 
 
+def _unfinished_study(s: Study) -> None:
+    """A study folder (``study_config.json`` of ``subjects = [1]``) whose subject has no metrics yet."""
+    from brain2image.config import RunConfig
+
+    config = RunConfig(nsd_root=str(s.nsd), out_dir=str(s.out), model=str(s.model), subjects=[1])
+    s.out.mkdir()
+    (s.out / "study_config.json").write_text(json.dumps(config.to_dict(), indent=2))
+
+
 # --------------------------------------------------------------------------------------- cases
 @dataclass(frozen=True)
 class BadInput:
@@ -336,7 +347,64 @@ BAD_INPUTS = [
              lambda s: ["absent.toml"]),
     BadInput("run: config is not TOML",
              lambda s: _run_config(s, "nsd_root = [unclosed\n"), lambda s: ["run.toml"]),
+    # options and messages that name the real cause (issue 23)
+    BadInput("prepare: old spelling --roi (renamed, not prefix-matched to --rois)",
+             lambda s: _prepare(s, "--roi", "streams:early", "--roi", "streams:ventral"),
+             lambda s: ["--roi was renamed to --rois"]),
+    BadInput("reconstruct: abbreviated option", lambda s: _reconstruct(s, "--n-samp", "2"),
+             lambda s: ["unrecognized arguments: --n-samp 2", "write --n-samples for --n-samp"]),
+    BadInput("prepare --check: subject not in the tree, before any design check",
+             lambda s: ["prepare", "--nsd-root", str(s.nsd), "--subject", "3", "--check"],
+             lambda s: ["subject 3 is not in the NSD tree", "subjects present: 1"]),
+    BadInput("prepare: output path under a file", lambda s: _prepare(s)[:-1] + [str(s.prepared / "subj01.h5")],
+             lambda s: [f"{s.prepared}/subj01.h5: cannot create its folder", f"{s.prepared} is a file"]),
+    BadInput("report: study folder of a run whose subjects have not finished", lambda s: ["report", str(s.out)],
+             lambda s: ["subj01", "metrics.json", "has not finished"], _unfinished_study),
+    BadInput("run: a bare --ray before a missing config takes it as the config",
+             lambda s: ["run", "--ray", str(s.root / "absent.toml")], lambda s: ["absent.toml", "not found"]),
+    BadInput("run: model not in the local cache (checked before prepare)",
+             lambda s: _run_config(s, f'nsd_root = "{s.nsd}"\nout_dir = "{s.out}"\nmodel = "nobody/no-such-model"\n'),
+             lambda s: ["model = 'nobody/no-such-model' in", "run.toml", "cache"]),
+    BadInput("run: corrupt weights in the model folder (checked before prepare)",
+             lambda s: _run_config(s, f'nsd_root = "{s.nsd}"\nout_dir = "{s.out}"\nmodel = "{s.model}"\n'),
+             lambda s: ["unet", "safetensors"], _corrupt_weights),
+    BadInput("run: out_dir under a regular file",
+             lambda s: _run_config(s, f'nsd_root = "{s.nsd}"\nout_dir = "{s.prepared / "run"}"\n'
+                                      f'model = "{s.model}"\n'),
+             lambda s: [str(s.prepared / "run"), "is a file"]),
+    BadInput("run: free disk space below the estimate",
+             lambda s: _run_config(s, f'nsd_root = "{s.nsd}"\nout_dir = "{s.out}"\nmodel = "{s.model}"\n'
+                                      "[reconstruction]\nn_samples = 1000000000000000\n"),
+             lambda s: ["GB free", "n_samples"]),
+    # a resume with settings other than those a finished stage recorded (stages/<name>.json)
+    BadInput("run: resume with another [reconstruction] n_samples than the folder computed",
+             lambda s: _run_config(s, f'nsd_root = "{s.nsd}"\nout_dir = "{s.out}"\nmodel = "{s.model}"\n'
+                                      "[reconstruction]\nn_samples = 1\n"),
+             lambda s: ["stage reconstruct", "[reconstruction] n_samples = 5, now 1", "out_dir", "--redo reconstruct"],
+             lambda s: _recorded_n_samples(s, "run")),
+    BadInput("demo: --n-samples 1 over a 5-sample folder",
+             lambda s: ["demo", "--out", str(s.root), "--n-samples", "1"],
+             lambda s: ["stage reconstruct", "[reconstruction] n_samples = 5, now 1", "--out", "--redo reconstruct"],
+             lambda s: _recorded_n_samples(s, "demo")),
+    BadInput("run: resume with other [reconstruction] methods than the folder computed",
+             lambda s: _run_config(s, f'nsd_root = "{s.nsd}"\nout_dir = "{s.out}"\nmodel = "{s.model}"\n'
+                                      '[reconstruction]\nmethods = ["z_only"]\n'),
+             lambda s: ["stage reconstruct", "[reconstruction] methods = [", 'now ["z_only"]', "--redo reconstruct"],
+             lambda s: _recorded_n_samples(s, "run")),
 ]
+
+
+def _recorded_n_samples(s: Study, command: str) -> None:
+    """Record that reconstruct ran with ``n_samples = 5`` in the folder of ``run`` (``s.out``) or ``demo`` (root)."""
+    from brain2image.config import RunConfig
+    from brain2image.embedded.demo import demo_config
+    from brain2image.stages import get_stage
+    from brain2image.stages.recorded_settings import record_settings
+
+    config = demo_config(s.root) if command == "demo" else RunConfig(nsd_root=str(s.nsd), out_dir=str(s.out),
+                                                                      model=str(s.model))
+    config = dataclasses.replace(config, reconstruction=dataclasses.replace(config.reconstruction, n_samples=5))
+    record_settings(get_stage("reconstruct"), config)
 
 
 def _drop_store_rows(path: Path) -> None:

@@ -22,6 +22,7 @@ from study_fixtures import one_error_line
 
 from brain2image.cli import main
 from brain2image.config import RunConfig, load_run_config
+from brain2image.threads import pinned_threads
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -173,7 +174,8 @@ def ray_run(local_run, model) -> Path:
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
              runtime_env={"env_vars": {"PYTHONPATH": path, "OMP_NUM_THREADS": "1"}})
     try:
-        assert main(["--no-progress", "run", str(_study_config(local_run, "ray", model)), "--ray"]) == 0
+        with pinned_threads(1):  # the workers use the threads a plain run would use here: one, as the local run
+            assert main(["--no-progress", "run", str(_study_config(local_run, "ray", model)), "--ray"]) == 0
     finally:
         ray.shutdown()
     return local_run

@@ -80,6 +80,17 @@ def test_study_report_links_each_subject_and_centres_headers(study_run):
     assert all(' alt="' in tag for tag in re.findall(r"<img[^>]*>", page))
 
 
+def test_report_on_the_study_folder_rewrites_the_study_report(study_run, capsys):
+    root, _, _ = study_run
+    run = root / "run"
+    before = {name: (run / name).read_bytes() for name in ("summary.json", "report.html")}
+    capsys.readouterr()
+    assert main(["--no-progress", "report", str(run)]) == 0
+    assert capsys.readouterr().out.strip() == str((run / "report.html").resolve())
+    assert {name: (run / name).read_bytes() for name in before} == before
+    assert not (run / "metrics.json").exists()
+
+
 def test_resumed_study_skips_finished_subjects(study_run):
     root, _, config_path = study_run
     run = root / "run"

@@ -114,17 +114,23 @@ def _copy_run(tiny_run, tmp_path):
 
 
 def test_run_computes_the_zc_spaces_the_config_names(tiny_run, tmp_path):
-    """A [zc] table makes run compute z_c / U-Net stores with the encode command's code, and model them."""
+    """A [zc] table makes run compute z_c / U-Net stores with the encode command's code, and model them.
+
+    Over a folder whose encode ran without one: refused, then recomputed with ``--redo encode``.
+    """
     import dataclasses
 
     from brain2image.config import ZcConfig
+    from brain2image.errors import DataFormatError
     from brain2image.formats.feature_store import FeatureStore
 
     config = dataclasses.replace(_copy_run(tiny_run, tmp_path), zc=ZcConfig(
         zc_strengths=[0.5], num_inference_steps=4, unet_layers=["mid_block"], unet_steps=[1.0], batch_size=4))
     run = tmp_path / "run"
     decoders = {p: p.stat().st_mtime_ns for p in (run / "decoders").glob("*.h5")}
-    run_pipeline(config, progress=False)
+    with pytest.raises(DataFormatError, match=r"stage encode .*\[zc\].*--redo encode"):  # encode ran without [zc]
+        run_pipeline(config, progress=False)
+    run_pipeline(config, progress=False, redo=["encode"])
     names = {"zc_0.5", "unet_mid_block_s0.5_t1"}
     assert {p.stem for p in (run / "features_zc").glob("*.h5")} == names
     summary = json.loads((run / "encoding" / "summary.json").read_text())

@@ -12,9 +12,9 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import Brain2ImageError, ResourceError
+from .errors import Brain2ImageError, OutputPathError, ResourceError
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "get_data_home", "is_disk_full",
+__all__ = ["atomic_path", "make_output_dir", "atomic_write_bytes", "atomic_write_text", "get_data_home", "is_disk_full",
            "disk_full_error", "remove_stale_temporaries"]
 
 logger = logging.getLogger(__name__)
@@ -41,6 +41,41 @@ def disk_full_error(path: str | os.PathLike, error: OSError, kept: str) -> Resou
                          "an output folder on another disk) and run the command again")
 
 
+def make_output_dir(folder: str | os.PathLike, for_path: str | os.PathLike | None = None) -> Path:
+    """Create ``folder`` (and its parents) for outputs (``for_path``: the file to be written in it); returns it.
+
+    Raises
+    ------
+    OutputPathError
+        Naming the folder when it cannot be created or written (a file in the way, no permission).
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        reason = error.strerror or " ".join(str(error).split())
+        blocker = next((p for p in [folder, *folder.parents] if p.exists() and not p.is_dir()), None)
+        why = f"{blocker} is a file, not a folder" if blocker is not None else reason
+        what = f"{for_path}: cannot create its folder {folder}" if for_path else f"{folder}: cannot create it"
+        raise OutputPathError(f"{what} ({why}); choose another output path (--out, or out_dir)") from None
+    return folder
+
+
+def _temporary_in(folder: Path, final_path: Path, suffix: str) -> str:
+    """Create the temporary file of ``final_path`` in ``folder`` (:class:`OutputPathError` if it cannot)."""
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{final_path.name}.{_host()}-{os.getpid()}.",
+                                        suffix=".tmp" + suffix, dir=folder)
+    except OSError as error:
+        if is_disk_full(error):
+            raise disk_full_error(final_path, error, "nothing was written") from error
+        reason = error.strerror or " ".join(str(error).split())
+        raise OutputPathError(f"{final_path}: cannot write in {folder} ({reason}); choose another output path "
+                              "(--out, or out_dir)") from None
+    os.close(fd)
+    return tmp_name
+
+
 @contextlib.contextmanager
 def atomic_path(final_path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path next to ``final_path``; rename it into place on success.
@@ -58,12 +93,9 @@ def atomic_path(final_path: str | os.PathLike, suffix: str | None = None) -> Ite
         libraries that dispatch on the extension, like nibabel, still work).
     """
     final_path = Path(final_path)
-    final_path.parent.mkdir(parents=True, exist_ok=True)
+    make_output_dir(final_path.parent, final_path)
     suffix = "".join(final_path.suffixes) if suffix is None else suffix
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final_path.name}.{_host()}-{os.getpid()}.",
-                                    suffix=".tmp" + suffix, dir=final_path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp_name)
+    tmp_path = Path(_temporary_in(final_path.parent, final_path, suffix))
     # mkstemp creates 0600 files; give the output the permissions a plain open() would.
     umask = os.umask(0)
     os.umask(umask)

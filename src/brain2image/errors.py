@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 __all__ = ["Brain2ImageError", "DataFormatError", "InvalidArgumentError", "MissingFileError", "MissingWeightsError",
-           "ResourceError"]
+           "ResourceError", "OutputPathError"]
 
 
 class Brain2ImageError(Exception):
@@ -28,3 +28,7 @@ class MissingWeightsError(Brain2ImageError, FileNotFoundError):
 
 class ResourceError(Brain2ImageError, RuntimeError):
     """A stage ran out of memory (GPU or host) or of disk space; the message names the option or path at fault."""
+
+
+class OutputPathError(Brain2ImageError, OSError):
+    """An output file or folder cannot be created (a file in the way, no write permission); names the path."""

@@ -17,6 +17,7 @@ a run folder is :class:`~brain2image.formats.run_layout.RunLayout`'s::
     encoding/                     encode
     metrics.json, report.html     report
     run_config.json, timings.json, model.json
+    stages/<stage>.json           the settings each finished stage computed with (a resume must keep them)
 
 A config with ``subjects = [1, 2, 5, 7]`` (:func:`run_study`) runs each subject into its own such
 folder ``out_dir/subjXX/``, then writes ``out_dir/summary.json`` and ``out_dir/report.html``
@@ -79,8 +80,13 @@ def check_run_inputs(config: RunConfig) -> None:
             "(owner/name), 'random:sd-v1-4' or an existing local diffusers folder")
 
 
-def _checked_stages(config: RunConfig, stages: Sequence[str] | None) -> list[Stage]:
+def _checked_stages(config: RunConfig, stages: Sequence[str] | None,
+                    redo: Sequence[str] | None = None) -> list[Stage]:
     """The stages a one-subject run runs, after every check made before anything is written.
+
+    With ``redo`` (``()``: none), the last check: the run folder's finished stages were computed with
+    the config's settings, but those ``redo`` recomputes
+    (:func:`~brain2image.stages.recorded_settings.check_recorded_settings`); ``None``: not checked.
 
     Raises
     ------
@@ -88,6 +94,7 @@ def _checked_stages(config: RunConfig, stages: Sequence[str] | None) -> list[Sta
         As :func:`run_pipeline`.
     """
     from .stages import get_stage, pipeline_stages
+    from .stages.recorded_settings import check_recorded_settings
     from .stages.registry import check_stage_settings
 
     check_stage_settings(config)
@@ -97,11 +104,13 @@ def _checked_stages(config: RunConfig, stages: Sequence[str] | None) -> list[Sta
         if stage.enabled(config):
             stage.check(config)
     check_run_inputs(config)
+    if redo is not None:
+        check_recorded_settings(config, chosen, redo)
     return chosen
 
 
 def run_pipeline(config: RunConfig, *, progress: bool = True, timer_seed: dict[str, float] | None = None,
-                 stages: Sequence[str] | None = None) -> Path:
+                 stages: Sequence[str] | None = None, redo: Sequence[str] = ()) -> Path:
     """Run (or resume) every stage of the method for one subject, in the run folder ``config.out_dir``.
 
     A config with ``subjects`` runs :func:`run_study` instead (one folder per subject, then the study summary).
@@ -115,6 +124,9 @@ def run_pipeline(config: RunConfig, *, progress: bool = True, timer_seed: dict[s
         Timings of work done before (the demo's simulation), recorded with the stages'.
     stages : sequence of str, optional
         Only these stages (by name), in pipeline order; default: every registered stage.
+    redo : sequence of str
+        Stages to recompute (``--redo``), each with every stage after it: their old outputs and
+        recorded settings are removed first.
 
     Returns
     -------
@@ -131,23 +143,26 @@ def run_pipeline(config: RunConfig, *, progress: bool = True, timer_seed: dict[s
         Before anything is written, for a table of a stage's settings with an unknown key.
     MissingFileError
         Before anything is written, for a missing NSD root or model folder (:func:`check_run_inputs`).
+    DataFormatError
+        Before anything is written, when a finished stage of the run folder was computed with other
+        settings (``stages/<name>.json``) and ``redo`` does not recompute it.
     """
     from .stages import StageContext, Timings, run_stage
+    from .stages.recorded_settings import remove_redone_outputs
+    from .threads import pinned_threads
 
     check_config(config)
     if config.subjects is not None:
-        return run_study(config, progress=progress, stages=stages)
-    chosen = _checked_stages(config, stages)
-    if config.threads:
-        import torch
-
-        torch.set_num_threads(config.threads)
+        return run_study(config, progress=progress, stages=stages, redo=redo)
+    chosen = _checked_stages(config, stages, redo)
     layout = start_run_folder(config)
     timings = Timings(layout.file("timings"))
     timings.values.update(timer_seed or {})
     ctx = StageContext(config, progress=progress, timings=timings)
-    for stage in chosen:
-        run_stage(stage, ctx)
+    remove_redone_outputs(ctx, chosen, redo)
+    with pinned_threads(config.threads):  # the count every Ray worker of this run uses too
+        for stage in chosen:
+            run_stage(stage, ctx)
     return layout.file("report")
 
 
@@ -196,8 +211,12 @@ def check_subjects_present(config: RunConfig) -> None:
         source.require_subject(str(subject), config.prepare)
 
 
-def check_study(config: RunConfig, stages: Sequence[str] | None = None) -> list[Stage]:
+def check_study(config: RunConfig, stages: Sequence[str] | None = None,
+                redo: Sequence[str] | None = None) -> list[Stage]:
     """Every check of :func:`run_study` (of a one-subject run without ``subjects``); writes nothing.
+
+    ``redo`` (``()``: none) also checks each run folder's recorded settings (:func:`_checked_stages`);
+    ``None`` leaves them to the run.
 
     Returns
     -------
@@ -212,7 +231,7 @@ def check_study(config: RunConfig, stages: Sequence[str] | None = None) -> list[
     check_run_inputs(config)
     check_subjects_present(config)
     singles = subject_configs(config) if config.subjects is not None else [config]
-    return [_checked_stages(single, stages) for single in singles][-1]
+    return [_checked_stages(single, stages, redo) for single in singles][-1]
 
 
 def start_study(config: RunConfig) -> list[RunConfig]:
@@ -222,7 +241,8 @@ def start_study(config: RunConfig) -> list[RunConfig]:
     return subject_configs(config)
 
 
-def run_study(config: RunConfig, *, progress: bool = True, stages: Sequence[str] | None = None) -> Path:
+def run_study(config: RunConfig, *, progress: bool = True, stages: Sequence[str] | None = None,
+              redo: Sequence[str] = ()) -> Path:
     """Run (or resume) every subject of ``config.subjects``, then write the study's summary.
 
     The config is saved as ``<out_dir>/study_config.json``; each subject runs :func:`run_pipeline`
@@ -239,6 +259,8 @@ def run_study(config: RunConfig, *, progress: bool = True, stages: Sequence[str]
         Progress bars.
     stages : sequence of str, optional
         Only these stages (by name) for each subject; the summary needs each subject's ``metrics.json``.
+    redo : sequence of str
+        Stages each subject recomputes, with every stage after them (:func:`run_pipeline`).
 
     Returns
     -------
@@ -252,9 +274,9 @@ def run_study(config: RunConfig, *, progress: bool = True, stages: Sequence[str]
     """
     from .study_summary import write_study_summary
 
-    check_study(config, stages)
+    check_study(config, stages, redo)
     configs = start_study(config)
     for single in configs:
         logger.info("subject %s: run folder %s", single.subject, single.out_dir)
-        run_pipeline(single, progress=progress, stages=stages)
+        run_pipeline(single, progress=progress, stages=stages, redo=redo)
     return write_study_summary(config.out_dir, [single.subject for single in configs])

@@ -150,8 +150,11 @@ def default_shards(ray: Any, config: RunConfig, cpus_per_task: float = 1) -> int
     return max(1, int(resources.get("CPU", 1) // cpus_per_task))
 
 
-def _submit(ray: Any, plans: Sequence[StagePlan], *, max_retries: int) -> dict[Any, str]:
-    """Submit every task of one subject's stages, each stage waiting for the previous; returns ref -> label."""
+def _submit(ray: Any, plans: Sequence[StagePlan], *, max_retries: int, threads: int) -> dict[Any, str]:
+    """Submit every task of one subject's stages, each stage waiting for the previous; returns ref -> label.
+
+    Every task computes with ``threads`` torch and BLAS threads (:mod:`brain2image.threads`).
+    """
     remote_run, remote_finish = ray.remote(run_task), ray.remote(finish_task)
     labels: dict[Any, str] = {}
     after: list[Any] = []
@@ -160,13 +163,13 @@ def _submit(ray: Any, plans: Sequence[StagePlan], *, max_retries: int) -> dict[A
                    "retry_exceptions": [TransientTaskError]}
         stage_refs: list[Any] = []
         for step in plan.steps:
-            after = [remote_run.options(name=task.label, **options).remote(task, int(plan.num_cpus), *after)
+            after = [remote_run.options(name=task.label, **options).remote(task, threads, *after)
                      for task in step]
             labels.update(zip(after, (task.label for task in step)))
             stage_refs += after
         if plan.needs_finish:
             finish = remote_finish.options(name=plan.finish_label, **options).remote(
-                plan.stage, plan.config, plan.specs, *stage_refs)
+                plan.stage, plan.config, plan.specs, *stage_refs, threads=threads)
             labels[finish] = plan.finish_label
             after = [finish]
     return labels
@@ -202,7 +205,8 @@ def _wait_all(ray: Any, labels: dict[Any, str], progress: bool) -> None:
 
 def run_on_ray(config: RunConfig, address: str | None = None, *, num_cpus: int | None = None,
                n_shards: int | None = None, cpus_per_task: int = 1, max_retries: int = 3, progress: bool = True,
-               stages: Sequence[str] | None = None, target_parts: int | None = None) -> Path:
+               stages: Sequence[str] | None = None, target_parts: int | None = None,
+               redo: Sequence[str] = ()) -> Path:
     """Run (or resume) a run config's stages as Ray tasks; the outputs are those of :func:`run_pipeline`.
 
     Parameters
@@ -218,7 +222,9 @@ def run_on_ray(config: RunConfig, address: str | None = None, *, num_cpus: int |
         Shards of the image ids a stage may split into, per subject (``Split.shards``; default
         :func:`default_shards`).
     cpus_per_task : int
-        CPUs each task asks for (its torch threads unless the config sets ``threads``).
+        CPUs each task asks for. Not its threads: every task computes with the config's ``threads``,
+        else the count a plain run would use on this machine (:mod:`brain2image.threads`), so that
+        the outputs are those of one process.
     max_retries : int
         Retries of a task whose worker died or that raised a transient error (never for bad input).
     progress : bool
@@ -228,6 +234,8 @@ def run_on_ray(config: RunConfig, address: str | None = None, *, num_cpus: int |
     target_parts : int, optional
         Parts of a decoder's targets a stage may split its fits into (``Split.target_parts``; default:
         the shards).
+    redo : sequence of str
+        Stages to recompute with every stage after them; their old outputs are removed first.
 
     Returns
     -------
@@ -243,9 +251,12 @@ def run_on_ray(config: RunConfig, address: str | None = None, *, num_cpus: int |
         When a task fails after its retries (a task's own bad-input error is raised as it is).
     """
     from ..pipeline import check_study, report_path, start_run_folder, start_study
+    from ..stages import StageContext
+    from ..stages.recorded_settings import remove_redone_outputs
     from ..study_summary import write_study_summary
+    from ..threads import resolve_threads
 
-    chosen = check_study(config, stages)
+    chosen = check_study(config, stages, redo)
     with ray_session(address, num_cpus=num_cpus, progress=progress) as ray:
         default = default_shards(ray, config, cpus_per_task)  # refuses "cuda" on a cluster without a GPU
         shards = n_shards or default
@@ -253,8 +264,9 @@ def run_on_ray(config: RunConfig, address: str | None = None, *, num_cpus: int |
         labels: dict[Any, str] = {}
         for single in configs:
             start_run_folder(single)
+            remove_redone_outputs(StageContext(single, progress=False), chosen, redo)
             plans = plan_subject(single, chosen, shards, cpus_per_task, target_parts)
-            labels.update(_submit(ray, plans, max_retries=max_retries))
+            labels.update(_submit(ray, plans, max_retries=max_retries, threads=resolve_threads(single.threads)))
         logger.info("%d Ray tasks for %d subject(s), %d shard(s) each", len(labels), len(configs), shards)
         _wait_all(ray, labels, progress)
     if config.subjects is not None:

@@ -24,6 +24,7 @@ from ..config import RunConfig
 from ..errors import Brain2ImageError
 from ..formats.run_layout import RunLayout
 from ..plugins import import_plugins
+from ..threads import pinned_threads
 from .plan import StageTask
 
 if TYPE_CHECKING:
@@ -85,13 +86,6 @@ def retry_transient(label: str) -> Iterator[None]:
         raise TransientTaskError(f"{label}: {type(error).__name__}: {error}") from error
 
 
-def _set_threads(config: RunConfig, threads: int) -> None:
-    """Torch threads of the task: the config's ``threads``, else the task's CPUs."""
-    import torch
-
-    torch.set_num_threads(int(config.threads or max(1, threads)))
-
-
 def _timings_file(config: RunConfig) -> Any:
     """The run folder's ``timings.json``."""
     return RunLayout.of(config.out_dir, config.subject, config.model).file("timings")
@@ -105,7 +99,8 @@ def run_task(task: StageTask, threads: int = 1, *after: Any) -> dict[str, float]
     task : StageTask
         The stage runs with the task's shard, in a context whose ``part`` is the task's part.
     threads : int
-        Torch threads (the CPUs the task holds) unless the config sets ``threads``.
+        Torch and BLAS threads unless the config sets ``threads``: the count the run's driver
+        resolved (:func:`brain2image.threads.resolve_threads`), not the CPUs the task holds.
     *after : any
         Results of the tasks this one waits for (unused: they only order the tasks).
 
@@ -118,15 +113,15 @@ def run_task(task: StageTask, threads: int = 1, *after: Any) -> dict[str, float]
     from ..stages import StageContext, Timings, run_stage
 
     import_plugins(task.config.plugins)  # a worker registers the run's plug-ins before its task runs
-    _set_threads(task.config, threads)
     timings = Timings(None if task.joined else _timings_file(task.config))
     ctx = StageContext(task.config, part=task.spec.part, progress=False, timings=timings)
-    with retry_transient(task.label):
+    with retry_transient(task.label), pinned_threads(task.config.threads or max(1, threads)):
         run_stage(task.stage, ctx, task.spec.shard)
     return dict(timings.values) if task.joined else {}
 
 
-def finish_task(stage: Stage, config: RunConfig, specs: Sequence[TaskSpec], *task_times: Mapping[str, float]) -> None:
+def finish_task(stage: Stage, config: RunConfig, specs: Sequence[TaskSpec], *task_times: Mapping[str, float],
+                threads: int = 1) -> None:
     """Join a stage's tasks (:func:`~brain2image.stages.finish_stage`); record their times in ``timings.json``.
 
     The time of each part is the sum over the tasks and the join (worker seconds, as a run on one
@@ -141,6 +136,8 @@ def finish_task(stage: Stage, config: RunConfig, specs: Sequence[TaskSpec], *tas
         The pieces of every task of the stage (:attr:`StagePlan.specs`).
     *task_times : mapping
         What each task returned (:func:`run_task` of a joined task).
+    threads : int
+        As in :func:`run_task`.
 
     Raises
     ------
@@ -150,7 +147,8 @@ def finish_task(stage: Stage, config: RunConfig, specs: Sequence[TaskSpec], *tas
     from ..stages import StageContext, Timings, finish_stage
 
     import_plugins(config.plugins)
-    with retry_transient(f"subject {config.subject} {stage.name} (finish)"):
+    with retry_transient(f"subject {config.subject} {stage.name} (finish)"), \
+            pinned_threads(config.threads or max(1, threads)):
         own = Timings()
         finish_stage(stage, StageContext(config, progress=False, timings=own), specs)
         totals: dict[str, float] = {}

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 __all__ = ["HelpFormatter", "common_parent", "add_command_parser", "show_progress", "library_noise", "verbosity",
-           "register_stage_command"]
+           "register_stage_command", "RENAMED_OPTIONS", "add_renamed_options"]
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -58,6 +58,44 @@ def add_command_parser(subparsers: argparse._SubParsersAction, name: str, *, hel
     """Add a command with the common options and the help format."""
     return subparsers.add_parser(name, help=help, description=description, parents=[common_parent()],
                                  formatter_class=HelpFormatter)
+
+
+#: Old spellings of options (docs/cli.md, "Renamed options and keys"): command -> old flag -> what replaces it.
+#: Each is refused in one line naming its replacement (no abbreviation is accepted, so none can prefix-match).
+RENAMED_OPTIONS: dict[str, dict[str, str]] = {
+    "prepare": {"--roi": "--rois (one flag with every ROI: --rois X Y)", "--format": "--beta-format",
+                "--raw-int16": "--scale raw"},
+    "features": {"--resolution": "--z-resolution"},
+    "fit": {"--dtype": "--ridge-dtype", "--progress": "--no-progress (progress is on by default)"},
+    "reconstruct": {"--steps": "--num-inference-steps", "--guidance": "--guidance-scale"},
+    "encode": {"--folds": "--cv-folds", "--banded-iter": "--banded-n-iter", "--pair": "--partition-pairs A:B [A:B ...]",
+               "--steps": "--num-inference-steps", "--guidance": "--guidance-scale",
+               "--progress": "--no-progress (progress is on by default)"},
+}
+
+
+class _Renamed(argparse.Action):
+    """A hidden old spelling: using it is a one-line usage error naming the new one."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        """Refuse the option (``parser.error``: one line, exit status 2)."""
+        parser.error(f"{option_string} was renamed to {self.const}")
+
+
+def add_renamed_options(subparsers: argparse._SubParsersAction) -> None:
+    """Give each command the old spellings of its options (:data:`RENAMED_OPTIONS`), hidden, as errors.
+
+    An old spelling that is a current option of the command (``fit --roi``) stays that option.
+    """
+    for command, renamed in RENAMED_OPTIONS.items():
+        parser = subparsers.choices.get(command)
+        if parser is None:
+            continue
+        for old, new in renamed.items():
+            if old not in parser._option_string_actions:
+                parser.add_argument(old, action=_Renamed, nargs="*", const=new, default=argparse.SUPPRESS,
+                                    help=argparse.SUPPRESS)
 
 
 def show_progress(args: argparse.Namespace) -> bool:

@@ -19,6 +19,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulation and the samples")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all)")
     parser.add_argument("--n-samples", type=int, default=5, help="samples per test image")
+    parser.add_argument("--redo", action="append", default=None, metavar="STAGE",
+                        help="recompute STAGE and every stage after it, removing their old outputs first (a "
+                        "resume with settings other than those a finished stage recorded is refused without it); "
+                        "repeat it for several stages")
     parser.set_defaults(func=_run)
 
 
@@ -30,7 +34,7 @@ def _run(args: argparse.Namespace) -> int:
     from ..methods import method_names
 
     report = run_demo(args.out, seed=args.seed, progress=show_progress(args), threads=args.threads,
-                      n_samples=args.n_samples)
+                      n_samples=args.n_samples, redo=args.redo or ())
     metrics = json.loads(RunLayout.of(args.out).file("metrics").read_text())
     keys = ("pixcorr", "ssim", "id_pixel", "id_semantic", "takagi_pixel", "takagi_semantic")
     print(f"{'method':<10}" + "".join(f"{k:>16}" for k in keys))

@@ -16,14 +16,14 @@ OPTION_KEYS = ("vae_minutes", "unet_minutes", "n_train_scenes", "threads", "seed
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``train-bundled`` subcommand."""
     from ..embedded.training_config import BundledTrainingConfig
-    from ..stages.options import section_options
+    from ..stages.options import AccumulateList, section_options
 
     parser = add_command_parser(
         subparsers, "train-bundled", help="train the bundled small LDM on procedural scenes (resumable)",
         description="Train (or resume training of) the bundled VAE and U-Net on procedural scenes, "
         "then export them into the package. Rerun with the same --work folder to resume.")
     parser.add_argument("--work", required=True, help="folder for checkpoints and caches")
-    parser.add_argument("--stages", nargs="+", default=["vae", "cache", "unet"],
+    parser.add_argument("--stages", nargs="+", action=AccumulateList, default=["vae", "cache", "unet"],
                         choices=["vae", "cache", "unet"], help="training stages to run, in order")
     parser.add_argument("--export-to", default=None,
                         help="folder to export the diffusers model to (default: inside the package)")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..config import ReconstructionConfig, RunConfig, SourceConfig, check_config
@@ -51,7 +52,7 @@ def demo_config(out_dir: str | os.PathLike, *, seed: int = 0, threads: int | Non
 
 def run_demo(out_dir: str | os.PathLike, *, seed: int = 0, progress: bool = True,
              threads: int | None = None, simulate_options: dict | None = None,
-             n_samples: int = 5) -> Path:
+             n_samples: int = 5, redo: Sequence[str] = ()) -> Path:
     """The embedded default end to end: simulate a subject, then :func:`run_pipeline`.
 
     Parameters
@@ -68,6 +69,8 @@ def run_demo(out_dir: str | os.PathLike, *, seed: int = 0, progress: bool = True
         override :data:`DEMO_STUDY`.
     n_samples : int
         Samples per test image (the paper's settings otherwise, plus the ``oracle`` method).
+    redo : sequence of str
+        Stages to recompute with every stage after them (``--redo``; :func:`run_pipeline`).
 
     Returns
     -------
@@ -81,4 +84,4 @@ def run_demo(out_dir: str | os.PathLike, *, seed: int = 0, progress: bool = True
         start = time.perf_counter()
         simulate_study(study_dir, preset="demo", seed=seed, progress=progress, **(simulate_options or {}))
         timings["simulate"] = round(time.perf_counter() - start, 2)
-    return run_pipeline(config, progress=progress, timer_seed=timings)
+    return run_pipeline(config, progress=progress, timer_seed=timings, redo=redo)

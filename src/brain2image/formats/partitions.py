@@ -291,8 +291,12 @@ def checked_piece(piece: Any) -> tuple[int, int]:
     return int(i), int(n)
 
 
-def shard_ids(ids: np.ndarray, shard: tuple[int, int]) -> np.ndarray:
-    """The contiguous part ``i`` of ``n`` of the sorted unique ``ids``.
+def shard_ids(ids: np.ndarray, shard: tuple[int, int], unit: int = 1) -> np.ndarray:
+    """The contiguous part ``i`` of ``n`` of the sorted unique ``ids``, cut only at multiples of ``unit``.
+
+    The ids are cut into blocks of ``unit`` (the last may be shorter) and the blocks shared out as
+    evenly as they go, the first parts taking one more; a part may be empty when there are fewer
+    blocks than parts. ``unit = 1`` is ``np.array_split`` of the ids.
 
     Raises
     ------
@@ -300,7 +304,10 @@ def shard_ids(ids: np.ndarray, shard: tuple[int, int]) -> np.ndarray:
         For a shard that is not ``(i, n)`` with 1 ≤ i ≤ n.
     """
     i, n = checked_piece(shard)
-    return np.array_split(np.unique(np.asarray(ids, dtype=np.int64)), n)[i - 1]
+    full, unit = np.unique(np.asarray(ids, dtype=np.int64)), max(1, int(unit))
+    blocks = np.array_split(np.arange(-(-len(full) // unit)), n)  # block numbers of each part
+    start = sum(len(part) for part in blocks[:i - 1]) * unit
+    return full[start:min(len(full), start + len(blocks[i - 1]) * unit)]
 
 
 def shard_attrs(ids: np.ndarray, shard: tuple[int, int]) -> dict[str, Any]:

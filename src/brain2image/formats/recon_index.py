@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .._io import atomic_path, atomic_write_text
+from .._io import atomic_path, atomic_write_text, make_output_dir
 from ..errors import DataFormatError, MissingFileError
 from .partitions import SHARD, choose_count, piece_files, require_consistent, require_pieces, shard_path
 
@@ -109,7 +109,7 @@ class ReconFolder:
 
     def write_config(self, record: Mapping[str, Any], shard: tuple[int, int] | None = None) -> None:
         """Write ``config.json`` (a shard's ``config.shard-i-of-n.json``) after :meth:`check_config`."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        make_output_dir(self.root)
         record = dict(record) if shard is None else {**record, "shard": list(shard)}
         atomic_write_text(self.shard_files(shard)[1], json.dumps(record, indent=2, sort_keys=True))
 

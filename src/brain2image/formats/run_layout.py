@@ -3,6 +3,7 @@
 ::
 
     run_config.json, model.json, timings.json    the run's settings, model fingerprint, stage times
+    stages/<stage>.json                          settings each finished stage computed with (stages.recorded_settings)
     prepared/subjXX.h5                           prepare          (formats.prepared)
     features/<dataset>_<model>_<target>.h5       features         (formats.feature_store; NSD: nsd_...)
     features_zc/...                              encoding features (z_c, U-Net)

@@ -19,6 +19,7 @@ from ..config import FeatureConfig, config_to_json
 from ..errors import InvalidArgumentError
 from ..formats.feature_store import FeatureStore, feature_store_path
 from ..formats.partitions import shard_attrs, shard_ids, shard_path
+from ..interrupts import say_skipped
 from ..sources import StimulusSource
 from ..targets import get_target
 from .loading import LatentDiffusionModel
@@ -52,7 +53,9 @@ def extract_features(stimuli: StimulusSource, ids: Sequence[int] | np.ndarray, m
     progress : bool
         Show a tqdm bar.
     shard : (i, n), optional
-        Compute only the contiguous part i (1-based) of n of the ids, into
+        Compute only the contiguous part i (1-based) of n of the ids, cut at multiples of
+        ``config.batch_size`` (:func:`~brain2image.formats.partitions.shard_ids`: each shard's
+        batches are those of one pass over all ids; a part may be empty), into
         ``<name>.shard-i-of-n.h5`` (attributes ``shard``, ``shard_total_ids``,
         ``shard_ids_sha256``); join shards with :func:`merge_stores`.
 
@@ -73,7 +76,7 @@ def extract_features(stimuli: StimulusSource, ids: Sequence[int] | np.ndarray, m
     path, extra = Path(out_path), stimuli.identity()
     if shard is not None:
         extra.update(shard_attrs(ids, shard))
-        ids = shard_ids(ids, shard)
+        ids = shard_ids(ids, shard, config.batch_size)  # at the batch grid: batched as one pass batches them
         path = shard_path(path, shard)
     shape = target.shape(model, config)
     attrs = {"feature": feature, "model": model.name, "resolution": target.resolution(model, config),
@@ -89,6 +92,9 @@ def extract_features(stimuli: StimulusSource, ids: Sequence[int] | np.ndarray, m
         return path
     todo = store.missing_ids()
     logger.info("%s: %d of %d images to compute", path, len(todo), len(ids))
+    if len(todo) < len(ids):
+        part = "" if shard is None else f" (shard {shard[0]}/{shard[1]})"
+        say_skipped(progress, f"features {feature}{part}: {len(ids) - len(todo)} of {len(ids)} images already done")
     bar = tqdm(total=len(todo), desc=f"{feature} features", unit="img", disable=not progress)
     with torch.inference_mode():
         for batch_ids, values in target.batches(model, stimuli, todo, config, state):

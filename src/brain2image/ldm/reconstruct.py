@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from ..config import ReconstructionConfig, config_to_dict
 from ..errors import InvalidArgumentError
 from ..formats.recon_index import ReconFolder
+from ..interrupts import say_skipped
 from ..methods import MethodBatch, ReconstructionMethod, builtin_methods, parse_methods
 from ..targets import get_target
 from .loading import LatentDiffusionModel
@@ -180,6 +181,9 @@ def reconstruct(model: LatentDiffusionModel, ids: Sequence[int] | np.ndarray, z=
     samples = range(config.n_samples)
     for method in methods:
         todo = folder.missing(method.name, ids, config.n_samples)
+        if not todo.all():
+            say_skipped(progress, f"reconstruct {method.name}: {len(ids) - int(todo.sum())} of {len(ids)} images "
+                        "on disk")
         if not todo.any():
             continue
         logger.info("%s: %d of %d images to generate", method.name, int(todo.sum()), len(ids))

@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .._io import atomic_write_text
-from ..config import RUN_SECTIONS, RunConfig, config_from_dict
+from ..config import RUN_SECTIONS, RunConfig, config_from_dict, config_to_dict
 from ..devices import check_device, is_out_of_memory
 from ..errors import DataFormatError, InvalidArgumentError, ResourceError
 from ..formats.run_layout import RunLayout
+from ..interrupts import interrupted_during, say_skipped
 from .options import RUN, Option, flag_of, merge_options, section_options, shard_option
 from .tasks import Split, TaskSpec, shard_tasks
 
@@ -33,9 +34,13 @@ if TYPE_CHECKING:
     from ..sources import DataSource, StimulusSource
 
 __all__ = ["Stage", "StageContext", "Timings", "CommandOutput", "run_stage", "finish_stage", "stage_guard",
-           "check_run_model", "out_of_memory_message"]
+           "check_run_model", "out_of_memory_message", "UNRECORDED_SETTINGS"]
 
 logger = logging.getLogger(__name__)
+
+#: Settings that never shape a stage's outputs: paths, the model's name (its weights are checked by
+#: fingerprint, :func:`check_run_model`), the machine, threads, the plug-ins to import.
+UNRECORDED_SETTINGS = ("nsd_root", "out_dir", "model", "device", "threads", "plugins", "subjects", "source.root")
 
 
 class Timings:
@@ -239,6 +244,13 @@ class Stage:
     part_memory_options : dict
         The same for a part of the stage (a name given to :meth:`StageContext.timed`), named instead
         of ``memory_options`` when the error left that part (``{"features_zc": ("zc.batch_size",)}``).
+    unrecorded_settings : tuple of str
+        Settings it reads that do not shape its outputs (paths, the machine, threads), as ``"key"``
+        or ``"section.key"``: :meth:`output_settings` leaves them out, so changing them on a resume
+        is not refused (default :data:`UNRECORDED_SETTINGS`).
+    recomputed : bool
+        Whether every run rewrites all its outputs from scratch (it never resumes): a resume with
+        other settings of this stage is then not refused.
     """
 
     name: ClassVar[str] = ""
@@ -254,6 +266,8 @@ class Stage:
     timed: ClassVar[bool] = True
     memory_options: ClassVar[tuple[str, ...]] = ()
     part_memory_options: ClassVar[dict[str, tuple[str, ...]]] = {}
+    unrecorded_settings: ClassVar[tuple[str, ...]] = UNRECORDED_SETTINGS
+    recomputed: ClassVar[bool] = False
 
     # ------------------------------------------------------------------ options
     @classmethod
@@ -285,6 +299,25 @@ class Stage:
                                        "the sections it reads")
         return config_from_dict(self.settings_class, config.stage_settings.get(self.name, {}),
                                 where=f"the [{self.name}] table of the run config")
+
+    def output_settings(self, config: RunConfig) -> dict[str, Any]:
+        """The settings that shape the stage's outputs, as a run folder records them (``stages/<name>.json``).
+
+        Default: every key of its ``run_keys``, of each of its ``sections`` (``"section.key"``; a
+        section left out of the config: ``"section"`` = ``None``) and of its ``settings_class``
+        table (``"<name>.key"``), but the ``unrecorded_settings``; values as JSON holds them.
+        """
+        values: dict[str, Any] = {key: getattr(config, key) for key in self.run_keys}
+        tables: list[tuple[str, Any]] = [(section, getattr(config, section)) for section in self.sections]
+        if self.settings_class is not None:
+            tables.append((self.name, self.settings(config)))
+        for section, table in tables:
+            if table is None:
+                values[section] = None
+            else:
+                values.update({f"{section}.{key}": value for key, value in config_to_dict(table).items()})
+        kept = {key: value for key, value in values.items() if key not in self.unrecorded_settings}
+        return dict(json.loads(json.dumps(kept)))
 
     # ------------------------------------------------------------------ what it does
     def check(self, config: RunConfig) -> None:
@@ -323,6 +356,13 @@ class Stage:
     def outputs(self, ctx: StageContext) -> dict[str, Any]:
         """Files the stage writes, by name."""
         return {}
+
+    def redo_outputs(self, ctx: StageContext) -> dict[str, Any]:
+        """What ``--redo`` removes before the stage runs again (default: :meth:`outputs`).
+
+        A stage with intermediate files that a rerun would reuse adds them.
+        """
+        return self.outputs(ctx)
 
     def is_done(self, ctx: StageContext) -> bool:
         """Whether every output is on disk (``run`` then skips the stage)."""
@@ -399,7 +439,10 @@ class Stage:
 
     def command(self, ctx: StageContext) -> CommandOutput:
         """Run as a stage command: the stage, then the paths it wrote (one per line)."""
-        self.run(ctx, ctx.extra.get("shard"))
+        from ..threads import pinned_threads
+
+        with pinned_threads(ctx.config.threads):  # as run and every Ray worker (brain2image.threads)
+            self.run(ctx, ctx.extra.get("shard"))
         return CommandOutput([str(path) for path in self.outputs(ctx).values()])
 
 
@@ -442,6 +485,8 @@ def stage_guard(stage: Stage, ctx: StageContext) -> Iterator[None]:
         From :meth:`Stage.check` (a device this machine lacks, a backend the device cannot run).
     ResourceError
         For ``MemoryError`` or a CUDA out-of-memory error raised in the block.
+    Interrupted
+        For SIGINT / SIGTERM in the block (:mod:`brain2image.interrupts`), naming the stage.
     """
     stage.check(ctx.config)
     ctx.failed_part = None
@@ -451,6 +496,8 @@ def stage_guard(stage: Stage, ctx: StageContext) -> Iterator[None]:
         if not is_out_of_memory(error):
             raise
         raise ResourceError(out_of_memory_message(stage, ctx, error)) from error
+    except KeyboardInterrupt as error:
+        raise interrupted_during(stage.name, error) from None
 
 
 def run_stage(stage: Stage, ctx: StageContext, shard: tuple[int, int] | None = None) -> Any:
@@ -467,14 +514,29 @@ def run_stage(stage: Stage, ctx: StageContext, shard: tuple[int, int] | None = N
         if stage.needs_model_now(ctx):
             ctx.model()
         if stage.is_done(ctx):
-            logger.info("stage %s: already done, skipped", stage.name)
+            say_skipped(ctx.progress, f"stage {stage.name}: done, skipped")
+            _record_whole(stage, ctx, shard, only_new=True)
             return None
         logger.info("stage %s ...", stage.name)
         count, start = ctx.timings.count, time.perf_counter()
         result = stage.run(ctx, shard)
         if stage.timed and ctx.timings.count == count:
             ctx.timings.record(stage.name, time.perf_counter() - start)
+        _record_whole(stage, ctx, shard)
     return result
+
+
+def _record_whole(stage: Stage, ctx: StageContext, shard: tuple[int, int] | None, only_new: bool = False) -> None:
+    """In a run folder, record the settings of a stage that ran whole (no shard, no part).
+
+    ``only_new``: only when none are recorded (a done stage of a folder written before settings were).
+    """
+    from .recorded_settings import record_settings, settings_path
+
+    if not ctx.in_run_folder or shard is not None or ctx.part is not None:
+        return
+    if not (only_new and settings_path(ctx.config.out_dir, stage.name).is_file()):
+        record_settings(stage, ctx.config)
 
 
 def finish_stage(stage: Stage, ctx: StageContext, tasks: Sequence[TaskSpec]) -> None:
@@ -489,3 +551,4 @@ def finish_stage(stage: Stage, ctx: StageContext, tasks: Sequence[TaskSpec]) -> 
         return
     with stage_guard(stage, ctx):
         stage.finish(ctx, tasks)
+    _record_whole(stage, ctx, None)

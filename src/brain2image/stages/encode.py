@@ -134,6 +134,10 @@ class EncodeStage(Stage):
         """``encoding``: the results folder (``summary.json``, ``results.h5``, maps)."""
         return {"encoding": self._root(ctx) / RUN_FILES["encoding"]}
 
+    def redo_outputs(self, ctx: StageContext) -> dict[str, Any]:
+        """The results folder and ``features_zc/`` (a rerun would reuse its stores)."""
+        return {**self.outputs(ctx), "features_zc": self._root(ctx) / RUN_FILES["features_zc"]}
+
     def is_done(self, ctx: StageContext) -> bool:
         """``summary.json`` covers every feature space the config names, and ``results.h5`` keeps the z model.
 

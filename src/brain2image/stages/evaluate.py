@@ -68,6 +68,7 @@ class EvaluateStage(Stage):
                    "the decoders' top-1 image and brain retrieval in the decoded z and c spaces.")
     sections = ("evaluation",)
     run_keys = ("nsd_root", "device")
+    recomputed = True  # rewritten from the outputs on disk on every run
     path_options = (
         Option("recon", "reconstruction folder with index.csv", type=Path, role="input", required=True),
         Option("out", "metrics JSON to write (evaluation.json in a run)", type=Path, role="output", required=True),

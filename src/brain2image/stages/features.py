@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidArgumentError
+from ..interrupts import say_skipped
 from ..targets import BUILTIN_TARGETS, TARGET_CHOICES
 from .base import CommandOutput, Stage, StageContext
 from .options import Option
@@ -107,6 +108,7 @@ class FeaturesStage(Stage):
         written = []
         for feature, path in self.outputs(ctx).items():
             if shard is None and (path.is_file() or _merge_finished_shards(path)):
+                say_skipped(ctx.progress, f"features {feature}: done, skipped")
                 written.append(path)
                 continue
             with ctx.timed(f"features_{feature}"):

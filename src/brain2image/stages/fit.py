@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 from ..config import RunConfig
 from ..errors import InvalidArgumentError
+from ..interrupts import say_skipped
 from .base import CommandOutput, Stage, StageContext
 from .options import Option, target_part_option
 from .registry import register_stage
@@ -171,7 +172,9 @@ class FitStage(Stage):
             if ctx.in_run_folder and part is not None and not _holds_targets(job.store, part, config.target_chunk):
                 logger.info("fit %s: part %d/%d holds no block of targets; nothing to fit", job.target, *part)
                 continue
-            if not (ctx.in_run_folder and (job.out.is_file() or out.is_file())):
+            if ctx.in_run_folder and part is None and job.out.is_file():
+                say_skipped(ctx.progress, f"fit {job.target}: done, skipped")
+            elif not (ctx.in_run_folder and (job.out.is_file() or out.is_file())):
                 with ctx.timed(f"fit_{job.target}"):
                     fit_decoder_from_files(prepared, job.store, job.roi, job.target, out, config,
                                            device=ctx.config.device, progress=ctx.progress, part=part)

@@ -19,7 +19,8 @@ from typing import Any
 
 from ..errors import Brain2ImageError, InvalidArgumentError
 
-__all__ = ["Option", "RUN", "section_options", "merge_options", "flag_of", "shard_option", "target_part_option"]
+__all__ = ["Option", "AccumulateList", "RUN", "section_options",
+           "merge_options", "flag_of", "shard_option", "target_part_option"]
 
 #: ``sections`` value of a top-level (run-wide) key of a run config (``model``, ``device``, ...).
 RUN = "run"
@@ -28,6 +29,21 @@ RUN = "run"
 def flag_of(key: str) -> str:
     """The command-line flag of a config key: ``cv_folds`` -> ``--cv-folds``."""
     return "--" + key.replace("_", "-")
+
+
+class AccumulateList(argparse.Action):
+    """The action of every list option: a repeated option accumulates (``--rois a --rois b`` = both).
+
+    The first occurrence replaces the default; each later one extends the list (argparse's
+    ``"extend"`` would extend the default too).
+    """
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        """Set the option's list to ``values``, or add them to the values of an earlier occurrence."""
+        current = getattr(namespace, self.dest, None)
+        earlier = [] if current is None or current is self.default else list(current)
+        setattr(namespace, self.dest, earlier + list(values))
 
 
 @dataclass(frozen=True)
@@ -45,7 +61,7 @@ class Option:
     type : callable, optional
         Converter of one command-line token.
     nargs : str, optional
-        ``"+"`` / ``"*"`` for list values.
+        ``"+"`` / ``"*"`` for list values (a repeated list option accumulates: :class:`AccumulateList`).
     choices : sequence, optional
         Allowed values (a live view such as a registry's names is read when the parser is built).
     sections : tuple of str
@@ -95,6 +111,8 @@ class Option:
             return
         if self.action:
             kwargs["action"] = self.action
+        elif self.nargs in ("+", "*"):
+            kwargs["action"] = AccumulateList
         parser.add_argument(self.flag, dest=self.key, nargs=self.nargs, choices=self.choices, required=self.required,
                             metavar=self.metavar, **kwargs)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidArgumentError
+from ..errors import InvalidArgumentError, MissingFileError
 from .base import CommandOutput, Stage, StageContext
 from .options import Option
 from .registry import register_stage
@@ -48,8 +48,9 @@ class PrepareStage(Stage):
         if out is None:
             raise InvalidArgumentError("prepare: --out is required unless --check; expected the path of "
                                        "the prepared file (prepared/subjXX.h5)")
-        return ctx.source().prepare(str(ctx.config.subject), ctx.config.prepare, out, progress=ctx.progress,
-                                    trials_per_session=ctx.extra.get("trials_per_session"))
+        source = _source_with_subject(ctx)
+        return source.prepare(str(ctx.config.subject), ctx.config.prepare, out, progress=ctx.progress,
+                              trials_per_session=ctx.extra.get("trials_per_session"))
 
     def command(self, ctx: StageContext) -> CommandOutput:
         """``--check``: the table of needed files on stdout, one line per problem on stderr (exit 1 then).
@@ -58,7 +59,24 @@ class PrepareStage(Stage):
         """
         if not ctx.extra.get("check"):
             return super().command(ctx)
-        report = ctx.source().check(str(ctx.config.subject), ctx.config.prepare,
+        report = _source_with_subject(ctx, check=True).check(str(ctx.config.subject), ctx.config.prepare,
                                     trials_per_session=ctx.extra.get("trials_per_session"))
         return CommandOutput([report.format_table()], code=0 if report.ok else 1,
                              errors=report.problem_lines())
+
+
+def _source_with_subject(ctx: StageContext, check: bool = False) -> Any:
+    """The run's data source, once its root and the subject are found (a missing subject is named first).
+
+    With ``check`` (``--check``), a root that is not the study's is left to the check's table (every
+    file missing); a subject absent from a study that is there is still an error.
+    """
+    source = ctx.source()
+    try:
+        source.require_root()
+    except MissingFileError:
+        if check:
+            return source
+        raise
+    source.require_subject(str(ctx.config.subject), ctx.config.prepare)
+    return source

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -10,13 +11,13 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataFormatError, MissingFileError
-from ..methods import needed_inputs
+from ..methods import needed_inputs, parse_methods
 from .base import Stage, StageContext
 from .options import Option, flag_of
 from .registry import register_stage
 from .tasks import TaskSpec, shard_count
 
-__all__ = ["ReconstructStage", "check_same_study", "read_aligned"]
+__all__ = ["ReconstructStage", "batch_unit", "check_same_study", "read_aligned"]
 
 
 def read_aligned(path: Path, ids: np.ndarray | None, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -74,6 +75,20 @@ def check_same_study(inputs: dict[str, Path]) -> None:
     require_same_study(files)
     require_same_study([(path, attrs) for path, attrs in files if "subject" in attrs], "subject",
                        warn_missing=False)
+
+
+def batch_unit(config: Any) -> int:
+    """The fewest test images after which every method's draws start a new batch (shards cut there).
+
+    A method with diffusion draws ``n_samples`` images per test image in batches of ``batch_size``
+    draws, one without draws ``batch_size`` test images at a time; a shard that starts at a multiple
+    of this count batches its draws as one process does (the same batch shapes, the same floats).
+    """
+    unit = 1
+    for method in parse_methods(config.methods):
+        size = config.batch_size
+        unit = math.lcm(unit, size // math.gcd(size, config.n_samples) if method.uses_diffusion else size)
+    return unit
 
 
 @register_stage
@@ -173,7 +188,7 @@ class ReconstructStage(Stage):
         if ids is None:
             ids = self._default_ids(ctx, inputs)
         if shard is not None:
-            ids = shard_ids(ids, shard)
+            ids = shard_ids(ids, shard, batch_unit(ctx.config.reconstruction))
         return ids, {key: read_aligned(path, ids, key)[1] for key, path in inputs.items()}
 
     def run(self, ctx: StageContext, shard: tuple[int, int] | None = None) -> Path:

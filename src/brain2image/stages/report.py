@@ -163,9 +163,12 @@ class ReportStage(Stage):
     description = ("Collect the run's metrics, decoders' retrieval, brain correlation (when the run has it), "
                    "decoding accuracy and stage times into metrics.json, then write one self-contained HTML page "
                    "(reconstruction grid, metric table, retrieval, brain correlation, decoding accuracy, "
-                   "encoding maps, config, timings) for a run folder made by `run` or `demo`.")
+                   "encoding maps, config, timings) for a run folder made by `run` or `demo`. On the study folder "
+                   "of a run with subjects = [...]: its summary.json and report.html across subjects.")
     sections = ("report",)
-    path_options = (Option("run_dir", "run folder", type=Path, role="input", positional=True),)
+    recomputed = True  # rewritten from the outputs on disk on every run
+    path_options = (Option("run_dir", "run folder (a study folder of a run with subjects = [...]: its summary.json "
+                           "and report.html across subjects)", type=Path, role="input", positional=True),)
     option_overrides = {"n_images": {"default": None, "help": "test images in the report's grid (default: the "
                                      "run config's [report] n_images)"}}
     timed = False
@@ -174,16 +177,22 @@ class ReportStage(Stage):
         """The run folder's own context: its ``run_config.json`` and ``timings.json``."""
         from ..config import run_config_from_dict
         from ..formats.run_layout import RUN_FILES
+        from ..pipeline import STUDY_CONFIG_FILE
 
         run_dir = Path(args.run_dir)
         path = run_dir / RUN_FILES["config"]
-        if not path.is_file():
-            raise MissingFileError(f"{path} not found: expected a run folder made by `brain2image run` or `demo`")
+        study = not path.is_file() and (run_dir / STUDY_CONFIG_FILE).is_file()
+        if study:  # a several-subject run's folder: its study report
+            path = run_dir / STUDY_CONFIG_FILE
+        elif not path.is_file():
+            raise MissingFileError(f"{path} not found: expected a run folder made by `brain2image run` or `demo` "
+                                   "(a subject's folder, or the study folder of a run with subjects = [...])")
         config = run_config_from_dict(json.loads(path.read_text()), where=str(path))
         config.out_dir = str(run_dir)
         if args.n_images is not None:
             config.report.n_images = args.n_images
-        return StageContext(config, progress=progress, timings=Timings(run_dir / RUN_FILES["timings"]))
+        return StageContext(config, progress=progress, timings=Timings(run_dir / RUN_FILES["timings"]),
+                            extra={"study": study})
 
     def outputs(self, ctx: StageContext) -> dict[str, Any]:
         """``metrics`` and ``report``."""
@@ -200,5 +209,10 @@ class ReportStage(Stage):
         return build_report(ctx.layout.root, n_images=ctx.config.report.n_images)
 
     def command(self, ctx: StageContext) -> CommandOutput:
-        """Write both files; print the report's path."""
+        """Write both files; print the report's path. On a study folder: its ``summary.json`` and ``report.html``."""
+        if ctx.extra.get("study"):
+            from ..study_summary import write_study_summary
+
+            subjects = ctx.config.subjects or [ctx.config.subject]
+            return CommandOutput([str(write_study_summary(ctx.layout.root, subjects).resolve())])
         return CommandOutput([str(self.run(ctx, ctx.extra.get("shard")).resolve())])

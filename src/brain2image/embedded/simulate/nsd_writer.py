@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import scipy.io
 
-from ..._io import atomic_path, atomic_write_bytes, atomic_write_text
+from ..._io import atomic_path, atomic_write_bytes, atomic_write_text, make_output_dir
 from ...sources.nsd.layout import DEFAULT_BETA_VERSION, NSDLayout  # the reader's own paths (see nsd_paths)
 
 __all__ = [
@@ -85,7 +85,7 @@ def nsd_paths(root: str | os.PathLike, subject: int = 1) -> dict[str, Path]:
     ``stim_info``, ``responses``, ``brainmask``, ``roi_dir``, ``ctab_dir``, ``betas_dir``,
     ``ncsnr``.
     """
-    Path(root).mkdir(parents=True, exist_ok=True)
+    make_output_dir(root)
     layout = NSDLayout(root, subject, space="func1pt8mm", beta_version=BETA_VERSION)
     return {
         "stimuli": layout.stimuli(),

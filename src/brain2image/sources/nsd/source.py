@@ -154,8 +154,10 @@ class NSDSource:
         layout = self._layout(subject, settings)
         for folder in (layout.root / "nsddata" / "ppdata" / layout.subj, layout.betas_dir()):
             if not folder.is_dir():
-                raise MissingFileError(f"subjects: subject {subject} is not in the NSD tree: folder {folder} "
-                                       "not found; expected an NSD root holding every subject of the run")
+                present = [label for label in self.subjects()
+                           if (layout.root / "nsddata" / "ppdata" / f"subj{int(label):02d}").is_dir()]
+                raise MissingFileError(f"subject {subject} is not in the NSD tree {layout.root}: folder {folder} "
+                                       f"not found; subjects present: {', '.join(present) or 'none'}")
 
     def check(self, subject: str, settings: PrepareConfig, *, trials_per_session: int | None = None) -> CheckReport:
         """Every file a run of ``subject`` needs (:func:`~.check.check_nsd_tree`)."""
