@@ -384,7 +384,8 @@ class RunConfig(_RunTable):
                                      "decoders and encoding models (backend auto) and the evaluation's networks")
     dtype: str | None = _field(None, choices=("float32", "float16", "bfloat16"),
                                help="torch dtype of the model (default: float32 on CPU, float16 on CUDA)")
-    threads: int | None = _field(None, min=1, help="torch CPU threads (default: all)")
+    threads: int | None = _field(None, min=1, help="CPU threads of torch and BLAS, in the run and in every Ray "
+                                                   "worker (default: torch's count where the run starts)")
     plugins: list[str] = _field(factory=list, cli=False, nargs="*",
                                 help="modules imported first, in every process of the run, to register plug-ins "
                                      "(sources, targets, methods, stages; docs/extending.md)")

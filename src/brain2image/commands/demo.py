@@ -17,7 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "prepare → features → fit → reconstruct → evaluate → encode → report with the bundled model.")
     parser.add_argument("--out", required=True, help="run folder (created; reruns resume)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulation and the samples")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads of torch and BLAS (default: torch's count here)")
     parser.add_argument("--n-samples", type=int, default=5, help="samples per test image")
     parser.add_argument("--redo", action="append", default=None, metavar="STAGE",
                         help="recompute STAGE and every stage after it, removing their old outputs first (a "
