@@ -427,7 +427,8 @@ def _load_diffusers(name: str, device: torch.device, dtype: torch.dtype) -> Late
         raise MissingWeightsError(
             f"weights of {name!r} are not in the local Hugging Face cache ({hint}brain2image never downloads). "
             f"Get them on a machine with internet: `huggingface-cli download {name}` (then copy the cache, "
-            "see $HF_HOME), or pass a local diffusers folder with --model /path/to/folder") from error
+            "see $HF_HOME), or use a local diffusers folder instead (model = \"/path/to/folder\" in a run "
+            "config, --model /path/to/folder on a stage command)") from error
     scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     return _finish(LatentDiffusionModel(pipe.vae, pipe.unet, pipe.text_encoder, pipe.tokenizer, scheduler,
                                         str(local.resolve()) if is_folder else name, device, dtype))
