@@ -115,3 +115,14 @@ def test_a_method_cannot_draw_from_a_target_that_does_not_condition_generation()
             generate_reconstructions(None, [1, 2], methods=[_FromFlat()], features={"flat": np.zeros((2, 3))})
     finally:
         unregister_target("flat")
+
+
+def test_a_run_refuses_a_method_whose_target_it_does_not_decode(tmp_path):
+    from brain2image.config import ReconstructionConfig, RunConfig
+    from brain2image.stages import StageContext, get_stage
+
+    config = RunConfig(nsd_root=str(tmp_path), out_dir=str(tmp_path / "run"),
+                       decoder=DecoderConfig(targets={"c": "ventral"}),
+                       reconstruction=ReconstructionConfig(methods=("z_only",)))
+    with pytest.raises(InvalidArgumentError, match=r"draw from target 'z', which \[decoder\] targets .* does not"):
+        get_stage("reconstruct").inputs(StageContext(config, progress=False))

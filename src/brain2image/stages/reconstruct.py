@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataFormatError, MissingFileError
+from ..errors import DataFormatError, InvalidArgumentError, MissingFileError
 from ..methods import needed_inputs, parse_methods
 from .base import Stage, StageContext
 from .options import Option, flag_of
@@ -131,13 +131,14 @@ class ReconstructStage(Stage):
 
         ``<target>_true``: the target's feature store.
         """
-        from ..targets import get_target
-
-        target, true = (key.removesuffix("_true"), True) if key.endswith("_true") else (key, False)
-        if true:
-            return ctx.layout.feature_store(target)
-        roi = ctx.config.decoder.targets.get(target) or get_target(target).default_roi
-        return ctx.layout.decoder(target, roi)
+        if key.endswith("_true"):
+            return ctx.layout.feature_store(key.removesuffix("_true"))
+        target, targets = key, ctx.config.decoder.targets
+        if target not in targets:
+            raise InvalidArgumentError(f"[reconstruction] methods {list(ctx.config.reconstruction.methods)} draw from "
+                                       f"target {target!r}, which [decoder] targets {targets} does not decode; "
+                                       f"expected {target} = \"<roi>\" in [decoder] targets")
+        return ctx.layout.decoder(target, targets[target])
 
     def outputs(self, ctx: StageContext) -> dict[str, Any]:
         """``recon``: the reconstruction folder (``index.csv`` inside)."""
