@@ -129,7 +129,7 @@ def test_every_list_option_accumulates():
     (["demo", "--out", "d", "--n-samp", "1"], "brain2image demo: error: unrecognized arguments: --n-samp 1; "
      "abbreviations are not accepted: write --n-samples for --n-samp"),
     (["demo", "--out", "d", "--thread", "1"], "write --threads for --thread"),
-    (["prepare", "--subject", "1", "--ro", "x"], "write --rois for --ro"),
+    (["prepare", "--subject", "1", "--ro", "x"], "write --roi or --rois or --root for --ro"),
     (["--no-prog", "demo", "--out", "d"], "unrecognized arguments: --no-prog"),
 ])
 def test_abbreviations_are_refused(capsys, argv, words):
@@ -140,8 +140,6 @@ def test_abbreviations_are_refused(capsys, argv, words):
 
 
 @pytest.mark.parametrize("argv, words", [
-    (["prepare", "--subject", "1", "--roi", "streams:early", "--roi", "streams:ventral"],
-     "--roi was renamed to --rois"),
     (["prepare", "--subject", "1", "--raw-int16"], "--raw-int16 was renamed to --scale raw"),
     ([*FIT, "--dtype", "float32"], "--dtype was renamed to --ridge-dtype"),
     (["encode", "--pair", "z", "c"], "--pair was renamed to --partition-pairs"),
@@ -153,6 +151,15 @@ def test_old_spellings_say_what_they_were_renamed_to(capsys, argv, words):
     err = capsys.readouterr().err
     assert stop.value.code == 2 and err.count("\n") == 1 and words in err, err
     assert err.startswith(f"brain2image {argv[0]}: error: ")
+
+
+def test_an_nsd_atlas_roi_given_to_roi_names_rois(capsys):
+    """``--roi`` is a BIDS / betas ROI (NAME=MASK); NSD's atlas ROIs stay ``--rois``, which the error names."""
+    with pytest.raises(SystemExit) as stop:
+        main(["prepare", "--subject", "1", "--roi", "streams:early"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.count("\n") == 1, err
+    assert "expected NAME=MASK.nii.gz or NAME=reliable:N" in err and "--rois streams:early" in err, err
 
 
 def test_every_old_spelling_of_the_table_is_refused(capsys):

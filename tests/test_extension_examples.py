@@ -145,7 +145,7 @@ def test_the_examples_run_through_brain2image_run(local_run):
 
     run = local_run / "local" / "sub-01"
     saved = json.loads((run / "run_config.json").read_text())
-    assert saved["plugins"] == [PLUGIN] and saved["source"] == {"kind": "toy", "root": None}
+    assert saved["plugins"] == [PLUGIN] and (saved["source"]["kind"], saved["source"]["root"]) == ("toy", None)
     assert "nsd_root" not in saved and saved["subject"] == "sub-01"
     with h5py.File(run / "prepared" / "sub-01.h5", "r") as prepared:  # the toy source's prepare
         assert prepared.attrs["subject"] == "sub-01" and sorted(prepared["rois"]) == ["early", "ventral"]

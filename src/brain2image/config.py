@@ -51,6 +51,7 @@ __all__ = [
     "PrepareConfig",
     "SourceConfig",
     "DEFAULT_SOURCE",
+    "DEFAULT_CONFOUNDS",
     "EvaluationConfig",
     "EncodingOptions",
     "ReportConfig",
@@ -156,25 +157,93 @@ class _RunTable:
         return RENAMED_KEYS
 
 
+#: ``[source] confounds`` by default: fMRIPrep's six motion parameters, their derivatives, CSF and white matter.
+DEFAULT_CONFOUNDS: tuple[str, ...] = (
+    *(f"{axis}_{name}" for axis in ("trans", "rot") for name in ("x", "y", "z")),
+    *(f"{axis}_{name}_derivative1" for axis in ("trans", "rot") for name in ("x", "y", "z")),
+    "csf", "white_matter")
+
+
+def _parse_roi_mask(text: str) -> tuple[str, str]:
+    """``early=masks/early.nii.gz`` or ``ventral=reliable:5000`` -> ``(name, value)``."""
+    name, sep, value = str(text).partition("=")
+    if not sep or not name or not value:
+        nsd = f"; an NSD atlas ROI is --rois {text}" if ":" in text and not sep else ""
+        raise ValueError(f"ROI {text!r}: expected NAME=MASK.nii.gz or NAME=reliable:N, e.g. "
+                         f"early=masks/early.nii.gz{nsd}")
+    return name, value
+
+
 @dataclass
 class SourceConfig(_RunTable):
-    """Where the study comes from: a data source of the registry (:mod:`brain2image.sources`) and its files."""
+    """Where the study comes from: a data source of the registry (:mod:`brain2image.sources`) and its files.
+
+    ``kind`` and ``root`` apply to every source; the other keys to the sources named in their help
+    (``bids``: a BIDS dataset with fMRIPrep derivatives; ``betas``: precomputed single-trial betas).
+    A source refuses a key that does not apply to it.
+    """
 
     _section = "source"
 
-    kind: str = _field(DEFAULT_SOURCE, cli=False, help="data source: a registered kind (entry-point group "
-                                                        "brain2image.sources)")
-    root: str | None = _field(None, cli=False, help="the source's folder (relative: to the config file's folder)")
+    kind: str = _field(DEFAULT_SOURCE, flag="--source", help="data source: nsd, bids, betas or another registered "
+                                                             "kind (entry-point group brain2image.sources)")
+    root: str | None = _field(None, help="the source's folder: the NSD root, the BIDS root (bids), the folder "
+                                         "holding stimuli/ (betas); relative: to the config file's folder")
+    derivatives: str | None = _field(None, help="bids: fMRIPrep derivatives folder (default: <root>/derivatives/"
+                                                "fmriprep)")
+    task: str | None = _field(None, help="bids: task label (default: the dataset's only task)")
+    space: str | None = _field(None, help="space of the data: fMRIPrep's space label (bids; default T1w) or "
+                                          "NSD's (func1pt8mm, func1mm, MNI, fsaverage; also [prepare] space)")
+    roi: dict[str, str] = _field(factory=dict, flag="--roi", parse=_parse_roi_mask, nargs="+",
+                                 metavar="NAME=MASK", allow_empty=True,
+                                 table_text='a table of ROI names and NIfTI masks or reliable:N, e.g. '
+                                            '{early = "masks/early.nii.gz", ventral = "reliable:5000"}',
+                                 help="bids, betas: ROIs, each a NIfTI mask (resampled to the data's grid; {subject} "
+                                      "in its path: the subject's label) or reliable:N (the N voxels of highest "
+                                      "ncsnr in the brain mask)")
+    glm: str = _field("lss", choices=("lss", "lsa"), help="bids: single-trial GLM, least squares separate (lss) "
+                                                          "or all (lsa)")
+    hrf: str = _field("glover", choices=("glover", "spm"), help="bids: haemodynamic response model")
+    high_pass: float = _field(0.01, gt=0, help="bids: cosine drift high-pass cut-off, Hz")
+    confounds: list[str] = _field(factory=lambda: list(DEFAULT_CONFOUNDS), nargs="*", min_len=0, metavar="COLUMN",
+                                  help="bids: fMRIPrep confound columns (names or patterns such as a_comp_cor_0*) "
+                                       "in the GLM")
+    stimulus_column: str = _field("stim_file", help="bids, betas: events / trials column naming each trial's image "
+                                                    "(a path relative to stimuli/)")
+    split_column: str | None = _field(None, help="bids, betas: column naming each trial's split (train / test); "
+                                                 "default: images shown 2 or more times are test")
+    image_size: int = _field(425, min=8, help="bids, betas: side the stimuli are centre-cropped and resized to "
+                                              "(NSD's are 425)")
+    betas: str | None = _field(None, help="betas: single-trial betas, a 4D NIfTI, .npy or .h5 (n_trials, "
+                                          "n_voxels) or a GLMsingle output folder")
+    trials: str | None = _field(None, help="betas: trials table (TSV: stimulus, session, run; one row per trial, in "
+                                           "the betas' order) or a folder of BIDS events files")
+    mask: str | None = _field(None, help="betas: NIfTI mask whose voxels are an array's columns (numpy.argwhere "
+                                         "order)")
 
     @classmethod
     def _check_values(cls, values: dict[str, Any], where: str | None, allow_none: bool) -> None:
         """``kind`` names a registered data source."""
         _check_source_kind(values, where)
 
+    def subject_rois(self, subject: str) -> dict[str, str]:
+        """``roi`` with ``{subject}`` in each mask path replaced by ``subject`` (per-subject masks of a study)."""
+        return {name: value.replace("{subject}", subject) for name, value in self.roi.items()}
+
+    def given_keys(self) -> list[str]:
+        """The keys other than ``kind`` and ``root`` whose values differ from their defaults."""
+        default = SourceConfig()
+        return [f.name for f in dataclasses.fields(self)
+                if f.name not in ("kind", "root") and getattr(self, f.name) != getattr(default, f.name)]
+
 
 @dataclass
 class PrepareConfig(_RunTable):
-    """Which NSD betas ``prepare`` reads and how (the NSD root and subject are run-wide keys)."""
+    """How ``prepare`` reads a subject's betas.
+
+    ``sessions`` and ``zscore_sessions`` apply to every source, the other keys to NSD (the source and
+    the subject are ``[source]`` and run-wide keys).
+    """
 
     _section = "prepare"
 
@@ -187,7 +256,8 @@ class PrepareConfig(_RunTable):
                                               help="a count (37) or a list (1,2,5 / 1-3); default: all on disk")
     beta_format: str = _field("hdf5", choices=("hdf5", "nifti"),
                               help="file format of the betas to read (volume spaces)")
-    space: str = _field("func1pt8mm", choices=("func1pt8mm", "func1mm", "MNI", "fsaverage"), help="NSD space")
+    space: str = _field("func1pt8mm", choices=("func1pt8mm", "func1mm", "MNI", "fsaverage"), cli=False,
+                        help="NSD space (--space sets [source] space, which takes precedence)")
     beta_version: str = _field("betas_fithrf_GLMdenoise_RR", help="NSD beta version folder")
     zscore_sessions: bool = _field(False, help="z-score each voxel over each session's trials")
     scale: str = _field("percent", choices=("percent", "raw"),
@@ -591,17 +661,29 @@ def run_config_from_dict(values: dict, base_dir: Path | None = None, where: str 
             if not isinstance(given, dict):
                 raise DataFormatError(f"{where}: [{name}] must be a table of keys, got {given!r}")
             sections[name] = config_from_dict(cls, given, where=where, allow_none=False)
-    if "source" in sections:
-        values["source"] = sections.pop("source")
+    if "source" in sections:  # paths resolved first: a source checks the subject labels on its files
+        values["source"] = _source_paths_resolved(sections.pop("source"), base_dir)
     if "nsd_root" not in values and "source" not in values:
         raise DataFormatError(f"{where}: missing required key 'nsd_root'; expected a path (or a [source] table)")
     if "out_dir" not in values:
         raise DataFormatError(f"{where}: missing required key 'out_dir'; expected a path")
+    if isinstance(values.get("nsd_root"), str):
+        values["nsd_root"] = _resolved_path(values["nsd_root"], base_dir)
     config = config_from_dict(RunConfig, values, where=where, allow_none=False)
-    root = None if config.source.root is None else _resolved_path(config.source.root, base_dir)
-    return dataclasses.replace(config, nsd_root=None if config.nsd_root is None else root,
-                               source=dataclasses.replace(config.source, root=root),
-                               out_dir=_resolved_path(config.out_dir, base_dir), **sections)
+    return dataclasses.replace(config, out_dir=_resolved_path(config.out_dir, base_dir), **sections)
+
+
+#: ``[source]`` keys that hold paths (taken relative to the config file's folder).
+_SOURCE_PATH_KEYS = ("root", "derivatives", "betas", "trials", "mask")
+
+
+def _source_paths_resolved(source: SourceConfig, base_dir: Path | None) -> SourceConfig:
+    """``source`` with its paths (and its ROI masks, not ``reliable:N``) relative to ``base_dir``."""
+    paths: dict[str, Any] = {key: _resolved_path(getattr(source, key), base_dir)
+                             for key in _SOURCE_PATH_KEYS if getattr(source, key) is not None}
+    rois = {name: value if value.startswith("reliable:") else _resolved_path(value, base_dir)
+            for name, value in source.roi.items()}
+    return dataclasses.replace(source, roi=rois, **paths)
 
 
 def load_run_config(path: str | os.PathLike) -> RunConfig:

@@ -55,7 +55,8 @@ def _field(default: Any = MISSING, *, help: str, factory: Callable[[], Any] | No
     number of a list, ``min_len`` (of a list: default 1, 0 with ``nargs="*"``), ``item_len`` (of
     each list of a list of lists) and ``expected`` (the error's wording of what is expected); for
     a table of scalars (``dict[str, str]``), ``key_choices`` (the allowed keys) and ``table_text``
-    (what the table is, in errors), ``parse`` reading ``KEY=VALUE`` tokens; ``label=True``
+    (what the table is, in errors), ``parse`` reading ``KEY=VALUE`` tokens, ``allow_empty`` (an
+    empty table is valid); ``flag`` (the command-line flag, when not ``--`` + the key); ``label=True``
     marks a field the per-field checks skip (subject labels: the class's ``_check_values`` checks them).
     ``kw_only`` makes the field a keyword-only argument of the class.
     """
@@ -220,7 +221,7 @@ def _check_mapping(value: Any, hint: Any, meta: Mapping[str, Any], checking: _Ch
             value = dict(meta["parse"](v) if isinstance(v, str) else tuple(v) for v in value)
         except (ValueError, TypeError):
             raise _Invalid(_describe(hint, meta)) from None
-    if not isinstance(value, dict) or not value:
+    if not isinstance(value, dict) or not (value or meta.get("allow_empty")):
         raise _Invalid(meta.get("table_text", _describe(hint, meta)))
     choices = meta.get("key_choices")
     key_type, value_type = typing.get_args(hint)
@@ -290,7 +291,7 @@ def _value_message(cls: type, f: dataclasses.Field, value: Any, expected: str, w
     label = f"[{section}] {f.name}" if section else f.name
     flag = ""
     if where is None and "help" in f.metadata and f.metadata.get("cli", True):
-        flag = f" (--{f.name.replace('_', '-')})"
+        flag = f" ({f.metadata.get('flag') or '--' + f.name.replace('_', '-')})"
     return f"{where + ': ' if where else ''}{label} = {_shown(value)}{flag}: expected {expected}"
 
 

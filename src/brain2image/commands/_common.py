@@ -63,7 +63,7 @@ def add_command_parser(subparsers: argparse._SubParsersAction, name: str, *, hel
 #: Old spellings of options (docs/cli.md, "Renamed options and keys"): command -> old flag -> what replaces it.
 #: Each is refused in one line naming its replacement (no abbreviation is accepted, so none can prefix-match).
 RENAMED_OPTIONS: dict[str, dict[str, str]] = {
-    "prepare": {"--roi": "--rois (one flag with every ROI: --rois X Y)", "--format": "--beta-format",
+    "prepare": {"--format": "--beta-format",
                 "--raw-int16": "--scale raw"},
     "features": {"--resolution": "--z-resolution"},
     "fit": {"--dtype": "--ridge-dtype", "--progress": "--no-progress (progress is on by default)"},

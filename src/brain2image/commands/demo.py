@@ -20,6 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads of torch and BLAS (default: torch's count here)")
     parser.add_argument("--n-samples", type=int, default=5, help="samples per test image")
+    parser.add_argument("--source", choices=("nsd", "bids"), default="nsd",
+                        help="the simulated study's format: an NSD tree, or a BIDS dataset with fMRIPrep-style "
+                        "derivatives whose single-trial betas prepare estimates (LSS)")
     parser.add_argument("--redo", action="append", default=None, metavar="STAGE",
                         help="recompute STAGE and every stage after it, removing their old outputs first (a "
                         "resume with settings other than those a finished stage recorded is refused without it); "
@@ -35,7 +38,7 @@ def _run(args: argparse.Namespace) -> int:
     from ..methods import method_names
 
     report = run_demo(args.out, seed=args.seed, progress=show_progress(args), threads=args.threads,
-                      n_samples=args.n_samples, redo=args.redo or ())
+                      n_samples=args.n_samples, redo=args.redo or (), source=args.source)
     metrics = json.loads(RunLayout.of(args.out).file("metrics").read_text())
     keys = ("pixcorr", "ssim", "id_pixel", "id_semantic", "takagi_pixel", "takagi_semantic")
     print(f"{'method':<10}" + "".join(f"{k:>16}" for k in keys))

@@ -6,17 +6,22 @@ it with the bundled model through :func:`brain2image.pipeline.run_pipeline`.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from ..config import ReconstructionConfig, RunConfig, SourceConfig, check_config
+from ..errors import InvalidArgumentError
 from ..methods import builtin_methods
 from ..pipeline import run_pipeline
 from .simulate.study import simulate_study
 
-__all__ = ["DEMO_STUDY", "run_demo", "demo_config"]
+__all__ = ["DEMO_STUDY", "DEMO_SOURCES", "BIDS_DEMO_MASKS", "run_demo", "demo_config", "bids_demo_config"]
+
+#: The formats the demo's study can be simulated in.
+DEMO_SOURCES = ("nsd", "bids")
 
 #: Size of the demo's simulated study: 6 sessions (4,410 training trials of 1,820 images) and 30
 #: shared test images, so that 30 × 5 samples × 3 diffusion methods keep the demo within a few
@@ -50,9 +55,46 @@ def demo_config(out_dir: str | os.PathLike, *, seed: int = 0, threads: int | Non
     return RunConfig(out_dir=str(out.resolve()), threads=threads, source=source, reconstruction=recon)
 
 
+#: ROI masks of the simulated BIDS study (``derivatives/rois``), by ROI name; ``{subject}`` is the BIDS subject.
+BIDS_DEMO_MASKS = {name: f"derivatives/rois/{{subject}}/anat/{{subject}}_space-T1w_desc-{name}_mask.nii.gz"
+                   for name in ("early", "ventral", "visual")}
+
+
+def bids_demo_config(out_dir: str | os.PathLike, *, seed: int = 0, threads: int | None = None,
+                     n_samples: int = 5) -> RunConfig:
+    """The BIDS demo's run config: :func:`demo_config` on the simulated BIDS study ``<out_dir>/study/bids``.
+
+    Single-trial betas by LSS from the fMRIPrep-style derivatives, the split from the events'
+    ``trial_split`` column (training images are shown twice, as NSD repeats its images), the study's
+    ROI masks (``early``, ``ventral`` and their union with the other visual areas, ``visual``, which
+    the encoding models), stimuli at their simulated size (64 px).
+    """
+    config = demo_config(out_dir, seed=seed, threads=threads, n_samples=n_samples)
+    root = (Path(out_dir) / "study" / "bids").resolve()
+    source = SourceConfig(kind="bids", root=str(root), task="images", space="T1w", image_size=64,
+                          split_column="trial_split",
+                          roi={name: str(root / mask) for name, mask in BIDS_DEMO_MASKS.items()})
+    encoding = dataclasses.replace(config.encoding, roi="visual")
+    return dataclasses.replace(config, source=source, nsd_root=None, subject="sub-01", encoding=encoding)
+
+
+def _simulate(study_dir: Path, source: str, seed: int, progress: bool, options: dict | None) -> dict[str, float]:
+    """Simulate the demo's study (NSD tree or BIDS dataset) unless its truth is there; returns the timing."""
+    if (study_dir / "simulation_truth.h5").is_file():
+        return {}
+    start = time.perf_counter()
+    if source == "bids":
+        from .simulate.bids_study import simulate_bids_study
+
+        simulate_bids_study(study_dir, preset="demo", seed=seed, progress=progress, **(options or {}))
+    else:
+        simulate_study(study_dir, preset="demo", seed=seed, progress=progress, **(options or {}))
+    return {"simulate": round(time.perf_counter() - start, 2)}
+
+
 def run_demo(out_dir: str | os.PathLike, *, seed: int = 0, progress: bool = True,
              threads: int | None = None, simulate_options: dict | None = None,
-             n_samples: int = 5, redo: Sequence[str] = ()) -> Path:
+             n_samples: int = 5, redo: Sequence[str] = (), source: str = "nsd") -> Path:
     """The embedded default end to end: simulate a subject, then :func:`run_pipeline`.
 
     Parameters
@@ -71,17 +113,20 @@ def run_demo(out_dir: str | os.PathLike, *, seed: int = 0, progress: bool = True
         Samples per test image (the paper's settings otherwise, plus the ``oracle`` method).
     redo : sequence of str
         Stages to recompute with every stage after them (``--redo``; :func:`run_pipeline`).
+    source : {"nsd", "bids"}
+        The simulated study's format: an NSD tree, or a BIDS dataset with fMRIPrep-style derivatives
+        whose single-trial betas ``prepare`` estimates (:func:`bids_demo_config`).
 
     Returns
     -------
     Path of the report.
     """
-    config = demo_config(out_dir, seed=seed, threads=threads, n_samples=n_samples)
-    check_config(config)  # a bad option fails before the study is simulated
-    study_dir = Path(out_dir) / "study"
-    timings: dict[str, float] = {}
-    if not (study_dir / "simulation_truth.h5").is_file():
-        start = time.perf_counter()
-        simulate_study(study_dir, preset="demo", seed=seed, progress=progress, **(simulate_options or {}))
-        timings["simulate"] = round(time.perf_counter() - start, 2)
+    if source not in DEMO_SOURCES:
+        raise InvalidArgumentError(f"demo source {source!r}: expected one of {', '.join(DEMO_SOURCES)}")
+    make_config = bids_demo_config if source == "bids" else demo_config
+    config = make_config(out_dir, seed=seed, threads=threads, n_samples=n_samples)
+    if source == "nsd":
+        check_config(config)  # a bad option fails before the study is simulated
+    timings = _simulate(Path(out_dir) / "study", source, seed, progress, simulate_options)
+    check_config(config)  # a BIDS subject is checked against the simulated dataset
     return run_pipeline(config, progress=progress, timer_seed=timings, redo=redo)

@@ -393,7 +393,8 @@ def read_roi_data(prepared_path: str | os.PathLike, roi: str) -> dict:
     -------
     dict with ``train_ids`` (n_trials,), ``Y_train`` (n_trials, n_voxels), ``test_ids``
     (n_test,), ``Y_test`` (n_test, n_voxels), ``n_repeats`` (n_test,), ``ncsnr`` or None,
-    ``ijk`` or None, ``vertex``/``hemi`` or None, ``volume_shape``, ``affine``, ``space``.
+    ``ijk`` or None, ``vertex``/``hemi`` or None, ``volume_shape``, ``affine``, ``space`` and
+    ``positions_placed`` (False for array betas whose columns have no place in a volume).
     """
     prepared = PreparedData(prepared_path)
     Y_train, train_ids = prepared.train(roi)
@@ -401,7 +402,8 @@ def read_roi_data(prepared_path: str | os.PathLike, roi: str) -> dict:
     return {"train_ids": train_ids, "Y_train": Y_train, "test_ids": test_ids, "Y_test": Y_test,
             "n_repeats": prepared.n_repeats(), "ncsnr": prepared.ncsnr(roi), **prepared.positions(roi),
             "volume_shape": prepared.volume_shape, "affine": prepared.affine,
-            "space": str(prepared.attrs.get("space", ""))}
+            "space": str(prepared.attrs.get("space", "")),
+            "positions_placed": bool(prepared.attrs.get("positions_placed", True))}
 
 
 def roi_image_ids(data: Mapping[str, np.ndarray]) -> np.ndarray:

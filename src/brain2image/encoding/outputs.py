@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
     from .analysis import EncodingResults
 
 __all__ = ["voxel_keys", "summary_masks", "summarise", "write_results", "write_encoding_outputs"]
+
+logger = logging.getLogger(__name__)
 
 
 def voxel_keys(data: Mapping[str, np.ndarray | None]) -> np.ndarray:
@@ -164,7 +167,10 @@ def write_encoding_outputs(results: EncodingResults, prepared_path: str | os.Pat
     write_results(results, out / "results.h5", roi_data=data,
                   attrs={"config": json.dumps(dataclasses.asdict(config)), "prepared": str(prepared_path),
                          "roi": config.roi, "feature_stores": json.dumps(summary["feature_stores"])})
-    if config.maps:
+    if config.maps and not data.get("positions_placed", True):
+        logger.warning("encoding maps skipped: the prepared file's voxels have no place in a brain volume "
+                       "(array betas without [source] mask); results.h5 and summary.json hold every voxel's r")
+    elif config.maps:
         _write_maps(results, data, out, summary)
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     return out / "summary.json"

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import numpy as np
 
 if TYPE_CHECKING:
-    from ..config import PrepareConfig
+    from ..config import PrepareConfig, SourceConfig
 
-__all__ = ["DataSource", "StimulusSource", "SourceCheck", "SubjectWords", "numeric_label"]
+__all__ = ["DataSource", "StimulusSource", "SourceCheck", "SubjectWords", "numeric_label", "refuse_source_keys"]
 
 
 def numeric_label(label: str) -> int | str:
@@ -31,6 +31,29 @@ def numeric_label(label: str) -> int | str:
     attributes stay what they were); ``"01"`` and ``"sub-01"`` stay strings.
     """
     return int(label) if label.isdigit() and str(int(label)) == label else label
+
+
+def refuse_source_keys(config: SourceConfig, allowed: Sequence[str]) -> None:
+    """Raise a one-line error when ``config`` gives a ``[source]`` key its kind does not read.
+
+    Parameters
+    ----------
+    config : SourceConfig
+    allowed : sequence of str
+        The keys the source reads besides ``kind`` and ``root``.
+
+    Raises
+    ------
+    InvalidArgumentError
+        Naming the first key given that is not allowed, and the keys the kind reads.
+    """
+    from ..errors import InvalidArgumentError
+
+    extra = [key for key in config.given_keys() if key not in allowed]
+    if extra:
+        reads = ", ".join(["root", *allowed])
+        raise InvalidArgumentError(f"[source] {extra[0]} = {getattr(config, extra[0])!r}: does not apply to "
+                                   f"[source] kind = {config.kind!r}, which reads {reads}; remove it")
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ callable that takes the run's :class:`~brain2image.config.SourceConfig` and retu
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
@@ -109,7 +110,8 @@ def stimuli_of_record(record: Mapping[str, Any]) -> StimulusSource | None:
     import_plugins(record.get("plugins") or [])
     table = record.get("source")
     if isinstance(table, Mapping):
-        return stimuli_of(SourceConfig(**{key: table[key] for key in ("kind", "root") if key in table}))
+        known = {f.name for f in dataclasses.fields(SourceConfig)}
+        return stimuli_of(SourceConfig(**{key: value for key, value in table.items() if key in known}))
     if record.get("nsd_root"):
         return stimuli_of(SourceConfig(root=str(record["nsd_root"])))
     return None

@@ -251,6 +251,9 @@ class Stage:
     recomputed : bool
         Whether every run rewrites all its outputs from scratch (it never resumes): a resume with
         other settings of this stage is then not refused.
+    source_keys : tuple of str, optional
+        The ``[source]`` keys among its command's options (``--source``, ``--root``, ...); default:
+        ``kind``, ``root`` and ``image_size`` for a stage with ``nsd_root`` among its ``run_keys``.
     """
 
     name: ClassVar[str] = ""
@@ -268,12 +271,25 @@ class Stage:
     part_memory_options: ClassVar[dict[str, tuple[str, ...]]] = {}
     unrecorded_settings: ClassVar[tuple[str, ...]] = UNRECORDED_SETTINGS
     recomputed: ClassVar[bool] = False
+    source_keys: ClassVar[tuple[str, ...] | None] = None
+
+    @classmethod
+    def _source_keys(cls) -> tuple[str, ...]:
+        """The ``[source]`` keys of the stage command: ``source_keys``, else those that name the stimuli.
+
+        A stage that reads the run's source (``nsd_root`` among its ``run_keys``) takes ``--source``,
+        ``--root`` and ``--image-size`` by default.
+        """
+        if cls.source_keys is not None:
+            return cls.source_keys
+        return ("kind", "root", "image_size") if "nsd_root" in cls.run_keys else ()
 
     # ------------------------------------------------------------------ options
     @classmethod
     def options(cls) -> tuple[Option, ...]:
         """Every option of the stage command: paths, run-wide keys, section keys, its own."""
         generated = section_options(RunConfig, RUN, cls.run_keys)
+        generated += section_options(RUN_SECTIONS["source"], "source", cls._source_keys())
         for section in cls.sections:
             generated += section_options(RUN_SECTIONS[section], section)
         if cls.settings_class is not None:

@@ -73,8 +73,8 @@ class EvaluateStage(Stage):
         Option("recon", "reconstruction folder with index.csv", type=Path, role="input", required=True),
         Option("out", "metrics JSON to write (evaluation.json in a run)", type=Path, role="output", required=True),
     )
-    option_overrides = {"nsd_root": {"required": True, "help": "NSD root holding "
-                                     "nsddata_stimuli/stimuli/nsd/nsd_stimuli.hdf5"},
+    option_overrides = {"nsd_root": {"help": "NSD root holding nsddata_stimuli/stimuli/nsd/nsd_stimuli.hdf5 "
+                                     "(another source: --source KIND --root DIR)"},
                         "device": {"help": "torch device of the feature networks"}}
 
     def _retrieval_inputs(self, ctx: StageContext) -> dict[str, tuple[Path, Path]]:

@@ -60,7 +60,7 @@ class FeaturesStage(Stage):
         Option("feature", "targets to compute (registered targets)", default=list(BUILTIN_TARGETS), nargs="+",
                choices=TARGET_CHOICES),
     )
-    option_overrides = {"nsd_root": {"required": True}}
+    option_overrides = {"nsd_root": {"help": "NSD root (another source: --source KIND --root DIR)"}}
     shardable = True
 
     def needs_model(self, config: Any) -> bool:

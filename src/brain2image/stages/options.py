@@ -71,6 +71,8 @@ class Option:
         An explicit input or output path of the stage command (in a run folder, the stage finds
         its files through :class:`~brain2image.formats.run_layout.RunLayout`).
     required, metavar, hidden, positional : see :mod:`argparse`
+    cli_flag : str, optional
+        The flag, when not :func:`flag_of` ``(key)`` (a config field's ``flag`` metadata).
     action : str or Action class, optional
         ``"store_true"``, ``"append"``, or :class:`argparse.BooleanOptionalAction` for booleans.
     """
@@ -88,11 +90,12 @@ class Option:
     action: Any = None
     hidden: bool = False
     positional: bool = False
+    cli_flag: str | None = None
 
     @property
     def flag(self) -> str:
-        """``--`` + the key with ``_`` -> ``-``."""
-        return flag_of(self.key)
+        """``cli_flag`` when given (``[source] kind`` is ``--source``), else ``--`` + the key with ``_`` -> ``-``."""
+        return self.cli_flag or flag_of(self.key)
 
     def replace(self, **changes: Any) -> Option:
         """A copy with some fields changed."""
@@ -144,7 +147,7 @@ def _field_option(f: dataclasses.Field, hint: Any, section: str, default: Any) -
     meta = f.metadata
     hint = _unwrap_optional(hint)
     common = {"key": f.name, "help": meta["help"], "default": default, "sections": (section,),
-              "choices": meta.get("choices"), "metavar": meta.get("metavar")}
+              "choices": meta.get("choices"), "metavar": meta.get("metavar"), "cli_flag": meta.get("flag")}
     if "parse" in meta:
         return Option(type=_token_converter(meta["parse"]), nargs=meta.get("nargs"), **common)
     if hint is bool:

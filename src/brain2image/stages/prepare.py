@@ -5,9 +5,11 @@ The source writes it (:meth:`brain2image.sources.DataSource.prepare`; NSD: from 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
+from ..config import RunConfig, SourceConfig, config_to_dict
 from ..errors import InvalidArgumentError, MissingFileError
 from .base import CommandOutput, Stage, StageContext
 from .options import Option
@@ -17,16 +19,20 @@ __all__ = ["PrepareStage"]
 
 @register_stage
 class PrepareStage(Stage):
-    """Mask an NSD subject's single-trial betas to ROIs and split them into train and test."""
+    """Write a subject's single-trial betas, masked to ROIs and split into train and test, from the run's source."""
 
     name = "prepare"
-    help = "mask NSD single-trial betas to ROIs and split train/test"
-    description = ("Read an NSD tree (betas, ROIs, design) and write prepared/subjXX.h5 with ROI-masked "
-                   "single-trial betas: train = non-shared trials, test = shared images averaged over "
-                   "repetitions. --check only checks every file a run needs (design, sessions, ROIs, ncsnr, "
-                   "betas, stimuli, captions), one line per problem.")
+    help = "single-trial betas of a subject, masked to ROIs and split train/test (NSD, BIDS, precomputed betas)"
+    description = ("Read the subject's data from its source and write prepared/subjXX.h5 with ROI-masked "
+                   "single-trial betas: train = single trials, test = test images averaged over repetitions. "
+                   "NSD (--nsd-root): its betas, ROIs and design (test = the shared images). BIDS (--source bids "
+                   "--root RAW --task TASK --space SPACE --roi NAME=MASK ...): fMRIPrep outputs, single-trial betas "
+                   "estimated with a GLM (LSS by default; test = images shown 2 or more times). Precomputed betas "
+                   "(--source betas --betas FILE --trials TSV). --check only checks every file a run needs, one "
+                   "line per problem.")
     sections = ("prepare",)
     run_keys = ("nsd_root", "subject")
+    source_keys = tuple(f.name for f in dataclasses.fields(SourceConfig))
     path_options = (Option("out", "the prepared file to write, prepared/subjXX.h5 (required unless --check)",
                            type=Path, role="output"),)
     extra_options = (
@@ -36,6 +42,13 @@ class PrepareStage(Stage):
                type=int, hidden=True),
     )
     option_overrides = {"nsd_root": {"help": "NSD root (default: $NSD_ROOT)"}, "subject": {"required": True}}
+
+    def output_settings(self, config: RunConfig) -> dict[str, Any]:
+        """The ``[prepare]`` settings, and the ``[source]`` keys given beside ``kind`` and ``root``."""
+        values = super().output_settings(config)
+        values.update({f"source.{key}": value for key, value in config_to_dict(config.source).items()
+                       if key in config.source.given_keys()})
+        return values
 
     def outputs(self, ctx: StageContext) -> dict[str, Any]:
         """``prepared``: the prepared file."""

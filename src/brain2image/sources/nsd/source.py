@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ...errors import MissingFileError
-from ..base import SubjectWords
-from .layout import SESSIONS_PER_SUBJECT, TRIALS_PER_SESSION, NSDLayout, is_simulated_tree
+from ...errors import InvalidArgumentError, MissingFileError
+from ..base import SubjectWords, refuse_source_keys
+from .layout import SESSIONS_PER_SUBJECT, SPACES, TRIALS_PER_SESSION, NSDLayout, is_simulated_tree
 from .stimuli import (
     check_stimuli,
     iter_stimuli,
@@ -109,7 +109,12 @@ class NSDSource:
     subject_words = SubjectWords(one="an NSD subject 1..8", many="NSD subjects 1..8", example="[1, 2, 5, 7]")
 
     def __init__(self, config: SourceConfig) -> None:
+        refuse_source_keys(config, allowed=("space",))
+        if config.space is not None and config.space not in SPACES:
+            raise InvalidArgumentError(f"[source] space = {config.space!r} (--space): expected one of "
+                                       f"{', '.join(SPACES)} for an NSD source")
         self.root = config.root
+        self.space = config.space
 
     def subjects(self) -> list[str]:
         """``"1"`` ... ``"8"``."""
@@ -125,8 +130,15 @@ class NSDSource:
             return None
         return text if text in self.subjects() else None
 
+    def _space(self, settings: PrepareConfig) -> str:
+        """``[source] space`` when given, else ``[prepare] space``; both given and different is an error."""
+        if self.space is not None and settings.space not in (self.space, "func1pt8mm"):
+            raise InvalidArgumentError(f"[source] space = {self.space!r} and [prepare] space = {settings.space!r}: "
+                                       "expected one of the two keys (they name the same thing)")
+        return self.space or settings.space
+
     def _layout(self, subject: str, settings: PrepareConfig) -> NSDLayout:
-        return NSDLayout(self.root, int(subject), space=settings.space, beta_version=settings.beta_version)
+        return NSDLayout(self.root, int(subject), space=self._space(settings), beta_version=settings.beta_version)
 
     def require_root(self) -> None:
         """The root must be a folder holding ``nsddata/``.
@@ -173,7 +185,7 @@ class NSDSource:
 
         return prepare_subject(
             self.root, int(subject), out, rois=tuple(settings.rois), sessions=settings.sessions,
-            beta_version=settings.beta_version, beta_format=settings.beta_format, space=settings.space,
+            beta_version=settings.beta_version, beta_format=settings.beta_format, space=self._space(settings),
             scale=settings.scale, zscore_sessions=settings.zscore_sessions,
             trials_per_session=trials_per_session or TRIALS_PER_SESSION, progress=progress)
 
