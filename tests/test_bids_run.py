@@ -25,7 +25,7 @@ from brain2image.embedded.simulate.bids_study import simulate_bids_study
 from brain2image.formats.prepared import load_prepared
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = {"n_images": 160, "n_test": 8, "n_sessions": 2, "runs_per_session": 2, "trials_per_run": 45,
+SMALL = {"n_images": 160, "n_test": 8, "n_sessions": 2, "runs_per_session": 2, "trials_per_run": 45, "train_repeats": 1,
          "volume_shape": (12, 14, 10), "roi_sizes": {"early": 120, "ventral": 120, "midventral": 10, "lateral": 10},
          "image_size": 32}
 MASK = "{root}/derivatives/rois/{{subject}}/anat/{{subject}}_space-T1w_desc-{name}_mask.nii.gz"
@@ -136,7 +136,7 @@ def test_bids_run_on_ray_gives_the_sequential_outputs(sequential, on_ray):
 def test_the_bids_example_runs_as_written(tmp_path):
     """``examples/bids_simulated.toml`` on ``simulate --format bids`` output (paths as the example has them)."""
     assert main(["--no-progress", "simulate", "--format", "bids", "--out", str(tmp_path / "bids-study"),
-                 "--n-images", "120", "--n-test", "6", "--sessions", "2", "--runs", "2", "--trials-per-run", "35",
+                 "--n-images", "120", "--n-test", "6", "--sessions", "2", "--runs", "2", "--trials-per-run", "35", "--train-repeats", "1",
                  "--image-size", "32"]) == 0
     text = (ROOT / "examples" / "bids_simulated.toml").read_text()
     text = re.sub(r"n_samples = \d+", 'n_samples = 1\nnum_inference_steps = 5', text)  # a test-sized run

@@ -23,7 +23,7 @@ from brain2image.errors import InvalidArgumentError
 from brain2image.glm.single_trial import single_trial_betas
 
 #: A tiny study: 3 sessions of 2 runs, 48 images of which 12 test images shown 3 times (72 trials).
-TINY = {"n_images": 48, "n_test": 12, "n_sessions": 3, "runs_per_session": 2, "trials_per_run": 12,
+TINY = {"n_images": 48, "n_test": 12, "n_sessions": 3, "runs_per_session": 2, "trials_per_run": 12, "train_repeats": 1,
         "volume_shape": (12, 14, 10), "roi_sizes": {"early": 120, "ventral": 120, "midventral": 20, "lateral": 20},
         "image_size": 16}
 MOTION = ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]
@@ -187,12 +187,13 @@ def test_cli_writes_a_bids_study_and_refuses_options_of_the_other_format(tmp_pat
                                                                          capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "cli"
     assert main(["simulate", "--format", "bids", "--out", str(tmp_path / "ok"), "--n-images", "30", "--n-test", "5",
-                 "--sessions", "3", "--runs", "1", "--trials-per-run", "15", "--image-size", "16", "--tr", "1.5",
+                 "--sessions", "3", "--runs", "1", "--trials-per-run", "15", "--train-repeats", "1", "--image-size", "16",
+                 "--tr", "1.5",
                  "--seed", "2", "--no-progress"]) == 0
     assert "fMRIPrep derivatives" in capsys.readouterr().out
     assert json.loads((tmp_path / "ok/bids/task-images_bold.json").read_text())["RepetitionTime"] == 1.5
     assert main(["simulate", "--format", "bids", "--out", str(out), "--n-images", "30", "--n-test", "5",
-                 "--sessions", "3", "--runs", "1", "--trials-per-run", "15", "--volume-shape", "12x14x10",
+                 "--sessions", "3", "--runs", "1", "--trials-per-run", "15", "--train-repeats", "1", "--volume-shape", "12x14x10",
                  "--image-size", "16", "--no-progress"]) == 2  # default ROIs do not fit this volume
     assert "ROIs" in capsys.readouterr().err
     assert main(["simulate", "--format", "bids", "--out", str(out), "--n-shared", "5"]) == 2

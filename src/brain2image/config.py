@@ -205,6 +205,9 @@ class SourceConfig(_RunTable):
                                                           "or all (lsa)")
     hrf: str = _field("glover", choices=("glover", "spm"), help="bids: haemodynamic response model")
     high_pass: float = _field(0.01, gt=0, help="bids: cosine drift high-pass cut-off, Hz")
+    center_runs: bool = _field(True, help="bids: subtract each voxel's mean over a run's trials from the run's "
+                                          "betas (the run's baseline error, which every trial of a rapid design "
+                                          "shares)")
     confounds: list[str] = _field(factory=lambda: list(DEFAULT_CONFOUNDS), nargs="*", min_len=0, metavar="COLUMN",
                                   help="bids: fMRIPrep confound columns (names or patterns such as a_comp_cor_0*) "
                                        "in the GLM")

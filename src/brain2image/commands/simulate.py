@@ -54,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="nsd: an NSD tree (<out>/nsd); bids: an image experiment as raw BIDS + fMRIPrep-style "
                         "derivatives and ROI masks (<out>/bids), BOLD time series with the true single-trial "
                         "responses in <out>/simulation_truth.h5; its sizes default to the 'demo' preset "
-                        "(1,850 images, 30 test images x 3, 4 sessions of 8 runs of 60 trials)")
+                        "(1,850 images: 30 test images x 3, the others x 2; 6 sessions of 10 runs of about 62 trials)")
     parser.add_argument("--preset", choices=("demo", "nsd"),
                         help="named study: 'nsd' is an NSD-size subject (40 sessions, 10,000 images, 425 px; "
                         "about 12 GB, see docs/simulation.md), 'demo' the demo's study")
@@ -62,12 +62,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="size of the simulated 73k image space (default: 1250; bids: images, 1850)")
     parser.add_argument("--n-shared", type=int, help="shared test images, shown 3 times each (default: 50)")
     parser.add_argument("--sessions", type=int,
-                        help="sessions of 750 trials (default: 4; bids: sessions of --runs runs, 4)")
+                        help="sessions of 750 trials (default: 4; bids: sessions of --runs runs, 6)")
     parser.add_argument("--late-sessions", type=int,
                         help="last sessions that hold the final repeats of --late-shared shared images (default: 0)")
     parser.add_argument("--late-shared", type=int,
                         help="shared images not fully seen before the late sessions (default: 0)")
-    parser.add_argument("--ncsnr", type=float, help="median single-trial ncsnr of the ROI voxels (default: 0.4)")
+    parser.add_argument("--ncsnr", type=float, help="median single-trial ncsnr of the ROI voxels (default: 0.4; bids: 0.6)")
     parser.add_argument("--volume-shape", type=_volume_shape, help="functional volume XxYxZ (default: 24x30x20)")
     parser.add_argument("--image-size", type=int, help="stimulus side in pixels (default: 64)")
     parser.add_argument("--model-size", type=int,
@@ -86,11 +86,11 @@ def _add_bids_options(parser: argparse.ArgumentParser) -> None:
     """The ``--format bids`` options."""
     group = parser.add_argument_group("--format bids")
     group.add_argument("--n-test", type=int, help="test images, shown 3 times each (bids; default: 30)")
-    group.add_argument("--runs", type=int, help="runs per session (bids; default: 8)")
-    group.add_argument("--trials-per-run", type=int, help="most trials per run (bids; default: 60)")
+    group.add_argument("--runs", type=int, help="runs per session (bids; default: 10)")
+    group.add_argument("--trials-per-run", type=int, help="most trials per run (bids; default: 63)")
     group.add_argument("--tr", type=float, help="repetition time in seconds (bids; default: 2.0)")
     group.add_argument("--train-repeats", type=int,
-                       help="presentations of each training image (bids; default: 1, the demo's 2); above 1, "
+                       help="presentations of each training image (bids; default: 2); above 1, "
                        "the split is the events' trial_split column ([source] split_column)")
 
 

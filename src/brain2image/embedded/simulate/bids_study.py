@@ -86,10 +86,11 @@ BASELINE = 1000.0
 IMAGE_CHUNK = 250
 
 #: The ``demo`` preset (also the defaults): about the NSD demo's size — 1,850 images, 30 test images
-#: shown 3 times, 4 sessions of 8 runs of about 60 trials.
+#: shown 3 times, the others twice (3,730 trials; the NSD demo has 4,500), 6 sessions of 10 runs of
+#: about 62 trials, a median single-trial ncsnr of 0.6 (LSS betas come out lower).
 BIDS_DEMO_PRESET: dict[str, Any] = {
-    "n_images": 1850, "n_test": 30, "n_sessions": 4, "runs_per_session": 8, "trials_per_run": 60, "train_repeats": 1,
-    "volume_shape": (24, 30, 20), "roi_sizes": DEFAULT_ROI_SIZES, "image_size": 64, "tr": 2.0, "ncsnr": 0.4,
+    "n_images": 1850, "n_test": 30, "n_sessions": 6, "runs_per_session": 10, "trials_per_run": 63, "train_repeats": 2,
+    "volume_shape": (24, 30, 20), "roi_sizes": DEFAULT_ROI_SIZES, "image_size": 64, "tr": 2.0, "ncsnr": 0.6,
 }
 #: Preset names.
 BIDS_PRESETS = ("demo",)
@@ -516,11 +517,11 @@ def simulate_bids_study(out_dir: str | os.PathLike, *, preset: str | None = None
     preset : {"demo"}, optional
         Named settings (the defaults).
     n_images, n_test : int
-        Images [1850], of which test images shown 3 times each [30]; the others are shown once.
+        Images [1850], of which test images shown 3 times each [30]; the others ``train_repeats`` times.
     n_sessions, runs_per_session, trials_per_run : int
-        Sessions [4], runs per session [8], most trials per run [60].
+        Sessions [6], runs per session [10], most trials per run [63].
     train_repeats : int
-        Presentations of each training image, in different passes over them [1]; above 1, the split is
+        Presentations of each training image, in different passes over them [2]; above 1, the split is
         the events' ``trial_split`` column (``[source] split_column``).
     volume_shape : (int, int, int)
         (X, Y, Z) of the functional volume (1.8 mm voxels) [(24, 30, 20)].
@@ -531,7 +532,7 @@ def simulate_bids_study(out_dir: str | os.PathLike, *, preset: str | None = None
     tr : float
         Repetition time, s [2.0].
     ncsnr : float
-        Target median single-trial ncsnr of the ROI voxels [0.4].
+        Target median single-trial ncsnr of the ROI voxels [0.6].
     seed : int
         Same arguments and seed → byte-identical files.
     n_subjects : int

@@ -53,8 +53,11 @@ def voxel_positions(survey: Survey) -> tuple[np.ndarray, list[RoiSelection]]:
     return np.argwhere(union), selections
 
 
-def run_betas(plan: RunPlan, positions: np.ndarray, confounds: list[str], settings: GlmSettings) -> np.ndarray:
+def run_betas(plan: RunPlan, positions: np.ndarray, confounds: list[str], settings: GlmSettings,
+              center: bool = False) -> np.ndarray:
     """Single-trial betas of one run at ``positions``, array of shape (n_trials, n_voxels) float32.
+
+    With ``center``, each voxel's mean over the run's trials is subtracted (``[source] center_runs``).
 
     Raises
     ------
@@ -74,8 +77,9 @@ def run_betas(plan: RunPlan, positions: np.ndarray, confounds: list[str], settin
     times = run.tr * np.arange(len(series), dtype=np.float64)
     keep = table.keep
     regressors = table.values[keep] if table.names else None
-    return single_trial_betas(series[keep], times[keep], plan.events.onsets, plan.events.durations, regressors,
-                              settings, where=str(run.bold))
+    betas = single_trial_betas(series[keep], times[keep], plan.events.onsets, plan.events.durations, regressors,
+                               settings, where=str(run.bold))
+    return betas - betas.mean(axis=0, dtype=np.float64).astype(np.float32) if center else betas
 
 
 def _trial_table(survey: Survey) -> TrialTable:
@@ -92,7 +96,8 @@ def _record(survey: Survey, positions: np.ndarray, config: Any) -> str:
     """What the betas depend on: GLM settings, confounds, voxels and every run's files (size, mtime)."""
     files = [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for plan in survey.plans
              for p in (plan.run.bold, plan.run.events, plan.run.confounds) if p is not None]
-    return json.dumps({"glm": [config.glm, config.hrf, float(config.high_pass)], "confounds": list(config.confounds),
+    return json.dumps({"glm": [config.glm, config.hrf, float(config.high_pass), bool(config.center_runs)],
+                       "confounds": list(config.confounds),
                        "voxels": hashlib.sha256(np.ascontiguousarray(positions, dtype=np.int64).tobytes()).hexdigest(),
                        "files": files})
 
@@ -102,6 +107,7 @@ def _attrs(layout: BidsLayout, survey: Survey, config: Any, stimuli: FolderStimu
     return {"subject": f"sub-{survey.subject}", "space": layout.space, "source": "bids",
             "volume_shape": np.asarray(survey.shape, dtype=np.int64), "affine": survey.affine,
             "task": layout.task, "glm": config.glm, "hrf": config.hrf, "high_pass": float(config.high_pass),
+            "center_runs": bool(config.center_runs),
             "confounds": list(config.confounds) or ["none"], "session_labels": labels or ["none"],
             "bids_root": str(layout.root.resolve()), "derivatives": str(layout.derivatives.resolve()),
             "stimulus_column": config.stimulus_column, "split_column": config.split_column or "",
@@ -141,7 +147,8 @@ def prepare_survey(layout: BidsLayout, survey: Survey, config: Any, stimuli: Fol
         for index, plan in enumerate(tqdm(survey.plans, desc=f"GLM sub-{survey.subject}", unit="run",
                                           disable=not progress)):
             if index not in scratch.done:
-                scratch.append(index, run_betas(plan, positions, list(config.confounds), settings))
+                scratch.append(index, run_betas(plan, positions, list(config.confounds), settings,
+                                                center=config.center_runs))
     except Brain2ImageError:  # a bad run (NaN volumes): fixing it changes the record, so the runs done are void
         scratch.remove()
         raise

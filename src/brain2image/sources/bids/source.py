@@ -28,7 +28,8 @@ __all__ = ["BIDSSource", "SIMULATED_BY", "READS"]
 #: ``GeneratedBy`` name of a dataset written by ``brain2image simulate --format bids``.
 SIMULATED_BY = "brain2image simulate"
 #: The ``[source]`` keys a BIDS source reads (besides kind and root).
-READS = ("derivatives", "task", "space", "roi", "glm", "hrf", "high_pass", "confounds", "stimulus_column",
+READS = ("derivatives", "task", "space", "roi", "glm", "hrf", "high_pass", "center_runs", "confounds",
+         "stimulus_column",
          "split_column", "image_size")
 #: ``[prepare]`` keys of NSD only, which must stay at their defaults.
 _NSD_ONLY = ("rois", "beta_format", "space", "beta_version", "scale")
