@@ -348,9 +348,9 @@ BAD_INPUTS = [
     BadInput("run: config is not TOML",
              lambda s: _run_config(s, "nsd_root = [unclosed\n"), lambda s: ["run.toml"]),
     # options and messages that name the real cause (issue 23)
-    BadInput("prepare: old spelling --roi (renamed, not prefix-matched to --rois)",
+    BadInput("prepare: an NSD atlas ROI given to --roi (a BIDS mask option) names --rois",
              lambda s: _prepare(s, "--roi", "streams:early", "--roi", "streams:ventral"),
-             lambda s: ["--roi was renamed to --rois"]),
+             lambda s: ["argument --roi", "expected NAME=MASK.nii.gz", "an NSD atlas ROI is --rois streams:early"]),
     BadInput("reconstruct: abbreviated option", lambda s: _reconstruct(s, "--n-samp", "2"),
              lambda s: ["unrecognized arguments: --n-samp 2", "write --n-samples for --n-samp"]),
     BadInput("prepare --check: subject not in the tree, before any design check",

@@ -4,8 +4,9 @@ The demo's BIDS study (``brain2image demo --source bids``: BOLD time series, fMR
 derivatives) is prepared by the ``bids`` source — LSS betas from the time series, the split from
 the events' ``trial_split`` column — and run through the pipeline with the bundled model, one
 sample per test image. The LSS betas follow the true single-trial responses, and the
-reconstructions show the paper's pattern: z only is best on the low-level metrics (PixCorr, SSIM),
-c only on semantic identification. A few minutes on a 2-core CPU.
+reconstructions show the paper's pattern: z only beats c only on PixCorr and pixel identification,
+c only is far ahead on semantic identification, and z + c is best on the pixel metrics. A few
+minutes on a 2-core CPU.
 """
 
 from __future__ import annotations
@@ -52,7 +53,13 @@ def test_lss_betas_follow_the_true_single_trial_responses(run):
 
 
 def test_reconstructions_show_the_papers_pattern(run):
+    """The z only images beat c only on pixels, c only beats z only on semantics, z + c is best on pixels.
+
+    SSIM is not part of it here: on this study z only and c only tie on it (0.671 and 0.673 with five
+    samples per image; docs/own_data.md).
+    """
     metrics = json.loads((run / "metrics.json").read_text())
-    z, c = metrics["z_only"], metrics["c_only"]
-    assert z["pixcorr"] > c["pixcorr"] and z["ssim"] > c["ssim"], (z, c)  # z only: best on pixels
-    assert c["id_semantic"] > z["id_semantic"] and c["takagi_semantic"] > z["takagi_semantic"], (z, c)
+    z, c, zc = metrics["z_only"], metrics["c_only"], metrics["z_plus_c"]
+    assert z["pixcorr"] > c["pixcorr"] and z["takagi_pixel"] > c["takagi_pixel"], (z, c)
+    assert c["id_semantic"] > z["id_semantic"] + 0.1 and c["takagi_semantic"] > z["takagi_semantic"] + 0.1, (z, c)
+    assert zc["pixcorr"] > max(z["pixcorr"], c["pixcorr"]) and zc["ssim"] > max(z["ssim"], c["ssim"]), (zc, z, c)

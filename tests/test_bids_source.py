@@ -35,8 +35,19 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> BidsTree:
 
 @pytest.fixture(scope="module")
 def prepared(tree: BidsTree, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Betas as estimated (``center_runs = false``: comparable with the known responses as they are)."""
     out = tmp_path_factory.mktemp("out") / "prepared_sub-01.h5"
-    return _source(tree).prepare("01", PrepareConfig(), out, progress=False)
+    return _source(tree, center_runs=False).prepare("01", PrepareConfig(), out, progress=False)
+
+
+def test_center_runs_subtracts_each_runs_mean(tree: BidsTree, prepared: Path, tmp_path: Path) -> None:
+    centred = load_prepared(_source(tree).prepare("01", PrepareConfig(), tmp_path / "c.h5", progress=False))
+    raw = load_prepared(prepared)
+    assert centred.attrs["center_runs"] and not raw.attrs["center_runs"]
+    x_raw, x_centred = raw.train("signal")[0], centred.train("signal")[0]
+    assert x_raw.shape == x_centred.shape and not np.allclose(x_raw, x_centred)
+    shift = x_raw - x_centred  # each run's mean: constant over the run's trials, so over few distinct values
+    assert len(np.unique(np.round(shift[:, 0], 4))) <= 2 * 2  # 2 sessions x 2 runs
 
 
 def test_registered_and_subjects(tree: BidsTree) -> None:
@@ -207,11 +218,11 @@ def test_missing_roi_mask_is_listed(tree: BidsTree, tmp_path: Path) -> None:
 def test_scratch_resumes_run_by_run(tree: BidsTree, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real, calls, fail_at = bids_prepare.run_betas, [], [3]
 
-    def failing(plan, positions, confounds, settings):  # type: ignore[no-untyped-def]
+    def failing(plan, positions, confounds, settings, center=False):  # type: ignore[no-untyped-def]
         calls.append((plan.session, plan.index))
         if len(calls) in fail_at:
             raise KeyboardInterrupt
-        return real(plan, positions, confounds, settings)
+        return real(plan, positions, confounds, settings, center=center)
 
     monkeypatch.setattr(bids_prepare, "run_betas", failing)
     source, out = _source(tree, roi={"signal": str(tree.masks["signal"])}), tmp_path / "p.h5"

@@ -187,14 +187,14 @@ def test_cli_writes_a_bids_study_and_refuses_options_of_the_other_format(tmp_pat
                                                                          capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "cli"
     assert main(["simulate", "--format", "bids", "--out", str(tmp_path / "ok"), "--n-images", "30", "--n-test", "5",
-                 "--sessions", "3", "--runs", "1", "--trials-per-run", "15", "--train-repeats", "1", "--image-size", "16",
-                 "--tr", "1.5",
+                 "--sessions", "3", "--runs", "1", "--trials-per-run", "15", "--train-repeats", "1",
+                 "--image-size", "16", "--tr", "1.5",
                  "--seed", "2", "--no-progress"]) == 0
     assert "fMRIPrep derivatives" in capsys.readouterr().out
     assert json.loads((tmp_path / "ok/bids/task-images_bold.json").read_text())["RepetitionTime"] == 1.5
     assert main(["simulate", "--format", "bids", "--out", str(out), "--n-images", "30", "--n-test", "5",
-                 "--sessions", "3", "--runs", "1", "--trials-per-run", "15", "--train-repeats", "1", "--volume-shape", "12x14x10",
-                 "--image-size", "16", "--no-progress"]) == 2  # default ROIs do not fit this volume
+                 "--sessions", "3", "--runs", "1", "--trials-per-run", "15", "--train-repeats", "1",
+                 "--volume-shape", "12x14x10", "--image-size", "16", "--no-progress"]) == 2  # default ROIs: too big
     assert "ROIs" in capsys.readouterr().err
     assert main(["simulate", "--format", "bids", "--out", str(out), "--n-shared", "5"]) == 2
     err = capsys.readouterr().err

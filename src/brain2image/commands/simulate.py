@@ -67,7 +67,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="last sessions that hold the final repeats of --late-shared shared images (default: 0)")
     parser.add_argument("--late-shared", type=int,
                         help="shared images not fully seen before the late sessions (default: 0)")
-    parser.add_argument("--ncsnr", type=float, help="median single-trial ncsnr of the ROI voxels (default: 0.4; bids: 0.6)")
+    parser.add_argument("--ncsnr", type=float,
+                        help="median single-trial ncsnr of the ROI voxels (default: 0.4; bids: 0.6)")
     parser.add_argument("--volume-shape", type=_volume_shape, help="functional volume XxYxZ (default: 24x30x20)")
     parser.add_argument("--image-size", type=int, help="stimulus side in pixels (default: 64)")
     parser.add_argument("--model-size", type=int,

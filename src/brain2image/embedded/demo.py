@@ -18,7 +18,8 @@ from ..methods import builtin_methods
 from ..pipeline import run_pipeline
 from .simulate.study import simulate_study
 
-__all__ = ["DEMO_STUDY", "DEMO_SOURCES", "BIDS_DEMO_MASKS", "BIDS_DEMO_CONFOUNDS", "run_demo", "demo_config", "bids_demo_config"]
+__all__ = ["DEMO_STUDY", "DEMO_SOURCES", "BIDS_DEMO_MASKS", "BIDS_DEMO_CONFOUNDS", "run_demo", "demo_config",
+           "bids_demo_config"]
 
 #: The formats the demo's study can be simulated in.
 DEMO_SOURCES = ("nsd", "bids")
