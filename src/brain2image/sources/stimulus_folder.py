@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import os
 from collections.abc import Iterator, Sequence
 from functools import cached_property
@@ -21,7 +22,21 @@ import numpy as np
 
 from ..errors import DataFormatError, MissingFileError
 
-__all__ = ["FolderStimuli", "IMAGE_SUFFIXES", "CAPTIONS_FILE"]
+__all__ = ["FolderStimuli", "IMAGE_SUFFIXES", "CAPTIONS_FILE", "SIMULATED_BY", "generated_by_simulate"]
+
+#: ``GeneratedBy`` name in the ``dataset_description.json`` of a study ``brain2image simulate`` wrote.
+SIMULATED_BY = "brain2image simulate"
+
+
+def generated_by_simulate(root: str | os.PathLike) -> bool:
+    """Whether ``<root>/dataset_description.json``'s ``GeneratedBy`` names :data:`SIMULATED_BY`."""
+    try:
+        description = json.loads((Path(root) / "dataset_description.json").read_text())
+    except (OSError, ValueError):
+        return False
+    generated = description.get("GeneratedBy") if isinstance(description, dict) else None
+    return isinstance(generated, list) and any(isinstance(g, dict) and g.get("Name") == SIMULATED_BY
+                                               for g in generated)
 
 #: File endings read as images (case-insensitive).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")

@@ -32,6 +32,7 @@ from PIL import Image
 
 from ... import __version__
 from ..._io import atomic_path, atomic_write_bytes, atomic_write_text
+from ...sources.stimulus_folder import SIMULATED_BY
 
 __all__ = ["BIDS_VERSION", "GENERATED_BY", "RunFiles", "run_files", "roi_mask_path", "save_nifti", "stim_file",
            "write_captions", "write_confounds", "write_dataset_description", "write_events", "write_json",
@@ -39,8 +40,9 @@ __all__ = ["BIDS_VERSION", "GENERATED_BY", "RunFiles", "run_files", "roi_mask_pa
 
 #: BIDS version the files follow.
 BIDS_VERSION = "1.9.0"
-#: ``GeneratedBy`` name of every dataset written here (the marker of a simulated study).
-GENERATED_BY = "brain2image simulate"
+#: ``GeneratedBy`` name of every dataset written here: the marker of a simulated study, which the BIDS
+#: and betas sources read (:func:`brain2image.sources.stimulus_folder.generated_by_simulate`).
+GENERATED_BY = SIMULATED_BY
 
 
 def write_json(path: str | os.PathLike, content: Mapping[str, object]) -> None:

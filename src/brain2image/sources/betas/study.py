@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ import numpy as np
 from ...errors import DataFormatError, InvalidArgumentError, MissingFileError
 from ..roi_masks import RoiSpec, parse_roi_specs
 from ..single_trial import TrialTable
-from ..stimulus_folder import FolderStimuli
+from ..stimulus_folder import FolderStimuli, generated_by_simulate
 from .betafile import BetaFile
 from .readers import open_betas
 from .trials import BetaTrials, read_trials
@@ -20,7 +19,6 @@ from .trials import BetaTrials, read_trials
 __all__ = ["BetasSettings", "open_stimuli", "select_sessions", "trial_table", "open_study", "Study"]
 
 #: ``GeneratedBy`` name of the datasets ``brain2image simulate`` writes (marks a simulated study).
-SIMULATED_BY = "brain2image simulate"
 
 
 @dataclass(frozen=True)
@@ -62,21 +60,10 @@ class BetasSettings:
         return parse_roi_specs(self.rois, "[source] roi")
 
 
-def _simulated(root: Path) -> bool:
-    """Whether ``root/dataset_description.json`` says ``brain2image simulate`` generated it."""
-    try:
-        description = json.loads((root / "dataset_description.json").read_text())
-    except (OSError, ValueError):
-        return False
-    generated = description.get("GeneratedBy") if isinstance(description, dict) else None
-    return isinstance(generated, list) and any(isinstance(g, dict) and g.get("Name") == SIMULATED_BY
-                                                for g in generated)
-
-
 def open_stimuli(settings: BetasSettings) -> FolderStimuli:
     """``<root>/stimuli`` as a :class:`FolderStimuli`."""
     return FolderStimuli(settings.root / "stimuli", image_size=settings.image_size,
-                         simulated=_simulated(settings.root), label="stimuli")
+                         simulated=generated_by_simulate(settings.root), label="stimuli")
 
 
 def select_sessions(trials: BetaTrials, sessions: int | list[int] | None, where: str) -> np.ndarray:

@@ -7,7 +7,6 @@ Registered as ``bids`` in the ``brain2image.sources`` entry-point group. Subject
 
 from __future__ import annotations
 
-import json
 import numbers
 from functools import cached_property
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from ...errors import InvalidArgumentError, MissingFileError
 from ..base import SubjectWords, refuse_source_keys
-from ..stimulus_folder import FolderStimuli
+from ..stimulus_folder import SIMULATED_BY, FolderStimuli, generated_by_simulate
 from .check import BidsCheck
 from .layout import BidsLayout, natural_key, select_sessions
 from .survey import Survey, survey_subject
@@ -25,8 +24,6 @@ if TYPE_CHECKING:
 
 __all__ = ["BIDSSource", "SIMULATED_BY", "READS"]
 
-#: ``GeneratedBy`` name of a dataset written by ``brain2image simulate --format bids``.
-SIMULATED_BY = "brain2image simulate"
 #: The ``[source]`` keys a BIDS source reads (besides kind and root).
 READS = ("derivatives", "task", "space", "roi", "glm", "hrf", "high_pass", "center_runs", "confounds",
          "stimulus_column",
@@ -152,18 +149,7 @@ class BIDSSource:
         self.require_root()
         assert self.root is not None
         return FolderStimuli(self.root / "stimuli", image_size=self.config.image_size,
-                             simulated=_is_simulated(self.root), label="BIDS stimuli")
-
-
-def _is_simulated(root: Path) -> bool:
-    """Whether ``dataset_description.json``'s ``GeneratedBy`` names :data:`SIMULATED_BY`."""
-    try:
-        description = json.loads((root / "dataset_description.json").read_text())
-    except (OSError, ValueError):
-        return False
-    generated = description.get("GeneratedBy") if isinstance(description, dict) else None
-    return isinstance(generated, list) and any(isinstance(g, dict) and g.get("Name") == SIMULATED_BY
-                                               for g in generated)
+                             simulated=generated_by_simulate(self.root), label="BIDS stimuli")
 
 
 def _refuse_nsd_keys(settings: PrepareConfig) -> None:
