@@ -25,8 +25,9 @@ def test_docs_cli_options_section_matches_the_commands():
 def test_reference_has_every_command_and_its_config_keys():
     text = _tool().reference()
     for command in ("simulate", "prepare", "features", "fit", "reconstruct", "evaluate", "encode", "report",
-                    "demo", "run", "train-bundled"):
+                    "brain-correlation", "demo", "run", "merge", "train-bundled"):
         assert f"### `brain2image {command}`" in text
     assert "| `--cv-folds` | [decoder] `cv_folds` | `5` |" in text
+    assert "| `--source` | [source] `kind` | `nsd` |" in text and "| `--roi` | [source] `roi` |" in text
     assert "| `--device` | top level `device` | `cpu` |" in text
     assert "| `--verbose`" not in text  # global options are listed once, in the intro
