@@ -28,6 +28,7 @@ import pandas as pd
 import pytest
 from bids_tree_writer import AFFINE, SHAPE, TASK, write_bids_tree
 from study_fixtures import one_error_line
+from test_bad_inputs import BadInput  # the row type of the NSD table: name, argv, expected words, breakage
 
 from brain2image.cli import main
 
@@ -222,21 +223,7 @@ def _glmsingle_other_class(s: Study) -> None:
             allow_pickle=True)
 
 
-def _nothing(s: Study) -> None:
-    return None
-
-
 # --------------------------------------------------------------------------------------- cases
-@dataclass(frozen=True)
-class BadInput:
-    """One row of the table: a breakage, the command run on it, words the error line must hold."""
-
-    name: str
-    argv: Callable[[Study], list[str]]
-    expected: Callable[[Study], list[str]]
-    breakage: Callable[[Study], None] = _nothing
-
-
 OWN_DATA_BAD_INPUTS = [
     # BIDS: the run-by-run findings of prepare --check
     BadInput("bids: events without a BOLD run", _bids,
