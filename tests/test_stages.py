@@ -34,7 +34,7 @@ from brain2image.stages import (
     unregister_stage,
 )
 
-PIPELINE = ["prepare", "features", "fit", "reconstruct", "evaluate", "encode", "brain_correlation", "report"]
+PIPELINE = ["prepare", "features", "fit", "transfer", "reconstruct", "evaluate", "encode", "brain_correlation", "report"]
 
 
 # ---------------------------------------------------------------------------------- the example stage

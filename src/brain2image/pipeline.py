@@ -258,7 +258,8 @@ def run_study(config: RunConfig, *, progress: bool = True, stages: Sequence[str]
     progress : bool
         Progress bars.
     stages : sequence of str, optional
-        Only these stages (by name) for each subject; the summary needs each subject's ``metrics.json``.
+        Only these stages (by name) for each subject; the summary, which needs each subject's
+        ``metrics.json``, is written only when they include ``report``.
     redo : sequence of str
         Stages each subject recomputes, with every stage after them (:func:`run_pipeline`).
 
@@ -279,4 +280,6 @@ def run_study(config: RunConfig, *, progress: bool = True, stages: Sequence[str]
     for single in configs:
         logger.info("subject %s: run folder %s", single.subject, single.out_dir)
         run_pipeline(single, progress=progress, stages=stages, redo=redo)
+    if stages is not None and "report" not in {name.replace("-", "_") for name in stages}:
+        return report_path(config)  # the summary needs each subject's metrics.json (stage report)
     return write_study_summary(config.out_dir, [single.subject for single in configs])

@@ -5,7 +5,7 @@ order in a run folder; ``brain2image <stage>`` is each stage's command, its pars
 the stage's options; a cluster runner asks each stage for its tasks (:meth:`Stage.tasks`:
 :class:`TaskSpec` steps), runs each with :func:`run_stage` and joins them with
 :func:`finish_stage`. Importing this package registers the built-in stages, in pipeline order:
-prepare, features, fit, reconstruct, evaluate, encode, brain_correlation, report.
+prepare, features, fit (or transfer), reconstruct, evaluate, encode, brain_correlation, report.
 """
 
 from __future__ import annotations

@@ -251,6 +251,10 @@ class Stage:
     recomputed : bool
         Whether every run rewrites all its outputs from scratch (it never resumes): a resume with
         other settings of this stage is then not refused.
+    replaces : tuple of str
+        Stages this one stands in for when it is enabled: they are then disabled in a run (their
+        :meth:`enabled` asks :func:`~brain2image.stages.registry.replaced_by`), and this stage
+        writes their outputs.
     source_keys : tuple of str, optional
         The ``[source]`` keys among its command's options (``--source``, ``--root``, ...); default:
         ``kind``, ``root`` and ``image_size`` for a stage with ``nsd_root`` among its ``run_keys``.
@@ -272,6 +276,7 @@ class Stage:
     unrecorded_settings: ClassVar[tuple[str, ...]] = UNRECORDED_SETTINGS
     recomputed: ClassVar[bool] = False
     source_keys: ClassVar[tuple[str, ...] | None] = None
+    replaces: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def _source_keys(cls) -> tuple[str, ...]:

@@ -16,6 +16,7 @@ from .._io import atomic_write_text
 from .base import Stage, StageContext
 from .options import Option
 from .registry import register_stage
+from .transfer import decoder_records
 
 __all__ = ["EvaluateStage", "decoder_retrieval"]
 
@@ -114,8 +115,10 @@ class EvaluateStage(Stage):
         retrieval = self.retrieval(ctx)
         result = evaluate_recon_dir(self.inputs(ctx)["recon"], ctx.stimuli(), out, config.metrics,
                                     weights_dir=config.weights_dir, size=config.size, device=ctx.config.device)
-        if retrieval:
-            result["retrieval"] = retrieval
+        records = decoder_records(ctx)
+        if retrieval or records:
+            result.update({"retrieval": retrieval} if retrieval else {})
+            result.update({"decoders": records} if records else {})  # a transfer run names its method
             atomic_write_text(out, json.dumps(result, indent=2))
         logger.info("wrote %s (%d methods%s)", out, len(result["methods"]),
                     f", {result['weights']}" if "weights" in result else "")

@@ -92,6 +92,12 @@ class FitStage(Stage):
     #: The command names one target and its ROI (--target, --roi); [decoder] targets is a run's.
     option_overrides = {"targets": {"hidden": True}}
 
+    def enabled(self, config: RunConfig) -> bool:
+        """Unless a stage that writes the decoders another way is enabled (``transfer`` with a ``[transfer]`` table)."""
+        from .registry import replaced_by
+
+        return replaced_by(self.name, config) is None
+
     def check(self, config: RunConfig) -> None:
         """The device, and ``[decoder] backend`` on it (``torch_cuda`` needs a CUDA device)."""
         from ..ridge.backend import resolve_backend

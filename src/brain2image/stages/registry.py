@@ -21,12 +21,12 @@ from ..errors import DataFormatError, InvalidArgumentError
 from .base import Stage
 
 __all__ = ["BUILTIN_MODULES", "ENTRY_POINT_GROUP", "load_builtin_stages", "register_stage", "unregister_stage",
-           "pipeline_stages", "get_stage", "stage_names", "check_stage_settings"]
+           "pipeline_stages", "get_stage", "stage_names", "check_stage_settings", "replaced_by"]
 
 logger = logging.getLogger(__name__)
 
 #: Modules of the built-in stages, in pipeline order.
-BUILTIN_MODULES = ("prepare", "features", "fit", "reconstruct", "evaluate", "encode", "brain_correlation",
+BUILTIN_MODULES = ("prepare", "features", "fit", "transfer", "reconstruct", "evaluate", "encode", "brain_correlation",
                    "report")
 #: Entry-point group of stages from other packages.
 ENTRY_POINT_GROUP = "brain2image.stages"
@@ -148,6 +148,16 @@ def get_stage(name: str) -> Stage:
             return stage
     raise InvalidArgumentError(f"no stage named {name!r}; expected one of {stage_names()}")
 
+
+def replaced_by(name: str, config: RunConfig) -> str | None:
+    """The enabled stage that replaces stage ``name`` with ``config`` (:attr:`Stage.replaces`), if any.
+
+    ``transfer`` (a ``[transfer]`` table) replaces ``fit``: it writes the decoder files instead.
+    """
+    for stage in pipeline_stages():
+        if name in stage.replaces and stage.enabled(config):
+            return stage.name
+    return None
 
 
 def check_stage_settings(config: RunConfig) -> None:
