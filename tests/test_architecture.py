@@ -20,7 +20,15 @@ NSD_READERS = "brain2image.sources.nsd"
 #: cannot disagree on a file name; it imports nothing that reads.
 NSD_READER_EXCEPTIONS = {"embedded/simulate/nsd_writer.py": {"brain2image.sources.nsd.layout",
                                                             "brain2image.sources.nsd.layout.DEFAULT_BETA_VERSION",
-                                                            "brain2image.sources.nsd.layout.NSDLayout"}}
+                                                            "brain2image.sources.nsd.layout.NSDLayout"},
+                         # a BIDS study that saw a simulated NSD study's images reads that tree as NSD
+                         "embedded/simulate/bids_nsd_images.py": {
+                             "brain2image.sources.nsd.design", "brain2image.sources.nsd.design.load_expdesign",
+                             "brain2image.sources.nsd.layout", "brain2image.sources.nsd.layout.NSDLayout",
+                             "brain2image.sources.nsd.layout.SIMULATION_TRUTH", "brain2image.sources.nsd.stimuli",
+                             "brain2image.sources.nsd.stimuli.check_stimuli",
+                             "brain2image.sources.nsd.stimuli.load_captions",
+                             "brain2image.sources.nsd.stimuli.read_stimuli"}}
 
 
 def _imports(path: Path) -> set[str]:

@@ -215,6 +215,9 @@ class SourceConfig(_RunTable):
                                                     "(a path relative to stimuli/)")
     split_column: str | None = _field(None, help="bids, betas: column naming each trial's split (train / test); "
                                                  "default: images shown 2 or more times are test")
+    identity_column: str | None = _field(None, help="bids, betas: events/trials column holding each image's "
+                                                    "0-based NSD 73k id (images shared with NSD subjects, for "
+                                                    "cross-subject transfer)")
     image_size: int = _field(425, min=8, help="bids, betas: side the stimuli are centre-cropped and resized to "
                                               "(NSD's are 425)")
     betas: str | None = _field(None, help="betas: single-trial betas, a 4D NIfTI, .npy or .h5 (n_trials, "
@@ -655,6 +658,7 @@ def run_config_from_dict(values: dict, base_dir: Path | None = None, where: str 
     stage_tables = {key: values.pop(key) for key in list(values)
                     if isinstance(values[key], dict) and key not in RUN_SECTIONS and key != "stage_settings"}
     if stage_tables:
+        stage_tables = {name: _stage_paths_resolved(table, base_dir) for name, table in stage_tables.items()}
         values["stage_settings"] = {**values.get("stage_settings", {}), **stage_tables}
     _import_plugins(values.get("plugins"), where)  # before the sections: a plug-in's names validate
     sections: dict[str, Any] = {}
@@ -674,6 +678,17 @@ def run_config_from_dict(values: dict, base_dir: Path | None = None, where: str 
         values["nsd_root"] = _resolved_path(values["nsd_root"], base_dir)
     config = config_from_dict(RunConfig, values, where=where, allow_none=False)
     return dataclasses.replace(config, out_dir=_resolved_path(config.out_dir, base_dir), **sections)
+
+
+#: Key endings of a stage's own table that hold paths (taken relative to the config file's folder):
+#: ``[transfer] reference_run``.
+STAGE_PATH_SUFFIXES = ("_run", "_dir", "_folder", "_file", "_path")
+
+
+def _stage_paths_resolved(table: dict[str, Any], base_dir: Path | None) -> dict[str, Any]:
+    """A stage's table with its path values (keys ending in :data:`STAGE_PATH_SUFFIXES`) relative to ``base_dir``."""
+    return {key: _resolved_path(value, base_dir) if isinstance(value, str) and value and key.endswith(
+        STAGE_PATH_SUFFIXES) else value for key, value in table.items()}
 
 
 #: ``[source]`` keys that hold paths (taken relative to the config file's folder).

@@ -27,7 +27,7 @@ _BIDS_OPTIONS = {
 #: Options of one format only (option → the format it belongs to).
 _FORMAT_ONLY = {"n_shared": "nsd", "late_sessions": "nsd", "late_shared": "nsd", "model_size": "nsd",
                 "nifti_betas": "nsd", "n_test": "bids", "runs": "bids", "trials_per_run": "bids", "tr": "bids",
-                "train_repeats": "bids"}
+                "train_repeats": "bids", "nsd_study": "bids"}
 
 
 def _volume_shape(text: str) -> tuple[int, int, int]:
@@ -55,9 +55,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "derivatives and ROI masks (<out>/bids), BOLD time series with the true single-trial "
                         "responses in <out>/simulation_truth.h5; its sizes default to the 'demo' preset "
                         "(1,850 images: 30 test images x 3, the others x 2; 6 sessions of 10 runs of about 62 trials)")
-    parser.add_argument("--preset", choices=("demo", "nsd"),
+    parser.add_argument("--preset", choices=("demo", "nsd", "transfer"),
                         help="named study: 'nsd' is an NSD-size subject (40 sessions, 10,000 images, 425 px; "
-                        "about 12 GB, see docs/simulation.md), 'demo' the demo's study")
+                        "about 12 GB, see docs/simulation.md), 'demo' the demo's study, 'transfer' a study for "
+                        "cross-subject transfer (2,200 images, 160 shared, 8 sessions; use it with --subjects 4)")
     parser.add_argument("--n-images", type=int,
                         help="size of the simulated 73k image space (default: 1250; bids: images, 1850)")
     parser.add_argument("--n-shared", type=int, help="shared test images, shown 3 times each (default: 50)")
@@ -93,6 +94,11 @@ def _add_bids_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--train-repeats", type=int,
                        help="presentations of each training image (bids; default: 2); above 1, "
                        "the split is the events' trial_split column ([source] split_column)")
+    group.add_argument("--nsd-study", metavar="PATH",
+                       help="show the images of this simulated NSD study (a folder `brain2image simulate` wrote: "
+                       "nsd/, simulation_truth.h5): test images from its shared images, training images from the "
+                       "others (seeded), their 0-based 73k ids in the events' nsd_id column ([source] "
+                       "identity_column), for cross-subject transfer to its subjects (bids; default: new scenes)")
 
 
 def _check_format_options(args: argparse.Namespace) -> None:
@@ -102,9 +108,9 @@ def _check_format_options(args: argparse.Namespace) -> None:
             flag = "--" + option.replace("_", "-")
             raise InvalidArgumentError(f"{flag} applies to --format {owner} only, not --format {args.format}; "
                                        f"drop it (see brain2image simulate --help)")
-    if args.format == "bids" and args.preset == "nsd":
-        raise InvalidArgumentError("--preset nsd applies to --format nsd only; --format bids has --preset demo "
-                                   "(its default sizes)")
+    if args.format == "bids" and args.preset in ("nsd", "transfer"):
+        raise InvalidArgumentError(f"--preset {args.preset} applies to --format nsd only; --format bids has "
+                                   "--preset demo (its default sizes)")
 
 
 def _run_bids(args: argparse.Namespace) -> int:
@@ -113,12 +119,14 @@ def _run_bids(args: argparse.Namespace) -> int:
 
     options = {argument: getattr(args, option) for option, argument in _BIDS_OPTIONS.items()}
     study = simulate_bids_study(args.out, preset=args.preset, seed=args.seed, n_subjects=args.subjects,
-                                progress=show_progress(args), **options)
+                                nsd_study=args.nsd_study, progress=show_progress(args), **options)
     logger.info("BIDS study: %s; ground truth: %s", study.bids_root, study.truth_paths[0])
     print(f"BIDS dataset: {study.bids_root}\nfMRIPrep derivatives: {study.derivatives}\n"
           f"ROI masks: {study.rois_dir}\nground truth: {study.truth_paths[0]}")
     for subject, path in zip(study.subjects[1:], study.truth_paths[1:]):
         print(f"ground truth of sub-{subject}: {path}")
+    if study.nsd_study is not None:
+        print(f"images of the NSD study {study.nsd_study} (events column nsd_id: 0-based 73k id)")
     return 0
 
 

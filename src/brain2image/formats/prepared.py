@@ -25,7 +25,7 @@ import numpy as np
 
 from .. import __version__
 from .._io import atomic_path
-from ..errors import DataFormatError, MissingFileError
+from ..errors import DataFormatError, InvalidArgumentError, MissingFileError
 
 __all__ = ["PreparedData", "load_prepared", "PreparedWriter", "PreparedRoi", "TrialIndex"]
 
@@ -151,6 +151,59 @@ class PreparedData:
             parts = [self._dataset(handle, f"{split}/ids").astype(np.int64).reshape(-1)
                      for split in ("train", "test")]
         return np.unique(np.concatenate(parts))
+
+    def read_rows(self, roi: str, split: str, rows: np.ndarray) -> np.ndarray:
+        """Only rows ``rows`` (sorted row numbers) of the ROI's ``split``: (len(rows), n_voxels) float32.
+
+        What a subset of the trials needs (the first sessions of a subject), never the whole split.
+        """
+        with h5py.File(self.path, "r") as handle:
+            data = self._roi(handle, roi).get(split)
+            if data is None:
+                raise DataFormatError(f"{self.path}: no dataset '/rois/{roi}/{split}'; expected a file written by "
+                                      "`brain2image prepare`")
+            rows = np.asarray(rows, np.int64)
+            out = data[rows] if len(rows) else np.zeros((0, data.shape[1]), np.float32)
+        return np.asarray(out, np.float32)
+
+    def stimulus_keys(self, ids: np.ndarray) -> np.ndarray:
+        """The identity of each image across subjects and data sets (the transfer stage matches on it).
+
+        NSD's prepared files (no ``source`` attribute, or ``"nsd"``) name an image by its 73k id:
+        ``"nsd:<0-based id>"``. Other sources write ``/stimulus_keys/ids`` and
+        ``/stimulus_keys/keys`` (:meth:`PreparedWriter.write_stimulus_keys`).
+
+        Parameters
+        ----------
+        ids : array of int
+            Image ids of this file.
+
+        Returns
+        -------
+        ndarray of str, shape (len(ids),)
+
+        Raises
+        ------
+        DataFormatError
+            For a file of another source without ``/stimulus_keys``, or an id it does not name.
+        """
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        if str(self.attrs.get("source", "nsd")) == "nsd":
+            return np.asarray([f"nsd:{i}" for i in ids.tolist()], dtype=object)
+        with h5py.File(self.path, "r") as handle:
+            if "stimulus_keys" not in handle:
+                raise DataFormatError(f"{self.path}: no '/stimulus_keys' (source {self.attrs.get('source')!r}); "
+                                      "expected the identity of each image, written by `brain2image prepare` "
+                                      "of this version (prepare again)")
+            known = handle["stimulus_keys/ids"][()].astype(np.int64)
+            keys = np.asarray([_decode(k) for k in handle["stimulus_keys/keys"][()]], dtype=object)
+        order = np.argsort(known, kind="stable")
+        where = np.clip(np.searchsorted(known[order], ids), 0, max(len(known) - 1, 0))
+        if len(known) == 0 or np.any(known[order][where] != ids):
+            missing = ids[(len(known) == 0) | (known[order][where] != ids)][:5].tolist()
+            raise DataFormatError(f"{self.path}: '/stimulus_keys/ids' lacks image id(s) {missing}; expected "
+                                  "every image id of the file")
+        return keys[order][where]
 
     @property
     def volume_shape(self) -> tuple[int, ...] | None:
@@ -357,6 +410,16 @@ class PreparedWriter:
         """The single shared-image trials written so far for ROI ``key``, (n_test_trials, n_voxels)."""
         assert self._handle is not None, "use PreparedWriter as a context manager"
         return self._handle["rois"][key]["test_trials"][()]
+
+    def write_stimulus_keys(self, ids: np.ndarray, keys: Sequence[str]) -> None:
+        """Write the identity of each image across data sets (:meth:`PreparedData.stimulus_keys`)."""
+        assert self._handle is not None, "use PreparedWriter as a context manager"
+        if len(ids) != len(keys):
+            raise InvalidArgumentError(f"{self.path}: {len(ids)} stimulus ids but {len(keys)} keys; expected one "
+                                       "key per id")
+        self._handle.create_dataset("stimulus_keys/ids", data=np.asarray(ids, dtype=np.int64))
+        self._handle.create_dataset("stimulus_keys/keys", data=[str(k) for k in keys],
+                                    dtype=h5py.string_dtype("utf-8"))
 
     def write_test(self, ids: np.ndarray, n_repeats: np.ndarray, means: Mapping[str, np.ndarray]) -> None:
         """Write the unique test ids, their repeat counts and each ROI's repeat-averaged rows."""

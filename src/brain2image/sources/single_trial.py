@@ -7,6 +7,11 @@ function reading one session's betas. Sessions are read twice: a first pass keep
 repeated images to compute NSD's ncsnr (each session z-scored over all its trials, as NSD does),
 the second writes the rows session by session; memory stays at one session plus the repeated
 trials.
+
+Every image of the file gets a stimulus key (``/stimulus_keys``, :meth:`PreparedData.stimulus_keys
+<brain2image.formats.prepared.PreparedData.stimulus_keys>`), its identity across data sets:
+``"nsd:<0-based 73k id>"`` when the trials name its NSD id (``[source] identity_column``,
+:func:`nsd_identity`), else ``"sha256:<hex>"`` of its file's bytes.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ from ..formats.prepared import PreparedRoi, PreparedWriter, TrialIndex
 from .nsd.betas import zscore_trials
 from .nsd.prepare import average_repeats
 
-__all__ = ["TrialTable", "RoiSelection", "write_single_trial_prepared", "REQUIRED_ATTRS"]
+__all__ = ["TrialTable", "RoiSelection", "write_single_trial_prepared", "REQUIRED_ATTRS", "NSD_IMAGES",
+           "nsd_identity", "stimulus_keys"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +39,10 @@ logger = logging.getLogger(__name__)
 REQUIRED_ATTRS = ("subject", "space", "source", "volume_shape", "affine", "stimuli_identity")
 #: How the split column's values must be written.
 _SPLIT_VALUES = ("train", "test")
+#: NSD's image space: 0-based 73k ids are 0 .. NSD_IMAGES - 1.
+NSD_IMAGES = 73000
+#: Values of an identity column that mean "no NSD id" (case-insensitive, after stripping).
+_MISSING = ("", "n/a", "nan", "none")
 
 
 def _prefix(where: str) -> str:
@@ -53,18 +63,24 @@ class TrialTable:
         Run of each trial within its session.
     split : array of shape (n_trials,) of str, or None
         ``"train"`` / ``"test"`` per trial; None: images shown twice or more are test (as NSD's shared images).
+    identity : array of shape (n_trials,), int64, or None
+        Each trial's image as a 0-based NSD 73k id, -1 where none is given (:func:`nsd_identity`);
+        one id per image. None: no identity column.
     """
 
     image_id: np.ndarray
     session: np.ndarray
     run: np.ndarray
     split: np.ndarray | None = None
+    identity: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(np.asarray(self.image_id).reshape(-1))
         columns = {"image_id": self.image_id, "session": self.session, "run": self.run}
         if self.split is not None:
             columns["split"] = self.split
+        if self.identity is not None:
+            columns["identity"] = self.identity
         for name, values in columns.items():
             if np.asarray(values).ndim != 1 or len(values) != n:
                 raise InvalidArgumentError(f"trial table: column {name!r} has shape {np.shape(values)}; expected "
@@ -89,6 +105,25 @@ class TrialTable:
 
     def __len__(self) -> int:
         return len(self.image_id)
+
+    def image_identity(self) -> tuple[np.ndarray, np.ndarray]:
+        """The sorted unique image ids and each one's NSD id (-1: none), both int64.
+
+        Raises
+        ------
+        InvalidArgumentError
+            An image with two NSD ids (:func:`nsd_identity` refuses them with the file's name).
+        """
+        ids, inverse = np.unique(np.asarray(self.image_id, dtype=np.int64), return_inverse=True)
+        nsd = np.full(len(ids), -1, dtype=np.int64)
+        if self.identity is None:
+            return ids, nsd
+        np.maximum.at(nsd, inverse.reshape(-1), np.asarray(self.identity, dtype=np.int64))
+        given = np.asarray(self.identity) >= 0
+        if np.any(np.asarray(self.identity)[given] != nsd[inverse.reshape(-1)][given]):
+            raise InvalidArgumentError("trial table: an image has two NSD ids in column 'identity'; expected one "
+                                       "per image")
+        return ids, nsd
 
     def repeated(self) -> np.ndarray:
         """Whether each trial's image is shown twice or more, bool of shape (n_trials,)."""
@@ -144,6 +179,94 @@ class RoiSelection:
     def spec(self) -> str:
         """How the ROI was asked for (``reliable:N`` or its atlas), for the file's ``roi_specs``."""
         return f"reliable:{self.reliable}" if self.reliable is not None else (self.atlas or "columns")
+
+
+def _nsd_id(value: object, origin: str, column: str) -> int:
+    """One identity-column value as a 0-based NSD id; -1 for a missing one (n/a, empty)."""
+    text = "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value).strip()
+    if text.lower() in _MISSING:
+        return -1
+    number = int(text) if text.isdigit() else -1
+    if not 0 <= number < NSD_IMAGES:
+        raise DataFormatError(f"{origin}: column {column!r} holds {text!r} on a trial row; expected a 0-based NSD "
+                              f"73k id (0..{NSD_IMAGES - 1}) or n/a")
+    return number
+
+
+def nsd_identity(image_ids: np.ndarray, values: Sequence[object], origins: Sequence[str], column: str,
+                 name_of: Callable[[int], str] = str) -> np.ndarray:
+    """Each trial's image as a 0-based NSD 73k id, from an identity column (:attr:`TrialTable.identity`).
+
+    Parameters
+    ----------
+    image_ids : array of shape (n_trials,)
+        Each trial's image id.
+    values : sequence of length n_trials
+        The column's value on each trial row (``n/a``, empty or None: no id).
+    origins : sequence of str, length n_trials
+        The file each row comes from, for messages.
+    column : str
+        The column's name, for messages.
+    name_of : callable
+        An image id's name in messages (its stimulus file).
+
+    Returns
+    -------
+    array of shape (n_trials,), int64
+        -1 where the row gives no id.
+
+    Raises
+    ------
+    DataFormatError
+        A value that is not an id; an image given two ids, or one id given to two images (naming
+        the file, the column and both values).
+    """
+    image_ids = np.asarray(image_ids, dtype=np.int64).reshape(-1)
+    out = np.array([_nsd_id(v, o, column) for v, o in zip(values, origins)], dtype=np.int64).reshape(-1)
+    first: dict[int, tuple[int, str]] = {}
+    owner: dict[int, tuple[int, str]] = {}
+    for image, nsd, origin in zip(image_ids.tolist(), out.tolist(), origins):
+        if nsd < 0:
+            continue
+        seen, where = first.setdefault(image, (nsd, origin))
+        if seen != nsd:
+            raise DataFormatError(f"{origin}: column {column!r} gives {name_of(image)} NSD id {nsd}, but {where} "
+                                  f"gives it {seen}; expected one NSD id per image")
+        other, where = owner.setdefault(nsd, (image, origin))
+        if other != image:
+            raise DataFormatError(f"{origin}: column {column!r} gives NSD id {nsd} to {name_of(image)}, but {where} "
+                                  f"gives it to {name_of(other)}; expected one image per NSD id")
+    return out
+
+
+def stimulus_keys(trials: TrialTable, content_keys: Callable[[np.ndarray], Sequence[str]]
+                  ) -> tuple[np.ndarray, list[str]]:
+    """Every image's identity across data sets: ``"nsd:<id>"`` from the trials, else ``content_keys``.
+
+    Parameters
+    ----------
+    trials : TrialTable
+    content_keys : callable
+        ``content_keys(ids)`` -> a key per id for the images without an NSD id
+        (:meth:`FolderStimuli.content_keys <.stimulus_folder.FolderStimuli.content_keys>`).
+
+    Returns
+    -------
+    ids : array of shape (n_images,), int64
+        The sorted unique image ids of the trials.
+    keys : list of str, length n_images
+    """
+    ids, nsd = trials.image_identity()
+    keys = [f"nsd:{n}" if n >= 0 else "" for n in nsd.tolist()]
+    rest = np.flatnonzero(nsd < 0)
+    if len(rest):
+        hashed = list(content_keys(ids[rest]))
+        if len(hashed) != len(rest):
+            raise InvalidArgumentError(f"content_keys gave {len(hashed)} keys for {len(rest)} images; expected one "
+                                       "per image")
+        for row, key in zip(rest.tolist(), hashed):
+            keys[row] = str(key)
+    return ids, keys
 
 
 def _check_attrs(attrs: Mapping[str, Any], positions: np.ndarray, where: str) -> None:
@@ -271,7 +394,8 @@ def _trial_index(trials: TrialTable, rows: np.ndarray, trial: np.ndarray) -> Tri
 
 def write_single_trial_prepared(out: str | Path, *, trials: TrialTable, read_session: Callable[[int], np.ndarray],
                                 positions: np.ndarray, rois: Sequence[RoiSelection], attrs: Mapping[str, Any],
-                                zscore_sessions: bool = False, progress: bool = True, where: str = "") -> Path:
+                                zscore_sessions: bool = False, progress: bool = True, where: str = "",
+                                content_keys: Callable[[np.ndarray], Sequence[str]] | None = None) -> Path:
     """Write a prepared file (:mod:`brain2image.formats.prepared`) from single-trial betas.
 
     Train rows are the trials not in the test set, in table order; ``test`` holds each test image's
@@ -305,6 +429,10 @@ def write_single_trial_prepared(out: str | Path, *, trials: TrialTable, read_ses
         Progress bars over sessions.
     where : str
         What the data is (``"sub-01 of /data/bids"``), leading every error.
+    content_keys : callable, optional
+        ``content_keys(ids)`` -> the stimulus key of each image without an NSD id in ``trials.identity``
+        (:func:`stimulus_keys`); the file's ``/stimulus_keys`` are written when it is given. None: no
+        ``/stimulus_keys`` (the file cannot be matched to other subjects' by stimulus).
 
     Returns
     -------
@@ -323,6 +451,7 @@ def write_single_trial_prepared(out: str | Path, *, trials: TrialTable, read_ses
     _check_attrs(attrs, positions, where)
     test = trials.is_test()
     _check_split(trials, test, where)
+    keys = None if content_keys is None else stimulus_keys(trials, content_keys)
     ncsnr, kept = _repeat_ncsnr(trials, read_session, len(positions), where, progress)
     prepared_rois = _prepared_rois(rois, positions, ncsnr, where)
     trial = trials.trial_in_session()
@@ -345,5 +474,7 @@ def write_single_trial_prepared(out: str | Path, *, trials: TrialTable, read_ses
         unique_ids, counts = np.unique(test_ids, return_counts=True)
         writer.write_test(unique_ids, counts, {roi.key: average_repeats(writer.read_test_trials(roi.key), test_ids)[0]
                                                for roi in prepared_rois})
+        if keys is not None:
+            writer.write_stimulus_keys(*keys)
     logger.info("wrote %s", out)
     return out

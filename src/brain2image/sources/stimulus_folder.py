@@ -279,6 +279,25 @@ class FolderStimuli:
             digest.update(self.captions_path.read_bytes())
         return f"{len(self._files)}:{digest.hexdigest()}"
 
+    def content_keys(self, ids: Sequence[int] | np.ndarray) -> list[str]:
+        """``"sha256:<hex>"`` of each id's file bytes (streamed, no decoding): an image's identity across data sets.
+
+        Raises
+        ------
+        MissingFileError
+            A file of ``ids`` is gone.
+        """
+        keys = []
+        for name in self.names(ids):
+            path = self.folder / name
+            try:
+                with path.open("rb") as handle:
+                    keys.append(f"sha256:{hashlib.file_digest(handle, 'sha256').hexdigest()}")
+            except FileNotFoundError:
+                raise MissingFileError(f"stimulus image {path} not found (listed earlier in {self.folder}); "
+                                       "put it back or prepare again") from None
+        return keys
+
     def identity(self) -> dict[str, str]:
         """:meth:`origin` plus ``stimuli_identity`` (:meth:`fingerprint`)."""
         return {**self.origin(), "stimuli_identity": self.fingerprint()}

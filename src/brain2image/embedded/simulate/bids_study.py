@@ -25,6 +25,11 @@ BOLD (:mod:`.bold`)
     that leaks into each estimate with 3 s trials every 4 s — carries the rest.
 
 Files: :mod:`.bids_writer`; the ground truth: :func:`write_bids_truth`.
+
+NSD images (``nsd_study``, :mod:`.bids_nsd_images`)
+    The study shows a simulated NSD study's images instead of new scenes: test images from its
+    shared images, training images from the others (seeded), named in the events' ``nsd_id`` column
+    (0-based 73k id). The design and every subject's draws are the same as without.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from tqdm import tqdm
 
 from ...errors import InvalidArgumentError
 from . import bids_writer as bw
+from .bids_nsd_images import NSD_ID_COLUMN, NsdImages, open_nsd_study
 from .bids_truth import write_bids_truth
 from .bold import (
     RunTiming,
@@ -230,6 +236,8 @@ class SimulatedBidsStudy:
         BIDS task label and fMRIPrep space.
     truth_paths : tuple of Path
         Each subject's ground truth (``simulation_truth.h5``, then ``simulation_truth_sub-XX.h5``).
+    nsd_study : Path or None
+        The simulated NSD study whose images the subjects saw (events column ``nsd_id``), if any.
     """
 
     out_dir: Path
@@ -240,6 +248,7 @@ class SimulatedBidsStudy:
     task: str
     space: str
     truth_paths: tuple[Path, ...]
+    nsd_study: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -296,12 +305,14 @@ def _seed_of(sequence: np.random.SeedSequence) -> int:
 
 @dataclass(frozen=True)
 class _Stimuli:
-    """The rendered images, their scene labels, captions and scenes (as JSON)."""
+    """The rendered images, their scene labels, captions and scenes (as JSON); with NSD images, their ids."""
 
     images: np.ndarray  # (n_images, S, S, 3) uint8
     labels: np.ndarray  # (n_images, n_labels)
     captions: list[list[str]]
     scenes_json: str
+    nsd_ids: np.ndarray | None = None  # (n_images,) 0-based 73k id of each image (NSD images)
+    model_size: int | None = None  # side the subjects see the images at (NSD images: the NSD study's)
 
 
 def _write_stimuli(root: Path, n_images: int, image_size: int, rng_scenes: np.random.SeedSequence,
@@ -318,6 +329,21 @@ def _write_stimuli(root: Path, n_images: int, image_size: int, rng_scenes: np.ra
     bw.write_captions(root, captions)
     return _Stimuli(images, np.stack([scene_labels(s) for s in scenes]), captions,
                     json.dumps([s.to_dict() for s in scenes]))
+
+
+def _write_nsd_stimuli(root: Path, nsd: NsdImages, nsd_ids: np.ndarray, progress: bool) -> _Stimuli:
+    """Copy the NSD study's images of ``nsd_ids`` (image i of the BIDS study: ``nsd_ids[i]``) and their captions."""
+    images = np.empty((len(nsd_ids), nsd.image_size, nsd.image_size, 3), dtype=np.uint8)
+    for start in tqdm(range(0, len(nsd_ids), IMAGE_CHUNK), desc="copy NSD stimuli", unit="chunk",
+                      disable=not progress):
+        images[start:start + IMAGE_CHUNK] = nsd.images(nsd_ids[start:start + IMAGE_CHUNK])
+    for image_id, image in enumerate(images):
+        bw.write_stimulus(root, image_id, image)
+    captions = nsd.captions(nsd_ids)
+    bw.write_captions(root, captions)
+    labels, scenes_json = nsd.labels_and_scenes(nsd_ids)
+    return _Stimuli(images, labels, captions, scenes_json, nsd_ids=np.asarray(nsd_ids, dtype=np.int64),
+                    model_size=nsd.model_size)
 
 
 @dataclass(frozen=True)
@@ -385,13 +411,17 @@ def bold_noise_sd(noise_sd: np.ndarray, signal_sd: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(rest, MIN_BOLD_SHARE * noise_sd**2)) / LSS_NOISE_GAIN
 
 
-def _events(design: BidsDesign, trials: np.ndarray, timing: RunTiming) -> pd.DataFrame:
-    """A run's events table."""
+def _events(design: BidsDesign, trials: np.ndarray, timing: RunTiming, nsd_ids: np.ndarray | None = None
+            ) -> pd.DataFrame:
+    """A run's events table (with NSD images, a last column ``nsd_id``)."""
     ids = design.image_id[trials]
-    return pd.DataFrame({
+    table = pd.DataFrame({
         "onset": timing.onsets, "duration": timing.durations, "trial_type": "image",
         "stim_file": [bw.stim_file(i) for i in ids.tolist()], "stim_id": ids,
         "trial_split": np.where(design.is_test[trials], "test", "train")})
+    if nsd_ids is not None:
+        table[NSD_ID_COLUMN] = nsd_ids[ids]
+    return table
 
 
 def _to_int16(values: np.ndarray) -> np.ndarray:
@@ -407,6 +437,7 @@ class _SubjectRun:
     paths: bw.RunFiles
     trials: np.ndarray
     timing: RunTiming
+    nsd_ids: np.ndarray | None = None
 
 
 def _write_run(run: _SubjectRun, design: BidsDesign, brain: _Brain, signal: np.ndarray,
@@ -425,7 +456,7 @@ def _write_run(run: _SubjectRun, design: BidsDesign, brain: _Brain, signal: np.n
     bw.save_nifti(run.paths.preproc, brain.volume(bold, shape, np.float32), anatomy.affine, tr=timing.tr, level=1)
     bw.write_json(run.paths.preproc_json, {"RepetitionTime": timing.tr, "TaskName": TASK, "SkullStripped": False})
     bw.save_nifti(run.paths.mask, anatomy.brainmask.astype(np.uint8), anatomy.affine)
-    bw.write_events(run.paths.events, _events(design, run.trials, timing))
+    bw.write_events(run.paths.events, _events(design, run.trials, timing, run.nsd_ids))
     bw.write_confounds(run.paths, confounds_table(motion, physio, timing.n_dummy, nuisance_rng))
     return responses[:, brain.roi_columns]
 
@@ -447,7 +478,8 @@ def _simulate_subject(study: SimulatedBidsStudy, settings: _Settings, draw: Subj
     """One subject's runs, ROI masks and ground truth; returns the truth's path."""
     label = subject_label(draw.number)
     subject, signal = SimulatedSubject.sample(anatomy, stimuli.images, stimuli.labels, ncsnr=draw.ncsnr,
-                                              seed=_seed_of(draw.tuning), return_responses=True)
+                                              seed=_seed_of(draw.tuning), model_size=stimuli.model_size,
+                                              return_responses=True)
     noise_rng, nuisance_rng = np.random.default_rng(draw.noise), np.random.default_rng(draw.behaviour)
     brain = _Brain.draw(subject, noise_rng)
     _write_roi_masks(study.rois_dir, label, anatomy)
@@ -456,14 +488,15 @@ def _simulate_subject(study: SimulatedBidsStudy, settings: _Settings, draw: Subj
     for session, run in tqdm(design.runs(), desc=f"simulate sub-{label} runs", disable=not progress):
         trials = design.run_trials(session, run)
         paths = bw.run_files(study.bids_root, study.derivatives, label, session, run, TASK, SPACE)
-        job = _SubjectRun(paths, trials, settings.timing.run_timing(len(trials)))
+        job = _SubjectRun(paths, trials, settings.timing.run_timing(len(trials)), stimuli.nsd_ids)
         responses[trials] = _write_run(job, design, brain, signal, anatomy, (noise_rng, nuisance_rng))
         onsets[trials] = job.timing.onsets
     path = study.out_dir / _truth_name(draw.number)
+    nsd = {} if study.nsd_study is None else {"nsd_study": str(study.nsd_study)}
     write_bids_truth(path, subject=subject, signal=signal, responses=responses, design=design, onsets=onsets,
-                     labels=stimuli.labels, scenes_json=stimuli.scenes_json,
+                     labels=stimuli.labels, scenes_json=stimuli.scenes_json, nsd_ids=stimuli.nsd_ids,
                      attrs={**settings.as_attrs(), "subject": label, "task": TASK, "space": SPACE,
-                            "ncsnr_target": draw.ncsnr})
+                            "ncsnr_target": draw.ncsnr, **nsd})
     return path
 
 
@@ -483,10 +516,12 @@ def _write_datasets(study: SimulatedBidsStudy, settings: _Settings) -> None:
                                  "Visual ROIs of the simulated subjects (early, ventral, midventral, lateral, visual)")
     bw.write_participants(root, study.subjects)
     bw.write_task_sidecar(root, TASK, settings.tr)
+    nsd = "" if study.nsd_study is None else (f" The images are those of the simulated NSD study {study.nsd_study}; "
+                                              f"the events' {NSD_ID_COLUMN} column holds each one's 0-based 73k id.")
     bw.write_readme(root, f"Simulated image experiment written by `brain2image simulate --format bids` (seed "
                     f"{settings.seed}): {settings.n_images} images, {settings.n_test} test images shown "
                     f"{TEST_REPEATS} times. Stimuli in stimuli/images, captions in stimuli/captions.tsv; the true "
-                    "single-trial responses are in simulation_truth.h5 beside this folder.")
+                    f"single-trial responses are in simulation_truth.h5 beside this folder.{nsd}")
 
 
 def _subject_draws(settings: _Settings, streams: list[np.random.SeedSequence], n_subjects: int
@@ -505,7 +540,8 @@ def simulate_bids_study(out_dir: str | os.PathLike, *, preset: str | None = None
                         train_repeats: int | None = None,
                         volume_shape: tuple[int, int, int] | None = None, roi_sizes: Mapping[str, int] | None = None,
                         image_size: int | None = None, tr: float | None = None, ncsnr: float | None = None,
-                        seed: int = 0, n_subjects: int = 1, progress: bool = True) -> SimulatedBidsStudy:
+                        seed: int = 0, n_subjects: int = 1, nsd_study: str | os.PathLike | None = None,
+                        progress: bool = True) -> SimulatedBidsStudy:
     """Simulate subjects in an image experiment; write it as BIDS + fMRIPrep derivatives plus the ground truth.
 
     Every size left at None takes the ``demo`` preset's value (:data:`BIDS_DEMO_PRESET`, in brackets).
@@ -537,6 +573,11 @@ def simulate_bids_study(out_dir: str | os.PathLike, *, preset: str | None = None
         Same arguments and seed → byte-identical files.
     n_subjects : int
         Subjects ``01`` … (1..8), sharing the stimuli and the design (:mod:`.cohort`).
+    nsd_study : path-like, optional
+        A folder written by :func:`~.study.simulate_study` (``nsd/``, ``simulation_truth.h5``): the
+        subjects see its images instead of new scenes — test images drawn from its shared images,
+        training images from the others (seeded) — at its image side (``image_size`` must be None or
+        equal), and the events get a column ``nsd_id`` (0-based 73k id) (:mod:`.bids_nsd_images`).
     progress : bool
 
     Returns
@@ -547,11 +588,22 @@ def simulate_bids_study(out_dir: str | os.PathLike, *, preset: str | None = None
              "trials_per_run": trials_per_run, "train_repeats": train_repeats, "volume_shape": volume_shape,
              "roi_sizes": roi_sizes, "image_size": image_size, "tr": tr, "ncsnr": ncsnr}
     check_subject_count(n_subjects)
+    nsd = None if nsd_study is None else open_nsd_study(nsd_study)
+    if nsd is not None:
+        given["image_size"] = nsd.size_for(image_size)
     settings = _resolve(preset, seed, given)
-    return _run(Path(out_dir).expanduser().resolve(), settings, n_subjects, progress)
+    if nsd is not None:
+        nsd.check_fit(settings.n_images, settings.n_test)
+    return _run(Path(out_dir).expanduser().resolve(), settings, n_subjects, progress, nsd)
 
 
-def _run(out_dir: Path, settings: _Settings, n_subjects: int, progress: bool) -> SimulatedBidsStudy:
+def _nsd_seed(seed: int) -> int:
+    """The seed of the NSD images' choice: a seventh stream of the study seed (the six others are unchanged)."""
+    return _seed_of(np.random.SeedSequence(seed).spawn(7)[6])
+
+
+def _run(out_dir: Path, settings: _Settings, n_subjects: int, progress: bool,
+         nsd: NsdImages | None = None) -> SimulatedBidsStudy:
     """Draw everything from ``settings.seed`` and write the study (see :func:`simulate_bids_study`)."""
     start = time.perf_counter()
     streams = np.random.SeedSequence(settings.seed).spawn(6)
@@ -563,9 +615,13 @@ def _run(out_dir: Path, settings: _Settings, n_subjects: int, progress: bool) ->
     study = SimulatedBidsStudy(out_dir=out_dir, bids_root=root, derivatives=root / "derivatives" / "fmriprep",
                                rois_dir=root / "derivatives" / "rois",
                                subjects=tuple(subject_label(d.number) for d in draws), task=TASK, space=SPACE,
-                               truth_paths=())
+                               truth_paths=(), nsd_study=None if nsd is None else nsd.study)
     _write_datasets(study, settings)
-    stimuli = _write_stimuli(root, settings.n_images, settings.image_size, streams[0], progress)
+    if nsd is None:
+        stimuli = _write_stimuli(root, settings.n_images, settings.image_size, streams[0], progress)
+    else:
+        nsd_ids = nsd.choose(design.image_id[design.is_test], settings.n_images, _nsd_seed(settings.seed))
+        stimuli = _write_nsd_stimuli(root, nsd, nsd_ids, progress)
     truths = tuple(_simulate_subject(study, settings, d, a, design, stimuli, progress)
                    for d, a in zip(draws, anatomies))
     logger.info("simulated BIDS study written to %s in %.1f s", out_dir, time.perf_counter() - start)

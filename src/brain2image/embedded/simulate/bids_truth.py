@@ -23,7 +23,7 @@ __all__ = ["write_bids_truth"]
 
 def write_bids_truth(path: str | os.PathLike, *, subject: SimulatedSubject, signal: np.ndarray,
                      responses: np.ndarray, design: BidsDesign, onsets: np.ndarray, labels: np.ndarray,
-                     scenes_json: str, attrs: Mapping[str, object]) -> None:
+                     scenes_json: str, attrs: Mapping[str, object], nsd_ids: np.ndarray | None = None) -> None:
     """Write one subject's ground truth.
 
     Layout::
@@ -40,6 +40,8 @@ def write_bids_truth(path: str | os.PathLike, *, subject: SimulatedSubject, sign
         /trials/is_test         (n_trials,) bool
         /labels                 (n_images, n_labels) float32  scene labels
         /scenes                 JSON text: list of scene dicts, index = image id
+        /nsd_id                 (n_images,) int64  0-based 73k id of each image in the simulated NSD study
+                                                   it comes from (only with ``nsd_ids``; attr ``nsd_study``)
         /voxels/ijk             (n_voxels, 3) int32 (X, Y, Z) of the ROI voxels; /voxels/roi their ROI names,
         /voxels/…               the subject's parameters (SimulatedSubject.from_hdf5 reads them)
     """
@@ -56,6 +58,8 @@ def write_bids_truth(path: str | os.PathLike, *, subject: SimulatedSubject, sign
         put("trials/is_test", design.is_test.astype(bool))
         put("labels", np.asarray(labels, dtype=np.float32))
         put("scenes", np.array(scenes_json.encode("utf-8")))
+        if nsd_ids is not None:
+            put("nsd_id", np.asarray(nsd_ids, dtype=np.int64))
         group = f.create_group("voxels")
         subject.to_hdf5(group)
         stream = subject.anatomy.streams[tuple(subject.anatomy.voxel_ijk.T)]

@@ -55,7 +55,7 @@ def _masks(items: list[CheckItem], settings: BetasSettings, specs: list[RoiSpec]
 
 
 def _test_set(study: Study, keep: np.ndarray) -> tuple[None, str]:
-    table = trial_table(study.trials, study.image_ids, keep)
+    table = trial_table(study.trials, study.image_ids, keep, study.settings.identity_column or "", study.stimuli)
     test = table.is_test()
     repeated = int(np.unique(table.image_id[table.repeated()]).size)
     if not test.any() or test.all():

@@ -38,7 +38,7 @@ class BetasSource:
     ----------
     config : SourceConfig
         ``root`` (holds ``stimuli/``), ``betas``, ``trials``, optional ``mask``, ``roi``,
-        ``stimulus_column``, ``split_column``, ``image_size``, ``task`` (events folders), ``space``
+        ``stimulus_column``, ``split_column``, ``identity_column``, ``image_size``, ``task`` (events folders), ``space``
         (recorded in the prepared file; default ``"betas"``).
     """
 
@@ -48,7 +48,8 @@ class BetasSource:
                                  example='["01"]')
 
     #: The ``[source]`` keys this kind reads besides ``kind`` and ``root`` (others are refused).
-    KEYS = ("betas", "trials", "mask", "roi", "stimulus_column", "split_column", "image_size", "task", "space")
+    KEYS = ("betas", "trials", "mask", "roi", "stimulus_column", "split_column", "identity_column", "image_size",
+            "task", "space")
 
     def __init__(self, config: SourceConfig) -> None:
         refuse_source_keys(config, self.KEYS)
@@ -107,10 +108,11 @@ class BetasSource:
         keep = select_sessions(study.trials, settings.sessions, str(config.trials))
         plan = plan_voxels(study.betas, config.roi_specs(), config.mask, where)
         return write_single_trial_prepared(
-            out, trials=trial_table(study.trials, study.image_ids, keep),
+            out, trials=trial_table(study.trials, study.image_ids, keep, config.identity_column or "", study.stimuli),
             read_session=lambda session: study.betas.read(study.rows_of(session), plan.columns),
             positions=plan.positions, rois=plan.rois, attrs=_attrs(subject, study, plan),
-            zscore_sessions=settings.zscore_sessions, progress=progress, where=where)
+            zscore_sessions=settings.zscore_sessions, progress=progress, where=where,
+            content_keys=study.stimuli.content_keys)
 
     def stimuli(self) -> FolderStimuli:
         """``<root>/stimuli`` (images resized to ``image_size``; captions from ``captions.tsv``)."""
@@ -128,6 +130,7 @@ def _attrs(subject: str, study: Study, plan: VoxelPlan) -> dict[str, Any]:
             "volume_shape": np.asarray(plan.volume_shape, dtype=np.int64), "affine": plan.affine,
             **study.stimuli.identity(), "betas": str(config.betas), "trials": str(config.trials),
             "mask": str(config.mask) if config.mask else "", "beta_format": _format(study.betas.path),
+            "identity_column": config.identity_column or "",
             "positions_placed": plan.placed, "scale": "as stored"}
 
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from ...errors import DataFormatError, InvalidArgumentError, MissingFileError
 from ..roi_masks import RoiSpec, parse_roi_specs
-from ..single_trial import TrialTable
+from ..single_trial import TrialTable, nsd_identity
 from ..stimulus_folder import FolderStimuli, generated_by_simulate
 from .betafile import BetaFile
 from .readers import open_betas
@@ -35,6 +35,7 @@ class BetasSettings:
     image_size: int
     task: str | None
     space: str | None
+    identity_column: str | None = None
 
     @classmethod
     def of(cls, config: Any, subject: str | None = None) -> BetasSettings:
@@ -53,7 +54,8 @@ class BetasSettings:
                    Path(mask).expanduser() if mask else None, dict(rois),
                    getattr(config, "stimulus_column", "stim_file") or "stim_file",
                    getattr(config, "split_column", None), int(getattr(config, "image_size", 425)),
-                   getattr(config, "task", None), getattr(config, "space", None))
+                   getattr(config, "task", None), getattr(config, "space", None),
+                   getattr(config, "identity_column", None))
 
     def roi_specs(self) -> list[RoiSpec]:
         """The ROIs (:func:`~brain2image.sources.roi_masks.parse_roi_specs`)."""
@@ -78,10 +80,22 @@ def select_sessions(trials: BetaTrials, sessions: int | list[int] | None, where:
     return np.isin(trials.session, wanted)
 
 
-def trial_table(trials: BetaTrials, image_ids: np.ndarray, keep: np.ndarray) -> TrialTable:
-    """The :class:`TrialTable` of the kept trials (sessions keep their positions)."""
+def trial_table(trials: BetaTrials, image_ids: np.ndarray, keep: np.ndarray, identity_column: str = "identity",
+                stimuli: FolderStimuli | None = None) -> TrialTable:
+    """The :class:`TrialTable` of the kept trials (sessions keep their positions).
+
+    With ``trials.identity``, each trial's NSD id (:func:`~brain2image.sources.single_trial.nsd_identity`;
+    ``identity_column`` and ``stimuli`` name the column and the images in its errors).
+    """
     split = None if trials.split is None else trials.split[keep]
-    return TrialTable(image_id=image_ids[keep], session=trials.session[keep], run=trials.run[keep], split=split)
+    identity = None
+    if trials.identity is not None:
+        rows = np.flatnonzero(keep)
+        origins = trials.origins or [trials.source] * len(trials)
+        identity = nsd_identity(image_ids[rows], [trials.identity[r] for r in rows], [origins[r] for r in rows],
+                                identity_column, name_of=str if stimuli is None else lambda i: stimuli.names([i])[0])
+    return TrialTable(image_id=image_ids[keep], session=trials.session[keep], run=trials.run[keep], split=split,
+                      identity=identity)
 
 
 @dataclass(frozen=True)
@@ -112,7 +126,7 @@ def open_study(settings: BetasSettings, subject: str | None) -> Study:
                                "holding stimuli/ (the images the trials name)")
     betas = open_betas(settings.betas)
     trials = read_trials(settings.trials, settings.stimulus_column, settings.split_column, subject=subject,
-                         task=settings.task)
+                         task=settings.task, identity_column=settings.identity_column)
     if len(trials) != betas.n_trials:
         raise DataFormatError(f"{trials.source}: {len(trials)} trials but {betas.path} holds {betas.n_trials}; "
                               "expected one trial row per beta, in the betas' order")

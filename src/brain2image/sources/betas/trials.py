@@ -4,7 +4,7 @@ A trials table has one row per trial in the betas' order, with the stimulus colu
 to ``stimuli/``), ``session`` and ``run`` (and optionally a split column, ``train`` / ``test``).
 An events folder is read as GLMsingle's design: the event files sorted by session and run (BIDS
 entities), and in each the rows that name a stimulus, by onset, are the trials in chronological
-order. ``n/a`` is a missing value.
+order. ``n/a`` is a missing value. Either may carry an identity column: each image's 0-based NSD id.
 """
 
 from __future__ import annotations
@@ -44,6 +44,10 @@ class BetaTrials:
         The label of each session position (``session_labels[0]`` is session 1).
     source : str
         The file or folder read, for messages.
+    identity : list of str or None
+        The identity column's value per trial (``""`` for ``n/a``), when one was asked for.
+    origins : list of str or None
+        The file of each trial (events folders); None: ``source`` for every trial.
     """
 
     stim_files: list[str]
@@ -52,6 +56,8 @@ class BetaTrials:
     split: np.ndarray | None
     session_labels: list[str]
     source: str
+    identity: list[str] | None = None
+    origins: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.stim_files)
@@ -123,7 +129,8 @@ def _splits(values: list[str], path: Path, column: str) -> np.ndarray:
     return split
 
 
-def read_trials_table(path: Path, stimulus_column: str, split_column: str | None) -> BetaTrials:
+def read_trials_table(path: Path, stimulus_column: str, split_column: str | None,
+                      identity_column: str | None = None) -> BetaTrials:
     """A trials TSV: one row per trial in the betas' order (stimulus column, ``session``, ``run``).
 
     Raises
@@ -132,13 +139,15 @@ def read_trials_table(path: Path, stimulus_column: str, split_column: str | None
         A missing column, an empty value, a session whose rows are not together, a bad split value.
     """
     frame = _read_tsv(path)
-    _require_columns(frame, path, [stimulus_column, "session", "run"] + ([split_column] if split_column else []))
+    _require_columns(frame, path, [stimulus_column, "session", "run"] + ([split_column] if split_column else [])
+                     + ([identity_column] if identity_column else []))
     if frame.empty:
         raise DataFormatError(f"{path}: no trial rows; expected one row per trial in the betas' order")
     session, labels = _positions(_values(frame, "session", path), path, "session")
     run = _runs(_values(frame, "run", path), session)
     split = _splits(_values(frame, split_column, path), path, split_column) if split_column else None
-    return BetaTrials(_values(frame, stimulus_column, path), session, run, split, labels, str(path))
+    identity = frame[identity_column].fillna("").astype(str).tolist() if identity_column else None
+    return BetaTrials(_values(frame, stimulus_column, path), session, run, split, labels, str(path), identity)
 
 
 def _select(files: list[tuple[Path, dict]], entity: str, wanted: str | None, folder: Path, key: str) -> list[
@@ -173,10 +182,12 @@ def _event_files(folder: Path, subject: str | None, task: str | None) -> list[tu
                                         int(f[1].get("run", 0)), str(f[0])))
 
 
-def _run_trials(path: Path, stimulus_column: str, split_column: str | None) -> pd.DataFrame:
+def _run_trials(path: Path, stimulus_column: str, split_column: str | None,
+                identity_column: str | None = None) -> pd.DataFrame:
     """The rows of one events file that name a stimulus, by onset."""
     frame = _read_tsv(path)
-    _require_columns(frame, path, ["onset", stimulus_column] + ([split_column] if split_column else []))
+    _require_columns(frame, path, ["onset", stimulus_column] + ([split_column] if split_column else [])
+                     + ([identity_column] if identity_column else []))
     frame = frame[frame[stimulus_column].notna() & (frame[stimulus_column].astype(str).str.strip() != "")]
     onset = pd.to_numeric(frame["onset"], errors="coerce")
     if onset.isna().any():
@@ -185,7 +196,7 @@ def _run_trials(path: Path, stimulus_column: str, split_column: str | None) -> p
 
 
 def read_events_folder(folder: Path, stimulus_column: str, split_column: str | None, *, subject: str | None = None,
-                       task: str | None = None) -> BetaTrials:
+                       task: str | None = None, identity_column: str | None = None) -> BetaTrials:
     """GLMsingle's trials from the BIDS events they were fitted from: chronological trials of the sorted runs.
 
     Parameters
@@ -195,6 +206,8 @@ def read_events_folder(folder: Path, stimulus_column: str, split_column: str | N
     stimulus_column, split_column : str, str or None
     subject, task : str or None
         Labels to keep when the folder holds several (``sub-`` prefix accepted).
+    identity_column : str or None
+        Column holding each trial's image as a 0-based NSD id.
 
     Raises
     ------
@@ -207,8 +220,13 @@ def read_events_folder(folder: Path, stimulus_column: str, split_column: str | N
     sessions: list[str] = []
     runs: list[str] = []
     splits: list[str] = []
+    identity: list[str] = []
+    origins: list[str] = []
     for position, (path, entities) in enumerate(_event_files(folder, subject, task)):
-        trials = _run_trials(path, stimulus_column, split_column)
+        trials = _run_trials(path, stimulus_column, split_column, identity_column)
+        origins.extend([str(path)] * len(trials))
+        if identity_column:
+            identity.extend(trials[identity_column].fillna("").astype(str).tolist())
         parts.extend(str(v).strip() for v in trials[stimulus_column])
         sessions.extend([str(entities.get("session", "1"))] * len(trials))
         runs.extend([str(entities.get("run", position + 1))] * len(trials))
@@ -219,11 +237,11 @@ def read_events_folder(folder: Path, stimulus_column: str, split_column: str | N
                               "each trial's stimulus in that column")
     session, labels = _positions(sessions, folder, "session")
     return BetaTrials(parts, session, _runs(runs, session), np.array(splits) if split_column else None, labels,
-                      str(folder))
+                      str(folder), identity if identity_column else None, origins)
 
 
 def read_trials(path: str | os.PathLike, stimulus_column: str = "stim_file", split_column: str | None = None, *,
-                subject: str | None = None, task: str | None = None) -> BetaTrials:
+                subject: str | None = None, task: str | None = None, identity_column: str | None = None) -> BetaTrials:
     """The trials of ``path``: a trials TSV (:func:`read_trials_table`) or an events folder.
 
     An events folder is read by :func:`read_events_folder`.
@@ -239,7 +257,8 @@ def read_trials(path: str | os.PathLike, stimulus_column: str = "stim_file", spl
         raise InvalidArgumentError("stimulus_column is empty; expected the column naming each trial's image")
     path = Path(path)
     if path.is_dir():
-        return read_events_folder(path, stimulus_column, split_column, subject=subject, task=task)
+        return read_events_folder(path, stimulus_column, split_column, subject=subject, task=task,
+                                  identity_column=identity_column)
     if not path.is_file():
         raise MissingFileError(f"trials = {str(path)!r}: not found; expected {EXPECTED_TRIALS}")
-    return read_trials_table(path, stimulus_column, split_column)
+    return read_trials_table(path, stimulus_column, split_column, identity_column)

@@ -3,7 +3,9 @@
 BIDS events are tab-separated with a header row and ``n/a`` for missing values. ``onset`` and
 ``duration`` (s, from the first volume of the run) are required. The stimulus column (``stim_file``
 by default: a path relative to the root's ``stimuli/``) names each trial's image; rows whose stimulus
-is ``n/a`` (fixation, instructions) are not trials. An optional split column holds ``train`` / ``test``.
+is ``n/a`` (fixation, instructions) are not trials. An optional split column holds ``train`` / ``test``,
+an optional identity column each image's 0-based NSD id (read as text; checked by
+:func:`~brain2image.sources.single_trial.nsd_identity`).
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ class RunEvents:
     image_ids : array of shape (n_trials,), int64
     split : array of shape (n_trials,) of str, or None
         ``"train"`` / ``"test"`` per trial when a split column is read.
+    identity : list of str or None
+        The identity column's value per trial (``""`` for ``n/a``) when one is read.
     """
 
     path: Path
@@ -46,6 +50,7 @@ class RunEvents:
     durations: np.ndarray
     image_ids: np.ndarray
     split: np.ndarray | None
+    identity: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.onsets)
@@ -100,7 +105,7 @@ def _split(table: pd.DataFrame, path: Path, column: str) -> np.ndarray:
 
 
 def read_events(path: Path, stimuli: FolderStimuli, stimulus_column: str = "stim_file",
-                split_column: str | None = None) -> RunEvents:
+                split_column: str | None = None, identity_column: str | None = None) -> RunEvents:
     """Read a run's image trials.
 
     Parameters
@@ -113,6 +118,8 @@ def read_events(path: Path, stimuli: FolderStimuli, stimulus_column: str = "stim
         Column naming each trial's image (rows with ``n/a`` are not trials).
     split_column : str or None
         Column holding ``train`` / ``test`` per trial.
+    identity_column : str or None
+        Column holding each trial's image as a 0-based NSD id (``n/a``: none).
 
     Returns
     -------
@@ -136,5 +143,8 @@ def read_events(path: Path, stimuli: FolderStimuli, stimulus_column: str = "stim
                               "one row per image trial")
     table = table.iloc[np.argsort(_numbers(table, path, "onset"), kind="stable")]
     ids = stimuli.ids_of(table[stimulus_column].tolist(), where=f"{path} column {stimulus_column!r}")
+    if identity_column is not None:
+        _require_column(table, path, identity_column, "add it or change [source] identity_column (--identity-column)")
     return RunEvents(path=path, onsets=_numbers(table, path, "onset"), durations=_numbers(table, path, "duration"),
-                     image_ids=ids, split=None if split_column is None else _split(table, path, split_column))
+                     image_ids=ids, split=None if split_column is None else _split(table, path, split_column),
+                     identity=None if identity_column is None else table[identity_column].fillna("").tolist())

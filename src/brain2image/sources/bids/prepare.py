@@ -27,7 +27,7 @@ from ..stimulus_folder import FolderStimuli
 from .confounds import read_confounds
 from .layout import BidsLayout
 from .scratch import ScratchBetas, scratch_path
-from .survey import RunPlan, Survey, load_image
+from .survey import RunPlan, Survey, load_image, plans_identity
 
 __all__ = ["glm_settings", "prepare_survey", "run_betas", "voxel_positions"]
 
@@ -82,14 +82,15 @@ def run_betas(plan: RunPlan, positions: np.ndarray, confounds: list[str], settin
     return betas - betas.mean(axis=0, dtype=np.float64).astype(np.float32) if center else betas
 
 
-def _trial_table(survey: Survey) -> TrialTable:
+def _trial_table(survey: Survey, identity: np.ndarray | None = None) -> TrialTable:
     plans = survey.plans
     split = [plan.events.split for plan in plans]
     return TrialTable(
         image_id=np.concatenate([plan.events.image_ids for plan in plans]),
         session=np.concatenate([np.full(len(plan.events), plan.session, dtype=np.int64) for plan in plans]),
         run=np.concatenate([np.full(len(plan.events), plan.index, dtype=np.int64) for plan in plans]),
-        split=None if any(s is None for s in split) else np.concatenate(split))  # type: ignore[arg-type]
+        split=None if any(s is None for s in split) else np.concatenate(split),  # type: ignore[arg-type]
+        identity=identity)
 
 
 def _record(survey: Survey, positions: np.ndarray, config: Any) -> str:
@@ -111,6 +112,7 @@ def _attrs(layout: BidsLayout, survey: Survey, config: Any, stimuli: FolderStimu
             "confounds": list(config.confounds) or ["none"], "session_labels": labels or ["none"],
             "bids_root": str(layout.root.resolve()), "derivatives": str(layout.derivatives.resolve()),
             "stimulus_column": config.stimulus_column, "split_column": config.split_column or "",
+            "identity_column": config.identity_column or "",
             **stimuli.identity()}
 
 
@@ -138,6 +140,7 @@ def prepare_survey(layout: BidsLayout, survey: Survey, config: Any, stimuli: Fol
     blocking = [finding for finding in survey.findings if finding.blocks_prepare]
     if blocking:
         raise blocking[0].exception()
+    trials = _trial_table(survey, plans_identity(survey.plans, config.identity_column, stimuli))
     positions, rois = voxel_positions(survey)
     settings = glm_settings(config)
     scratch = ScratchBetas(scratch_path(out), _record(survey, positions, config))
@@ -156,9 +159,9 @@ def prepare_survey(layout: BidsLayout, survey: Survey, config: Any, stimuli: Fol
     def read_session(session: int) -> np.ndarray:
         return scratch.read([i for i, plan in enumerate(survey.plans) if plan.session == session])
 
-    write_single_trial_prepared(out, trials=_trial_table(survey), read_session=read_session, positions=positions,
+    write_single_trial_prepared(out, trials=trials, read_session=read_session, positions=positions,
                                 rois=rois, attrs=_attrs(layout, survey, config, stimuli),
                                 zscore_sessions=zscore_sessions, progress=progress,
-                                where=f"sub-{survey.subject} of {layout.root}")
+                                where=f"sub-{survey.subject} of {layout.root}", content_keys=stimuli.content_keys)
     scratch.remove()
     return out

@@ -27,7 +27,7 @@ __all__ = ["BIDSSource", "SIMULATED_BY", "READS"]
 #: The ``[source]`` keys a BIDS source reads (besides kind and root).
 READS = ("derivatives", "task", "space", "roi", "glm", "hrf", "high_pass", "center_runs", "confounds",
          "stimulus_column",
-         "split_column", "image_size")
+         "split_column", "identity_column", "image_size")
 #: ``[prepare]`` keys of NSD only, which must stay at their defaults.
 _NSD_ONLY = ("rois", "beta_format", "space", "beta_version", "scale")
 _EXPECTED_ROOT = "expected a BIDS root: the folder holding dataset_description.json, sub-*/ and stimuli/"

@@ -4,7 +4,8 @@ For each run (in scanning order): events without a preprocessed BOLD or the reve
 (columns, stimuli known to ``stimuli/``, two trials at one onset), the TR, the brain mask (present,
 on the BOLD's grid, every run on one grid), the confounds (present, columns asked for, one row per
 volume) and, when asked (``check``), NaN volumes inside the brain mask. Then, per subject: a test set
-(images shown twice or more, or the split column's ``test`` rows), the ROI masks, and the captions.
+(images shown twice or more, or the split column's ``test`` rows), one NSD id per image (with an identity
+column), the ROI masks, and the captions.
 Each problem is a :class:`Finding` naming its file and what to do; ``prepare`` raises the first.
 """
 
@@ -20,12 +21,14 @@ import numpy as np
 
 from ...errors import Brain2ImageError, DataFormatError, MissingFileError
 from ..roi_masks import RoiSpec, load_mask_on_grid, parse_roi_specs
+from ..single_trial import nsd_identity
 from ..stimulus_folder import FolderStimuli
 from .confounds import read_confounds
 from .events import RunEvents, read_events
 from .layout import BidsLayout, BidsRun
 
-__all__ = ["Finding", "RunPlan", "Survey", "survey_subject", "load_image", "MIN_TEST_IMAGES", "GRID_ATOL"]
+__all__ = ["Finding", "RunPlan", "Survey", "survey_subject", "load_image", "plans_identity", "MIN_TEST_IMAGES",
+           "GRID_ATOL"]
 
 #: A test set needs at least this many images.
 MIN_TEST_IMAGES = 2
@@ -162,7 +165,8 @@ def _check_grid(survey: Survey, run: BidsRun, bold: tuple[tuple[int, ...], np.nd
 def _check_events(survey: Survey, run: BidsRun, stimuli: FolderStimuli, config: Any) -> RunEvents | None:
     assert run.events is not None
     events = _attempt(survey, run.name, run.events, lambda: read_events(
-        run.events, stimuli, config.stimulus_column, config.split_column))  # type: ignore[arg-type]
+        run.events, stimuli, config.stimulus_column, config.split_column,  # type: ignore[arg-type]
+        config.identity_column))
     if events is not None and events.shared_onsets():
         survey.add(Finding(run.name, run.events, f"two trials or more share onset {events.shared_onsets()[0]:g} s; "
                                                  "a single-trial GLM cannot tell them apart: fix the onsets"))
@@ -238,6 +242,37 @@ def _check_test_set(survey: Survey, split_column: str | None) -> None:
                                                    "several times or mark a split column (--split-column)"))
 
 
+def plans_identity(plans: Sequence[RunPlan], column: str | None, stimuli: FolderStimuli) -> np.ndarray | None:
+    """Each trial's NSD id over the runs (:func:`~brain2image.sources.single_trial.nsd_identity`).
+
+    Returns
+    -------
+    array of shape (n_trials,), int64, or None
+        -1 where a row gives none; None without a column (or without runs).
+
+    Raises
+    ------
+    DataFormatError
+        A value that is not an id, an image with two ids or an id on two images (naming the events file).
+    """
+    if column is None or not plans:
+        return None
+    values = [value for plan in plans for value in (plan.events.identity or [""] * len(plan.events))]
+    origins = [str(plan.run.events) for plan in plans for _ in range(len(plan.events))]
+    return nsd_identity(np.concatenate([plan.events.image_ids for plan in plans]), values, origins, column,
+                        name_of=lambda image: stimuli.names([image])[0])
+
+
+def _check_identity(survey: Survey, column: str | None, stimuli: FolderStimuli) -> None:
+    """A finding, on the events file at fault, unless every image has at most one NSD id (and every id one image)."""
+    try:
+        plans_identity(survey.plans, column, stimuli)
+    except DataFormatError as error:
+        path = next((plan.run.events for plan in survey.plans if plan.run.events is not None
+                     and str(error).startswith(str(plan.run.events))), stimuli.folder)
+        survey.add(Finding("subject", path, str(error)))
+
+
 def survey_subject(layout: BidsLayout, stimuli: FolderStimuli, subject: str, sessions: Sequence[str | None],
                    config: Any, *, scan: bool) -> Survey:
     """Check every run of ``subject`` in ``sessions``, then the test set, the ROIs and the captions.
@@ -267,6 +302,7 @@ def survey_subject(layout: BidsLayout, stimuli: FolderStimuli, subject: str, ses
         if fit is not None:
             survey.plans.append(RunPlan(run, fit[1], fit[0], every.index(run.session) + 1, positions[run.session]))
     _check_test_set(survey, config.split_column)
+    _check_identity(survey, config.identity_column, stimuli)
     _check_rois(survey, config.subject_rois(f"sub-{subject}"), layout)
     if not stimuli.has_captions():
         survey.add(Finding("stimuli", stimuli.captions_path, "not found: the c target needs a caption of every "
