@@ -34,7 +34,8 @@ from brain2image.stages import (
     unregister_stage,
 )
 
-PIPELINE = ["prepare", "features", "fit", "transfer", "reconstruct", "evaluate", "encode", "brain_correlation", "report"]
+PIPELINE = ["prepare", "features", "fit", "transfer", "reconstruct", "evaluate", "encode", "brain_correlation",
+            "report"]
 
 
 # ---------------------------------------------------------------------------------- the example stage

@@ -51,7 +51,8 @@ def cohort(tmp_path_factory):
     """The cohort, the references' run (prepare, features, fit) in ``refs/``, and subject 1's transfer run."""
     root = tmp_path_factory.mktemp("transfer")
     study, model = tiny_study(root, **COHORT)
-    (root / "refs.toml").write_text(f"out_dir = \"refs\"\nsubjects = {list(REFERENCES)}\n" + _base(study.nsd_root, model))
+    refs = f"out_dir = \"refs\"\nsubjects = {list(REFERENCES)}\n"
+    (root / "refs.toml").write_text(refs + _base(study.nsd_root, model))
     run_pipeline(load_run_config(root / "refs.toml"), progress=False, stages=["prepare", "features", "fit"])
     assert main(["--no-progress", "run", str(_transfer_config(root, "transfer"))]) == 0
     return root
@@ -130,17 +131,20 @@ def test_no_test_image_reaches_any_fit(cohort):
     from brain2image.transfer import TransferSettings, transfer_decoders
     from brain2image.transfer.split import ReferenceSubject
 
-    refs = [ReferenceSubject(r, scrambled / "refs" / f"subj{r:02d}" / "prepared" / f"subj{r:02d}.h5",
-                             {"z": run.parent / "refs" / f"subj{r:02d}" / "decoders" / f"subj{r:02d}_z_early.h5"})
-            for r in REFERENCES]
+    def references(prepared_files):
+        decoders = [cohort / "refs" / f"subj{r:02d}" / "decoders" / f"subj{r:02d}_z_early.h5" for r in REFERENCES]
+        return [ReferenceSubject(r, path, {"z": decoder})
+                for r, path, decoder in zip(REFERENCES, prepared_files, decoders)]
+
+    clean_refs = [cohort / "refs" / f"subj{r:02d}" / "prepared" / f"subj{r:02d}.h5" for r in REFERENCES]
+    store = next((run / "features").glob("*_z.h5"))
     for decoder in ("own", "transfer"):
+        settings = TransferSettings(list(REFERENCES), "refs", sessions=1, decoder=decoder)
         original = cohort / f"leak_{decoder}"
-        for prepared, out in ((run / "prepared" / "subj01.h5", original), (files[0], scrambled / decoder)):
-            transfer_decoders(prepared, {"z": ("early", run / "features" / next(
-                p.name for p in (run / "features").glob("*_z.h5")), out / "z.h5")},
-                refs if out is original else [ReferenceSubject(r.label, p, r.decoders) for r, p in zip(refs, files[1:])],
-                TransferSettings(list(REFERENCES), "refs", sessions=1, decoder=decoder), out / "split.json",
-                config=DecoderConfig(alphas=[1.0, 100.0, 10000.0], cv_folds=3))
+        for new, refs, out in ((run / "prepared" / "subj01.h5", clean_refs, original),
+                               (files[0], files[1:], scrambled / decoder)):
+            transfer_decoders(new, {"z": ("early", store, out / "z.h5")}, references(refs), settings,
+                              out / "split.json", config=DecoderConfig(alphas=[1.0, 100.0, 10000.0], cv_folds=3))
         clean = DecoderFile.read(original / "z.h5", load_weights=True)
         dirty = DecoderFile.read(scrambled / decoder / "z.h5", load_weights=True)
         np.testing.assert_allclose(dirty.coef, clean.coef, rtol=1e-5, atol=1e-6)
