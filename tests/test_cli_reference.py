@@ -25,9 +25,10 @@ def test_docs_cli_options_section_matches_the_commands():
 def test_reference_has_every_command_and_its_config_keys():
     text = _tool().reference()
     for command in ("simulate", "prepare", "features", "fit", "reconstruct", "evaluate", "encode", "report",
-                    "brain-correlation", "demo", "run", "merge", "train-bundled"):
+                    "brain-correlation", "transfer", "demo", "run", "merge", "train-bundled", "transfer-curve"):
         assert f"### `brain2image {command}`" in text
     assert "| `--cv-folds` | [decoder] `cv_folds` | `5` |" in text
     assert "| `--source` | [source] `kind` | `nsd` |" in text and "| `--roi` | [source] `roi` |" in text
     assert "| `--device` | top level `device` | `cpu` |" in text
+    assert "| `--reference-subjects` | [transfer] `reference_subjects` |" in text
     assert "| `--verbose`" not in text  # global options are listed once, in the intro

@@ -29,7 +29,7 @@ __all__ = ["main", "build_parser", "OneLineParser", "COMMANDS_BEFORE_STAGES", "C
 #: Command modules listed before the stage commands in ``--help``.
 COMMANDS_BEFORE_STAGES = ("simulate",)
 #: Command modules listed after the stage commands (which follow the pipeline's order).
-COMMANDS_AFTER_STAGES = ("demo", "run", "merge", "train_bundled")
+COMMANDS_AFTER_STAGES = ("demo", "run", "merge", "train_bundled", "transfer_curve")
 #: Exit status of a command stopped by a :class:`~brain2image.errors.Brain2ImageError` (as argparse's usage errors).
 ERROR_STATUS = 2
 
@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser.
 
     Commands: ``simulate``, every registered stage in pipeline order, then ``demo``, ``run``,
-    ``merge`` and ``train-bundled``.
+    ``merge``, ``train-bundled`` and ``transfer-curve``.
     """
     from .commands._common import add_renamed_options
     from .stages import pipeline_stages
@@ -100,7 +100,7 @@ def _refuse_unknown(parser: argparse.ArgumentParser, args: argparse.Namespace, u
 
 
 #: Commands outside the stages that load a model (their library noise is silenced up front).
-_MODEL_COMMANDS = ("demo", "run", "train-bundled")
+_MODEL_COMMANDS = ("demo", "run", "train-bundled", "transfer-curve")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

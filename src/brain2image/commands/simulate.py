@@ -58,7 +58,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--preset", choices=("demo", "nsd", "transfer"),
                         help="named study: 'nsd' is an NSD-size subject (40 sessions, 10,000 images, 425 px; "
                         "about 12 GB, see docs/simulation.md), 'demo' the demo's study, 'transfer' a study for "
-                        "cross-subject transfer (2,200 images, 160 shared, 8 sessions; use it with --subjects 4)")
+                        "cross-subject transfer (2,200 images, 160 shared, 8 sessions, ncsnr 0.2; use it with "
+                        "--subjects 4)")
     parser.add_argument("--n-images", type=int,
                         help="size of the simulated 73k image space (default: 1250; bids: images, 1850)")
     parser.add_argument("--n-shared", type=int, help="shared test images, shown 3 times each (default: 50)")

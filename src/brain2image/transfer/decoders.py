@@ -128,10 +128,15 @@ def _transfer_decoder(new: _NewSubject, references: Sequence[ReferenceSubject], 
                       store: FeatureStore, settings: TransferSettings, config: DecoderConfig, backend: BackendLike,
                       cache: dict[tuple[str, str], tuple[AlignmentMap, np.ndarray]], progress: bool
                       ) -> tuple[RawDecoder, dict[str, Any], list[np.ndarray]]:
-    """Each reference's decoder through its alignment map, combined; figures; the references' alphas."""
-    parts, figures, alphas = [], {}, []
+    """Each reference's decoder through its alignment map, combined and calibrated; figures; the references' alphas.
+
+    The figures: ``references`` (per reference: alignment images, CV R^2, median alpha, weight) and
+    ``calibration_scale`` (:func:`_calibrated`).
+    """
+    parts, figures, alphas, spreads = [], {}, [], []
     for reference in references:
         decoder = _reference_decoder(reference, target, roi, store.feature_shape, store.attrs)
+        spreads.append(_spread(decoder.test_pred))
         key = (str(reference.label), roi)
         if key not in cache:
             ref_keys, ref_means = reference_rows(reference, roi)
@@ -153,7 +158,30 @@ def _transfer_decoder(new: _NewSubject, references: Sequence[ReferenceSubject], 
     weights = r2 / r2.sum() if settings.combine == "weighted" and r2.sum() > 0 else np.full(len(parts), 1 / len(parts))
     for label, weight in zip(figures, weights):
         figures[label]["weight"] = float(weight)
-    return combine(parts, weights), figures, alphas
+    calibrated, scale = _calibrated(combine(parts, weights), new.image_means, spreads)
+    return calibrated, {"references": figures, "calibration_scale": scale}, alphas
+
+
+def _spread(pred: np.ndarray) -> float:
+    """Root mean over targets of the variance over images of predictions (n_images, n_targets)."""
+    return float(np.sqrt(np.mean(np.var(np.asarray(pred, np.float64).reshape(len(pred), -1), axis=0))))
+
+
+def _calibrated(decoder: RawDecoder, X: np.ndarray, spreads: list[float]) -> tuple[RawDecoder, float]:
+    """``decoder`` scaled about its mean so its predictions on ``X`` spread as the references' decoders' do.
+
+    A reference decoder is fitted on raw voxels, but gets the alignment map's ridge predictions,
+    which are shrunk: the composed predictions spread less than a decoder's (about two thirds on
+    the simulated cohort), and the diffusion model then draws weaker images. One scale for every
+    target, ``spread of the references' own test predictions / spread of these``, restores it
+    (the correlations of each target are unchanged). Returns the decoder and the scale.
+    """
+    pred = decoder.predict(X)
+    own = _spread(pred)
+    scale = float(np.mean(spreads)) / own if own > 0 else 1.0
+    mean = pred.mean(axis=0, dtype=np.float64)
+    intercept = scale * np.asarray(decoder.intercept, np.float64) + (1 - scale) * mean
+    return RawDecoder((decoder.coef * np.float32(scale)).astype(np.float32), intercept.astype(np.float32)), scale
 
 
 def _study(prepared: PreparedData, store: FeatureStore) -> dict[str, Any]:
@@ -184,8 +212,9 @@ def _one_target(new_prepared: PreparedData, target: str, roi: str, store_path: P
         figures["own"] = {"trials": len(new.row_ids), "images": len(new.image_ids),
                           "median_alpha": float(np.median(ridge.alphas_))}
     if settings.decoder in ("transfer", "transfer+own"):
-        through, figures["references"], ref_alphas = _transfer_decoder(
+        through, transfer_figures, ref_alphas = _transfer_decoder(
             new, references, target, roi, store, settings, config, backend, cache, progress)
+        figures.update(transfer_figures)
         decoders.append(through)
         alphas.append(np.exp(np.mean(np.log(ref_alphas), axis=0)))
     decoder = combine(decoders)

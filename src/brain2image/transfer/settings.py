@@ -60,7 +60,7 @@ class TransferSettings:
                                  help="the new subject's first K sessions, in scanning order, or 'all'")
     alignment: str = _field("ridge", choices=ALIGNMENTS,
                             help="map from the new subject's ROI voxels to each reference's (alpha by CV over images)")
-    combine: str = _field("mean", choices=COMBINES,
+    combine: str = _field("weighted", choices=COMBINES,
                           help="the references' predictions: their mean, or weighted by each alignment map's "
                                "cross-validated R^2")
     decoder: str = _field("transfer", choices=DECODER_METHODS,

@@ -16,7 +16,8 @@ image is seen 3 times before them.
 
 Presets (:data:`PRESETS`, :func:`preset_settings`): ``nsd`` is an NSD-size subject (40 sessions,
 10,000 images, 1,000 shared, 15,724 ``nsdgeneral`` voxels, 425 px stimuli); ``demo`` the demo's
-study. Arguments given explicitly override the preset's.
+study; ``transfer`` a study for cross-subject transfer (160 shared images, 8 sessions, ncsnr 0.2).
+Arguments given explicitly override the preset's.
 
 Memory: the stimuli are rendered, written and passed through the subject in chunks of
 :data:`IMAGE_CHUNK` images, and the betas are written one session at a time (computed in blocks of
@@ -104,8 +105,17 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "standardise_images": None, "ncsnr": 0.4, "session_offset": 0.3, "val_fraction": 0.1,
 }
 
+#: The ``transfer`` preset: a study for cross-subject transfer and its learning curve
+#: (``simulate --preset transfer --subjects 4``; docs/transfer.md). 160 shared images (shown 3 times,
+#: in 3 sessions), so a test fraction of 0.5 leaves 80 held-out test images and 80 for alignment;
+#: 8 sessions, so the curve has the points k = 1, 2, 4 and all; 2,200 images (the others shown
+#: 1 to 3 times, 2.5 on average); median ncsnr 0.2 (at the default 0.4 the own decoder on one
+#: session already reaches the full-data decoder's semantic identification, so the curve is flat).
+#: Everything else (ROI sizes, session offsets) is the default.
+TRANSFER_PRESET: dict[str, Any] = {"n_images": 2200, "n_shared": 160, "n_sessions": 8, "ncsnr": 0.2}
+
 #: Names of the presets (``demo``: the demo's study, :data:`brain2image.embedded.demo.DEMO_STUDY`).
-PRESETS = ("demo", "nsd")
+PRESETS = ("demo", "nsd", "transfer")
 
 
 def preset_settings(name: str) -> dict[str, Any]:
@@ -118,6 +128,8 @@ def preset_settings(name: str) -> dict[str, Any]:
     """
     if name == "nsd":
         return dict(NSD_PRESET)
+    if name == "transfer":
+        return dict(TRANSFER_PRESET)
     if name == "demo":
         from ..demo import DEMO_STUDY  # the demo's sizes live with the demo
 
@@ -630,7 +642,7 @@ def simulate_study(out_dir: str | os.PathLike, *, preset: str | None = None, n_i
     out_dir : path-like
         Output folder; the tree goes to ``<out_dir>/nsd`` and the truth to
         ``<out_dir>/simulation_truth.h5``.
-    preset : {"demo", "nsd"}, optional
+    preset : {"demo", "nsd", "transfer"}, optional
         Named settings (:func:`preset_settings`); the arguments given override them.
     n_images : int
         Size of the simulated "73k" image space, all seen by the subject [1250].
