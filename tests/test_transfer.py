@@ -245,3 +245,18 @@ def test_bad_transfer_input_is_one_line_and_writes_no_decoder(cohort, capsys, na
     line = one_error_line(capsys)
     assert all(word in line for word in words), line
     assert not list((cohort / folder).glob("decoders/*.h5")) and not (cohort / folder / "transfer").exists()
+
+
+def test_transfer_curve_command_runs_the_references_then_every_point(cohort, tmp_path):
+    """``brain2image transfer-curve``: the new subject's prepare/features into the reference run, then the points."""
+    config = _transfer_config(cohort, "curve_config")
+    refs = tmp_path / "refs"
+    shutil.copytree(cohort / "refs", refs)  # the references done; subject 1 is prepared there by the curve
+    argv = ["--no-progress", "transfer-curve", str(config), "--out", str(tmp_path / "curve"), "--sessions", "1", "all",
+            "--reference-run", str(refs)]
+    assert main(argv) == 0
+    assert (refs / "subj01" / "prepared" / "subj01.h5").is_file()
+    table = json.loads((tmp_path / "curve" / "curve.json").read_text())
+    assert [(p["sessions"], p["decoder"]) for p in table["points"]] == [("1", "own"), ("1", "transfer"),
+                                                                         ("all", "own"), ("all", "transfer")]
+    assert table["n_test"] == 20 and "<img" in (tmp_path / "curve" / "report.html").read_text()

@@ -41,7 +41,7 @@ from .formats.run_layout import RunLayout, subject_tag
 
 __all__ = ["CURVE_STAGES", "DECODER_CHOICES", "IDENTIFICATION_METRICS", "CurvePoint", "curve_points",
            "default_sessions", "point_config", "link_subject_inputs", "point_row", "check_same_test_ids",
-           "plot_curve", "curve_report", "transfer_curve"]
+           "plot_curve", "curve_report", "prepare_reference_run", "transfer_curve"]
 
 logger = logging.getLogger(__name__)
 
@@ -387,6 +387,24 @@ def curve_report(table: pd.DataFrame, meta: dict[str, Any], plots: Sequence[Path
             f"<body><h1>Cross-subject transfer: learning curve</h1><p>{intro}</p>{images}{body}</body></html>")
 
 
+def prepare_reference_run(config: RunConfig, subjects: Sequence[int | str], reference_run: Path,
+                          progress: bool = True) -> None:
+    """Run ``prepare``, ``features`` and ``fit`` of each subject into ``<reference_run>/subjXX/`` (resumed).
+
+    What the curve needs of the references (their full-data decoders) and of the new subject (its
+    prepared file and feature stores); a folder already done is skipped stage by stage. The
+    config's ``[transfer]`` table is left out, so ``fit`` fits each subject's own decoders.
+    """
+    from .pipeline import run_pipeline
+
+    settings = {name: table for name, table in config.stage_settings.items() if name != "transfer"}
+    for subject in subjects:
+        single = dataclasses.replace(config, subject=subject, subjects=None, stage_settings=settings,
+                                     out_dir=str(reference_run / subject_tag(subject)))
+        logger.info("transfer curve: subject %s's prepare, features and fit in %s", subject, single.out_dir)
+        run_pipeline(single, progress=progress, stages=("prepare", "features", "fit"))
+
+
 def _run_point(config: RunConfig, point: CurvePoint, reference_run: Path, progress: bool) -> dict[str, Any]:
     """Run one point (resuming a finished one) and return its row."""
     from .pipeline import run_pipeline
@@ -420,8 +438,9 @@ def transfer_curve(config: RunConfig, *, out_dir: str | os.PathLike, subject: in
     references : sequence of int or str, optional
         Reference subjects (default: the config's ``[transfer] reference_subjects``).
     reference_run : path-like, optional
-        Study folder of a ``brain2image run`` of the references and the new subject (default: the
-        config's ``[transfer] reference_run``; relative: to the current folder).
+        Study folder of the references and the new subject (default: the config's ``[transfer]
+        reference_run``; relative: to the current folder). Their ``prepare``, ``features`` and ``fit``
+        run there first when not done (:func:`prepare_reference_run`).
     sessions : sequence of int or "all", optional
         The k of the curve (default: 1, 2, 4, … below the new subject's session count, then all).
     decoders : sequence of str
@@ -453,6 +472,7 @@ def transfer_curve(config: RunConfig, *, out_dir: str | os.PathLike, subject: in
     new = config.subject if subject is None else subject
     transfer = _transfer_settings(config, references, reference_run)
     runs = Path(transfer["reference_run"])
+    prepare_reference_run(config, [new, *transfer["reference_subjects"]], runs, progress)
     prepared = RunLayout.of(runs / subject_tag(new), new, config.model).prepared
     if not prepared.is_file():
         raise MissingFileError(f"{prepared}: prepared file of the new subject {new} not found; expected a reference "

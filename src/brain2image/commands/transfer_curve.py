@@ -31,9 +31,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Run one transfer run per point (the new subject's first k sessions; its own decoder on them, "
         "and its activity mapped into the reference subjects' decoders) into <out>/k<k>_<decoder>/, all scored on "
         "the same held-out test images; write <out>/curve.csv, curve.json and curve.png (docs/transfer.md). "
-        "CONFIG is a run config whose [transfer] table names reference_subjects and reference_run (a study folder "
-        "of brain2image run with subjects = the references and the new subject); its seed and test_fraction hold "
-        "for every point. Finished points are resumed.")
+        "CONFIG is a run config of the new subject whose [transfer] table names reference_subjects and "
+        "reference_run, the study folder where prepare, features and fit of the new subject and the references run "
+        "first when not done (subjXX/ each); its seed and test_fraction hold for every point. Finished points are "
+        "resumed.")
     parser.add_argument("config", help="TOML run config with a [transfer] table")
     parser.add_argument("--out", required=True, help="curve folder (created; reruns resume)")
     parser.add_argument("--sessions", nargs="+", action=AccumulateList, type=_sessions_token, default=None, metavar="K",
