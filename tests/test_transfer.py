@@ -260,3 +260,22 @@ def test_transfer_curve_command_runs_the_references_then_every_point(cohort, tmp
     assert [(p["sessions"], p["decoder"]) for p in table["points"]] == [("1", "own"), ("1", "transfer"),
                                                                          ("all", "own"), ("all", "transfer")]
     assert table["n_test"] == 20 and "<img" in (tmp_path / "curve" / "report.html").read_text()
+
+
+def test_a_folder_keeps_the_method_its_decoders_were_made_with(cohort, capsys):
+    """Resuming a transfer run without [transfer], or a fitted run with it, is one line, not a silent mix."""
+    plain = cohort / "plain.toml"
+    plain.write_text('out_dir = "transfer"\nsubject = 1\n' + _base(cohort / "study" / "nsd", cohort / "tiny_model"))
+    before = (cohort / "transfer" / "decoders" / "subj01_z_early.h5").read_bytes()
+    assert main(["--no-progress", "run", str(plain)]) == 2
+    line = one_error_line(capsys)
+    assert "written by the transfer stage" in line and "--redo fit" in line, line
+    assert (cohort / "transfer" / "decoders" / "subj01_z_early.h5").read_bytes() == before
+    fitted = cohort / "fitted_plain.toml"
+    fitted.write_text('out_dir = "fitted"\nsubject = 1\n' + _base(cohort / "study" / "nsd", cohort / "tiny_model"))
+    run_pipeline(load_run_config(fitted), progress=False, stages=["prepare", "features", "fit"])
+    config = _transfer_config(cohort, "fitted")
+    assert main(["--no-progress", "run", str(config)]) == 2
+    line = one_error_line(capsys)
+    assert "fitted by the fit stage" in line and "--redo transfer" in line, line
+    assert not (cohort / "fitted" / "transfer").exists()

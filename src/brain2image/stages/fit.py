@@ -98,6 +98,14 @@ class FitStage(Stage):
 
         return replaced_by(self.name, config) is None
 
+    def is_done(self, ctx: StageContext) -> bool:
+        """Every decoder file is there; a transfer run's decoders in their place are refused."""
+        from .transfer import refuse_decoders_made_otherwise
+
+        if ctx.in_run_folder:
+            refuse_decoders_made_otherwise([job.out for job in self.jobs(ctx)], by_transfer=False, redo=self.name)
+        return super().is_done(ctx)
+
     def check(self, config: RunConfig) -> None:
         """The device, and ``[decoder] backend`` on it (``torch_cuda`` needs a CUDA device)."""
         from ..ridge.backend import resolve_backend

@@ -19,7 +19,7 @@ from .base import Stage, StageContext
 from .options import Option
 from .registry import register_stage
 
-__all__ = ["TransferStage", "reference_subjects", "decoder_records", "SPLIT_FILE"]
+__all__ = ["TransferStage", "reference_subjects", "decoder_records", "refuse_decoders_made_otherwise", "SPLIT_FILE"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +79,33 @@ def decoder_records(ctx: StageContext) -> dict[str, dict[str, Any]]:
     if not any("decoder_method" in a for a in attrs.values()):
         return {}
     return {target: json.loads(str(a.get("transfer", "{}"))) for target, a in attrs.items()}
+
+
+def refuse_decoders_made_otherwise(paths: Any, *, by_transfer: bool, redo: str) -> None:
+    """Refuse decoder files on disk that the other stage wrote (a fitted one for a transfer run, or the reverse).
+
+    A run folder's decoders are fit's or transfer's; resuming with the other would keep decoders
+    (and images made from them) of the other method without a word.
+
+    Raises
+    ------
+    DataFormatError
+        Naming the file, who wrote it and the way out (``--redo``, another ``out_dir``).
+    """
+    from ..formats.decoder_file import DecoderFile
+
+    for path in map(Path, paths):
+        if not path.is_file():
+            continue
+        method = DecoderFile.read_attrs(path).get("decoder_method")
+        if by_transfer and method is None:
+            raise DataFormatError(f"{path}: a decoder fitted by the fit stage (no attribute 'decoder_method'); this "
+                                  f"run's [transfer] table writes transfer decoders there: rerun with --redo {redo} "
+                                  "or another out_dir")
+        if not by_transfer and method is not None:
+            raise DataFormatError(f"{path}: written by the transfer stage (decoder_method {method!r}); this run has no "
+                                  f"[transfer] table and fits its own decoders: rerun with --redo {redo} or another "
+                                  "out_dir")
 
 
 @register_stage
@@ -155,6 +182,12 @@ class TransferStage(Stage):
         """The decoder file of each target and the split."""
         root = ctx.layout.root if ctx.in_run_folder else Path((ctx.paths or {})["out"])
         return {**{f"decoder_{t}": p for t, p in self._decoder_paths(ctx).items()}, "split": root / SPLIT_FILE}
+
+    def is_done(self, ctx: StageContext) -> bool:
+        """Every decoder file and the split are there; fitted decoders in their place are refused."""
+        if ctx.in_run_folder:
+            refuse_decoders_made_otherwise(self._decoder_paths(ctx).values(), by_transfer=True, redo=self.name)
+        return super().is_done(ctx)
 
     def run(self, ctx: StageContext, shard: tuple[int, int] | None = None) -> Any:
         """Write the decoder files and the split (all again when any is missing)."""
