@@ -17,7 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "encode → report) as set in CONFIG (see examples/nsd_subj01_sd14.toml and docs/cli.md). Stages "
         "whose outputs exist are skipped. With subjects = [1, 2, 5, 7] (examples/nsd_subjects_1257_sd14.toml) "
         "each subject runs into <out_dir>/subjXX/, then <out_dir>/summary.json and report.html hold every "
-        "subject's metrics with their mean and sd.")
+        "subject's metrics with their mean and sd. With a [transfer] table the transfer stage replaces fit: the "
+        "subject is decoded through other subjects' decoders (examples/nsd_subj01_1session_transfer.toml).")
     parser.add_argument("config", nargs="?", default=None, help="TOML run config (required)")
     parser.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                         help="run the stages as Ray tasks (pip install brain2image[ray]; docs/cluster.md): "
