@@ -10,7 +10,7 @@ stores, a tiny model folder, a decoder, a reconstruction folder), breaks one thi
   same sizes, same modification times), and no temporary file is left anywhere.
 
 Config values have their own table in ``tests/test_config_validation.py``; this one covers files
-and data. ``BAD_INPUTS`` is counted in the README.
+and data. ``BAD_INPUTS`` is counted in docs/development.md.
 """
 
 from __future__ import annotations

@@ -39,6 +39,9 @@ __all__ = ["TransferResult", "transfer_decoders", "reference_rows"]
 
 logger = logging.getLogger(__name__)
 
+#: Alignment maps fitted so far, by (reference label, ROI): the map and the new subject's image ids it saw.
+_AlignmentCache = dict[tuple[str, str], tuple[AlignmentMap, np.ndarray]]
+
 
 @dataclass
 class TransferResult:
@@ -124,41 +127,50 @@ def _own_decoder(new: _NewSubject, store: FeatureStore, config: DecoderConfig, b
     return from_standardised(ridge.coef_, ridge.intercept_, ridge.x_mean_, ridge.x_std_), ridge
 
 
+def _alignment(new: _NewSubject, reference: ReferenceSubject, roi: str, settings: TransferSettings,
+               config: DecoderConfig, backend: BackendLike, cache: _AlignmentCache, progress: bool) -> AlignmentMap:
+    """The alignment map of ``reference`` from ``roi`` (fitted once per reference and ROI, then cached)."""
+    key = (str(reference.label), roi)
+    if key not in cache:
+        ref_keys, ref_means = reference_rows(reference, roi)
+        new_rows, ref_rows = _alignment_images(new, ref_keys, settings.alignment_images, settings.seed)
+        if len(new_rows) < 3:
+            raise DataFormatError(f"{reference.prepared}: shares {len(new_rows)} image(s) with the new subject's "
+                                  f"first {settings.sessions} session(s); expected at least 3 to fit an alignment")
+        cache[key] = (fit_alignment(new.image_means[new_rows], ref_means[ref_rows], config, backend=backend,
+                                    progress=progress), new.image_ids[new_rows])
+    return cache[key][0]
+
+
 def _transfer_decoder(new: _NewSubject, references: Sequence[ReferenceSubject], target: str, roi: str,
                       store: FeatureStore, settings: TransferSettings, config: DecoderConfig, backend: BackendLike,
-                      cache: dict[tuple[str, str], tuple[AlignmentMap, np.ndarray]], progress: bool
-                      ) -> tuple[RawDecoder, dict[str, Any], list[np.ndarray]]:
+                      cache: _AlignmentCache, progress: bool) -> tuple[RawDecoder, dict[str, Any], list[np.ndarray]]:
     """Each reference's decoder through its alignment map, combined and calibrated; figures; the references' alphas.
 
-    The figures: ``references`` (per reference: alignment images, CV R^2, median alpha, weight) and
-    ``calibration_scale`` (:func:`_calibrated`).
+    The alignment maps come first (their CV R^2 weighs the references); then each reference's
+    decoder is read and composed into the combined decoder in turn, so memory holds the output and
+    one reference decoder. The figures: ``references`` (per reference: alignment images, CV R^2,
+    median alpha, weight) and ``calibration_scale`` (:func:`_calibrated`).
     """
-    parts, figures, alphas, spreads = [], {}, [], []
-    for reference in references:
+    alignments = [_alignment(new, reference, roi, settings, config, backend, cache, progress)
+                  for reference in references]
+    r2 = np.asarray([max(a.cv_r2, 0.0) if np.isfinite(a.cv_r2) else 0.0 for a in alignments])
+    weights = (r2 / r2.sum() if settings.combine == "weighted" and r2.sum() > 0
+               else np.full(len(alignments), 1 / len(alignments)))
+    combined: RawDecoder | None = None
+    figures, alphas, spreads = {}, [], []
+    for reference, alignment, weight in zip(references, alignments, weights):
         decoder = _reference_decoder(reference, target, roi, store.feature_shape, store.attrs)
         spreads.append(_spread(decoder.test_pred))
-        key = (str(reference.label), roi)
-        if key not in cache:
-            ref_keys, ref_means = reference_rows(reference, roi)
-            new_rows, ref_rows = _alignment_images(new, ref_keys, settings.alignment_images, settings.seed)
-            if len(new_rows) < 3:
-                raise DataFormatError(f"{reference.prepared}: shares {len(new_rows)} image(s) with the new subject's "
-                                      f"first {settings.sessions} session(s); expected at least 3 to fit an alignment")
-            cache[key] = (fit_alignment(new.image_means[new_rows], ref_means[ref_rows], config, backend=backend,
-                                        progress=progress), new.image_ids[new_rows])
-        alignment = cache[key][0]
         stored = (decoder.coef, decoder.intercept, decoder.x_mean, decoder.x_std)
         assert all(w is not None for w in stored), "read with load_weights=True"
-        parts.append(compose(alignment, *stored))  # type: ignore[arg-type]
+        combined = compose(alignment, *stored, weight=float(weight), into=combined)  # type: ignore[arg-type]
         alphas.append(np.asarray(decoder.alphas, np.float64))
         figures[str(reference.label)] = {"alignment_images": alignment.n_images, "alignment_cv_r2": alignment.cv_r2,
-                                         "alignment_median_alpha": alignment.median_alpha}
-    r2 = np.asarray([max(f["alignment_cv_r2"], 0.0) if np.isfinite(f["alignment_cv_r2"]) else 0.0
-                     for f in figures.values()])
-    weights = r2 / r2.sum() if settings.combine == "weighted" and r2.sum() > 0 else np.full(len(parts), 1 / len(parts))
-    for label, weight in zip(figures, weights):
-        figures[label]["weight"] = float(weight)
-    calibrated, scale = _calibrated(combine(parts, weights), new.image_means, spreads)
+                                         "alignment_median_alpha": alignment.median_alpha, "weight": float(weight)}
+        del decoder, stored
+    assert combined is not None
+    calibrated, scale = _calibrated(combined, new.image_means, spreads)
     return calibrated, {"references": figures, "calibration_scale": scale}, alphas
 
 
@@ -181,7 +193,9 @@ def _calibrated(decoder: RawDecoder, X: np.ndarray, spreads: list[float]) -> tup
     scale = float(np.mean(spreads)) / own if own > 0 else 1.0
     mean = pred.mean(axis=0, dtype=np.float64)
     intercept = scale * np.asarray(decoder.intercept, np.float64) + (1 - scale) * mean
-    return RawDecoder((decoder.coef * np.float32(scale)).astype(np.float32), intercept.astype(np.float32)), scale
+    coef = decoder.coef
+    coef *= np.float32(scale)  # in place: the combined decoder is this function's alone
+    return RawDecoder(coef, intercept.astype(np.float32)), scale
 
 
 def _study(prepared: PreparedData, store: FeatureStore) -> dict[str, Any]:
@@ -282,7 +296,7 @@ def transfer_decoders(new_prepared: str | Path, targets: Mapping[str, tuple[str,
     new = PreparedData(new_prepared)
     split = make_split(new, references, sessions=session_count(settings.sessions, ""),
                        test_fraction=settings.test_fraction, seed=settings.seed)
-    cache: dict[tuple[str, str], tuple[AlignmentMap, np.ndarray]] = {}
+    cache: _AlignmentCache = {}
     figures, written = {}, {}
     with device_scope(device):
         for target, (roi, store, out) in targets.items():
