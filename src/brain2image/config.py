@@ -43,6 +43,7 @@ from .methods import METHOD_CHOICES, builtin_methods
 from .targets import TARGET_CHOICES, default_target_rois
 
 __all__ = [
+    "subject_token",
     "FeatureConfig",
     "DecoderConfig",
     "ReconstructionConfig",
@@ -118,7 +119,7 @@ def parse_sessions(text: str | None) -> int | list[int] | None:
     return sessions
 
 
-def _subject_token(text: str) -> int | str:
+def subject_token(text: str) -> int | str:
     """A ``--subject`` token as a config file would hold it: ``3`` -> 3, another label as given."""
     from .sources.base import numeric_label
 
@@ -448,7 +449,7 @@ class RunConfig(_RunTable):
     nsd_root: str | None = _field(None, kw_only=True, help="NSD root (holds nsddata/, nsddata_betas/, "
                                   "nsddata_stimuli/): shorthand for [source] kind = \"nsd\", root = ...")
     out_dir: str = _field(help="run folder")
-    subject: int | str = _field(1, label=True, parse=_subject_token, metavar="LABEL",
+    subject: int | str = _field(1, label=True, parse=subject_token, metavar="LABEL",
                                 help="subject label of the data source (NSD: 1..8)")
     subjects: list[int | str] | None = _field(
         None, cli=False, label=True,

@@ -14,8 +14,8 @@ import numpy as np
 
 from .errors import InvalidArgumentError
 
-__all__ = ["DEFAULT_ROW_CHUNK", "DEFAULT_COLUMN_CHUNK", "zscore_rows", "pearson_columns", "pearson_matrix",
-           "paired_pearson"]
+__all__ = ["average_repeats", "DEFAULT_ROW_CHUNK", "DEFAULT_COLUMN_CHUNK", "zscore_rows", "pearson_columns",
+           "pearson_matrix", "paired_pearson"]
 
 #: Rows of the second operand z-scored at a time by :func:`pearson_matrix`.
 DEFAULT_ROW_CHUNK = 1024
@@ -132,3 +132,26 @@ def paired_pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if a.shape != b.shape:
         raise InvalidArgumentError(f"paired_pearson: shapes differ ({a.shape} and {b.shape})")
     return np.einsum("ij,ij->i", zscore_rows(a), zscore_rows(b)) / a.shape[1]
+
+
+def average_repeats(x: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Average rows that share an id.
+
+    Parameters
+    ----------
+    x : ndarray of shape (n_trials, n_voxels)
+    ids : ndarray of shape (n_trials,)
+
+    Returns
+    -------
+    mean : ndarray of shape (n_unique, n_voxels) float32
+    unique_ids : ndarray of shape (n_unique,), sorted
+    counts : ndarray of shape (n_unique,)
+    """
+    unique_ids, inverse, counts = np.unique(ids, return_inverse=True, return_counts=True)
+    if unique_ids.size == 0:
+        return np.zeros((0,) + x.shape[1:], dtype=np.float32), unique_ids, counts
+    order = np.argsort(inverse, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    sums = np.add.reduceat(x[order].astype(np.float64), starts, axis=0)
+    return (sums / counts[:, None]).astype(np.float32), unique_ids, counts

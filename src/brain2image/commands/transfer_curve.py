@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..config import subject_token
 from ..stages.options import AccumulateList
 from ._common import add_command_parser, show_progress
 
@@ -16,11 +17,6 @@ def _sessions_token(text: str) -> int | str:
     if text == "all" or (text.isdigit() and int(text) >= 1):
         return "all" if text == "all" else int(text)
     raise argparse.ArgumentTypeError(f"{text!r}: expected an integer of at least 1 or 'all'")
-
-
-def _subject_token(text: str) -> int | str:
-    """A subject label: a number stays an int (NSD's 1..8)."""
-    return int(text) if text.isdigit() else text
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -45,9 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="also a curve of transfer over alignment-set sizes (at --alignment-sessions)")
     parser.add_argument("--alignment-sessions", type=_sessions_token, default="all", metavar="K",
                         help="session count of the alignment-size curve")
-    parser.add_argument("--subject", type=_subject_token, default=None, metavar="LABEL",
+    parser.add_argument("--subject", type=subject_token, default=None, metavar="LABEL",
                         help="the new subject (default: the config's subject)")
-    parser.add_argument("--references", nargs="+", action=AccumulateList, type=_subject_token, default=None,
+    parser.add_argument("--references", nargs="+", action=AccumulateList, type=subject_token, default=None,
                         metavar="LABEL",
                         help="reference subjects (default: [transfer] reference_subjects)")
     parser.add_argument("--reference-run", default=None, metavar="DIR",
@@ -60,18 +56,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     """Run the curve; print its table and the folder."""
-    import dataclasses
-
     from ..pipeline import load_run_config
     from ..transfer_curve import transfer_curve
 
-    config = load_run_config(args.config)
-    table = config.stage_settings.get("transfer", {})
-    run = table.get("reference_run")
-    if args.reference_run is None and run and not Path(run).expanduser().is_absolute():
-        # relative to the config file, as every path of a run config
-        table = {**table, "reference_run": str(Path(args.config).resolve().parent / Path(run).expanduser())}
-        config = dataclasses.replace(config, stage_settings={**config.stage_settings, "transfer": table})
+    config = load_run_config(args.config)  # [transfer] reference_run: relative to the config file
     curve = transfer_curve(config, out_dir=args.out, subject=args.subject, references=args.references,
                            reference_run=args.reference_run, sessions=args.sessions, decoders=args.decoders,
                            alignment_sizes=args.alignment_images, alignment_sessions=args.alignment_sessions,

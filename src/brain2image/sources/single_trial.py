@@ -27,8 +27,8 @@ from tqdm import tqdm
 
 from ..errors import DataFormatError, InvalidArgumentError
 from ..formats.prepared import PreparedRoi, PreparedWriter, TrialIndex
+from ..stats import average_repeats
 from .nsd.betas import zscore_trials
-from .nsd.prepare import average_repeats
 
 __all__ = ["TrialTable", "RoiSelection", "write_single_trial_prepared", "REQUIRED_ATTRS", "NSD_IMAGES",
            "nsd_identity", "stimulus_keys"]

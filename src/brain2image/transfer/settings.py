@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..config import subject_token
 from ..config_checks import _field
 from ..errors import InvalidArgumentError
 
@@ -18,12 +19,6 @@ DECODER_METHODS = ("transfer", "own", "transfer+own")
 COMBINES = ("mean", "weighted")
 #: Maps from the new subject's voxels to a reference subject's.
 ALIGNMENTS = ("ridge",)
-
-
-def _subject_token(text: Any) -> int | str:
-    """A subject label from the command line: a number stays an int (NSD's 1..8)."""
-    text = str(text)
-    return int(text) if text.isdigit() else text
 
 
 def _sessions_token(text: Any) -> int | str:
@@ -50,7 +45,7 @@ class TransferSettings:
     """
 
     reference_subjects: list[int | str] = _field(
-        factory=list, label=True, nargs="+", parse=_subject_token, metavar="LABEL",
+        factory=list, label=True, nargs="+", parse=subject_token, metavar="LABEL",
         help="subjects whose full-data decoders the new subject is decoded through")
     reference_run: str = _field(
         "", help="study folder of the references (brain2image run with subjects = the references): "

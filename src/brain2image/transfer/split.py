@@ -25,6 +25,7 @@ import numpy as np
 from .._io import atomic_path
 from ..errors import DataFormatError, InvalidArgumentError
 from ..formats.prepared import PreparedData
+from ..stats import average_repeats
 
 __all__ = ["MIN_TEST_IMAGES", "ReferenceSubject", "SubjectRows", "TransferSplit", "make_split", "image_means",
            "read_rows", "session_rows"]
@@ -146,13 +147,9 @@ def read_rows(prepared: PreparedData, roi: str, rows: Sequence[SubjectRows]) -> 
 
 
 def image_means(X: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rows averaged per image id: (sorted unique ids, means of shape (n_ids, n_columns))."""
-    order = np.argsort(ids, kind="stable")
-    unique, starts, counts = np.unique(ids[order], return_index=True, return_counts=True)
-    if not len(unique):
-        return unique, np.zeros((0, X.shape[1]), np.float32)
-    sums = np.add.reduceat(X[order].astype(np.float64), starts, axis=0)
-    return unique, (sums / counts[:, None]).astype(np.float32)
+    """Rows averaged per image id (:func:`~brain2image.stats.average_repeats`): (sorted unique ids, means)."""
+    means, unique, _ = average_repeats(X, ids)
+    return unique, means
 
 
 def _reference_keys(reference: ReferenceSubject) -> tuple[set[str], set[str]]:

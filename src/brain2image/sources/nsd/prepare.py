@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from ...errors import DataFormatError, MissingFileError
 from ...formats.prepared import PreparedRoi, PreparedWriter, TrialIndex
+from ...stats import average_repeats
 from .betas import (
     beta_file_info,
     read_surface_betas,
@@ -139,29 +140,6 @@ def resolve_sessions(layout: NSDLayout, sessions: int | Sequence[int] | None,
         raise MissingFileError(f"{len(missing)} beta file(s) missing: {', '.join(missing[:5])}"
                                + (" ..." if len(missing) > 5 else ""))
     return wanted
-
-
-def average_repeats(x: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Average rows that share an id.
-
-    Parameters
-    ----------
-    x : ndarray of shape (n_trials, n_voxels)
-    ids : ndarray of shape (n_trials,)
-
-    Returns
-    -------
-    mean : ndarray of shape (n_unique, n_voxels) float32
-    unique_ids : ndarray of shape (n_unique,), sorted
-    counts : ndarray of shape (n_unique,)
-    """
-    unique_ids, inverse, counts = np.unique(ids, return_inverse=True, return_counts=True)
-    if unique_ids.size == 0:
-        return np.zeros((0,) + x.shape[1:], dtype=np.float32), unique_ids, counts
-    order = np.argsort(inverse, kind="stable")
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    sums = np.add.reduceat(x[order].astype(np.float64), starts, axis=0)
-    return (sums / counts[:, None]).astype(np.float32), unique_ids, counts
 
 
 def _check_session_files(layout: NSDLayout, sessions: list[int], beta_format: str,
